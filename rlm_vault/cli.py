@@ -1,0 +1,134 @@
+"""The `rlm-vault` command: serve MCP, set up a vault, and use memory from the shell.
+
+Commands print readable text, or JSON with `--json`. Errors print one line and exit 1. Heavy
+modules (mcp, search caches) are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import VaultError
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], Any]
+
+
+def _service(args: argparse.Namespace) -> Any:
+    from .config import Config
+    from .service import open_service
+
+    return open_service(Config.from_env())
+
+
+def _out(args: argparse.Namespace, kind: str, result: Any) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        from .formatting import render
+
+        print(render(kind, result))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .mcp_server import serve_stdio
+
+    serve_stdio()
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from .config import Config
+    from .vault import Vault
+
+    path = Path(args.path).expanduser() if args.path else Config.from_env().vault
+    vault = Vault.open(path)
+    _out(args, "init", {"vault": str(vault.root), "head": vault.git.head()})
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    _out(args, "status", _service(args).status())
+
+
+def cmd_remember(args: argparse.Namespace) -> None:
+    content = sys.stdin.read() if args.content == "-" else args.content
+    result = _service(args).remember(content, args.category, args.importance, args.tags, args.project)
+    _out(args, "remember", result)
+
+
+def cmd_recall(args: argparse.Namespace) -> None:
+    svc = _service(args)
+    _out(args, "recall", svc.recall(args.query, args.category, args.importance, args.project, args.limit))
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    svc = _service(args)
+    _out(args, "search", svc.search(args.query, args.limit, args.project, args.domain))
+
+
+def cmd_peek(args: argparse.Namespace) -> None:
+    _out(args, "peek", _service(args).peek(args.id, args.start, args.end))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlm-vault", description="Persistent memory for Claude Code, kept as "
+                                     "a git repository of Markdown notes. With no command: serve MCP on stdio.")
+    parser.add_argument("--version", action="version", version=f"rlm-vault {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print the result as JSON")
+        return p
+
+    command("serve", cmd_serve, "serve the MCP tools over stdio (what Claude Code runs)", json_flag=False)
+    p = command("init", cmd_init, "create the vault (a git repository) if it does not exist")
+    p.add_argument("path", nargs="?", help="where (default: RLM_VAULT_DIR or ~/.claude/rlm/vault)")
+    command("status", cmd_status, "counts, vault path, git HEAD, search state and unreadable files")
+    p = command("remember", cmd_remember, "save an insight ('-' reads it from stdin)")
+    p.add_argument("content")
+    p.add_argument("--category", default="general", help="decision, fact, preference, finding, todo, general")
+    p.add_argument("--importance", default="medium", help="critical, high, medium, low")
+    p.add_argument("--tags", default="", help="comma-separated tags")
+    p.add_argument("--project", default="", help="project name (default: all projects)")
+    p = command("recall", cmd_recall, "list insights matching words")
+    p.add_argument("query", nargs="?", default="")
+    p.add_argument("--category", default="")
+    p.add_argument("--importance", default="")
+    p.add_argument("--project", default="")
+    p.add_argument("--limit", type=int, default=10)
+    p = command("search", cmd_search, "search chunks and insights, best first")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=5)
+    p.add_argument("--project", default="")
+    p.add_argument("--domain", default="")
+    p = command("peek", cmd_peek, "print a chunk or insight, or some of its lines")
+    p.add_argument("id")
+    p.add_argument("--start", type=int, default=0, help="first line, 0-based")
+    p.add_argument("--end", type=int, default=-1, help="line after the last one; -1 = to the end")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `rlm-vault` and `python -m rlm_vault`."""
+    args = _parser().parse_args(argv)
+    handler: Handler = getattr(args, "handler", cmd_serve)
+    try:
+        handler(args)
+    except VaultError as exc:
+        if os.environ.get("RLM_VAULT_RAISE_ERRORS"):
+            raise
+        print(f"rlm-vault: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,96 @@
+"""Short readable texts for structured results, shared by the MCP tools and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["render"]
+
+
+def _written(verb: str, r: Mapping[str, Any]) -> str:
+    if r.get("duplicate"):
+        return f"Already saved as {r['id']} ({r['path']}); nothing written."
+    if r.get("changed") is False:
+        return f"{r['id']} already says that; nothing changed."
+    return f"{verb} {r['id']} ({r['path']})."
+
+
+def _recall(r: Mapping[str, Any]) -> str:
+    rows = r["insights"]
+    if not rows:
+        return "No insight matches."
+    lines = [f"{len(rows)} insight(s):"]
+    for i in rows:
+        tags = f" [{', '.join(i['tags'])}]" if i["tags"] else ""
+        proj = f" @{i['project']}" if i.get("project") else ""
+        lines.append(f"- {i['id']} ({i['category']}/{i['importance']}){tags}{proj}: {i['content']}")
+    return "\n".join(lines)
+
+
+def _status(r: Mapping[str, Any]) -> str:
+    sem = r["semantic"]
+    lines = [
+        f"Vault {r['vault']} at {(r['head'] or 'no commit')[:12]}",
+        f"{r['insights']} insights, {r['chunks']} chunks, {r['archived']} archived",
+        f"Semantic search: {'on' if sem['enabled'] else 'off'} ({sem['model']}) {sem['reason']}".rstrip(),
+    ]
+    for p in r["problems"]:
+        lines.append(f"Problem: {p['path']}: {p['reason']}")
+    return "\n".join(lines)
+
+
+def _peek(r: Mapping[str, Any]) -> str:
+    return f"{r['id']} lines {r['start']}-{r['end']} of {r['total_lines']}:\n{r['content']}"
+
+
+def _grep(r: Mapping[str, Any]) -> str:
+    rows = r["matches"]
+    if not rows:
+        return "No line matches."
+    return "\n".join(f"{m['id']}:{m['line']}: {m['text']}" + (f" ({m['score']:g})" if m["score"] != 1.0 else "")
+                     for m in rows)
+
+
+def _search(r: Mapping[str, Any]) -> str:
+    rows = r["results"]
+    if not rows:
+        return "Nothing found."
+    return "\n".join(f"{n}. [{h['kind']}] {h['id']} ({h['score']:.3f}) {h['summary']}" for n, h in enumerate(rows, 1))
+
+
+def _chunks(r: Mapping[str, Any]) -> str:
+    rows = r["chunks"]
+    if not rows:
+        return "No chunks."
+    return "\n".join(f"- {c['id']} ({c['created'][:16]}, ~{c['tokens']} tokens) {c['summary']}" for c in rows)
+
+
+def _sessions(r: Mapping[str, Any]) -> str:
+    rows = r["sessions"]
+    if not rows:
+        return "No sessions."
+    return "\n".join(f"- {s['id']}: {s['chunks']} chunk(s) since {s['started'][:16]}" for s in rows)
+
+
+_RENDER = {
+    "remember": lambda r: _written("Remembered", r),
+    "update": lambda r: _written("Updated", r),
+    "chunk": lambda r: _written("Saved chunk", r),
+    "forget": lambda r: f"Forgot {r['id']} (git history keeps it).",
+    "recall": _recall,
+    "status": _status,
+    "peek": _peek,
+    "grep": _grep,
+    "search": _search,
+    "list_chunks": _chunks,
+    "sessions": _sessions,
+    "domains": lambda r: "Domains: " + ", ".join(r["domains"]),
+    "init": lambda r: f"Vault ready at {r['vault']} ({(r['head'] or '')[:12]}).",
+}
+
+
+def render(kind: str, result: Mapping[str, Any]) -> str:
+    """The readable text for a result of the operation `kind`."""
+    fn = _RENDER.get(kind)
+    return fn(result) if fn else str(dict(result))

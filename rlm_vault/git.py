@@ -1,0 +1,140 @@
+"""The only module that runs git: a thin wrapper over the git command line.
+
+Commits go through plumbing (update-index on the changed paths, write-tree, commit-tree, and a
+compare-and-swap update-ref) so a commit costs the same in a vault of ten notes or ten thousand,
+and never sweeps in files a person is editing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import GitError
+
+__all__ = ["Commit", "Git", "FALLBACK_NAME", "FALLBACK_EMAIL"]
+
+FALLBACK_NAME = "rlm-vault"
+FALLBACK_EMAIL = "rlm-vault@localhost"
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One entry of a note's history."""
+
+    commit: str
+    date: str
+    message: str
+
+
+class Git:
+    """git commands run in one repository."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._identity: dict[str, str] | None = None
+
+    def run(self, *args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None) -> str:
+        """Run `git <args>` in the repository and return its stdout."""
+        cmd = ["git", "-C", str(self.root), *args]
+        try:
+            proc = subprocess.run(
+                cmd, input=input, capture_output=True, text=True, env=env, encoding="utf-8", errors="replace"
+            )
+        except OSError as exc:
+            raise GitError(list(args), -1, f"cannot run git: {exc}") from exc
+        if check and proc.returncode != 0:
+            raise GitError(list(args), proc.returncode, proc.stderr)
+        return proc.stdout
+
+    def is_repo(self) -> bool:
+        """True when the root is the top of a git work tree."""
+        return (self.root / ".git").exists()
+
+    def init(self) -> None:
+        """Create the repository with `main` as its branch."""
+        self.run("init", "-q")
+        self.run("symbolic-ref", "HEAD", "refs/heads/main")
+
+    def head(self) -> str | None:
+        """The commit HEAD points at, or None in an empty repository."""
+        out = self.run("rev-parse", "-q", "--verify", "HEAD^{commit}", check=False).strip()
+        return out or None
+
+    def commit_paths(self, paths: Sequence[str], message: str) -> str | None:
+        """Commit exactly these paths (added, changed or removed) as they are on disk.
+
+        Returns the new commit, or None when the paths already match HEAD.
+        """
+        if not paths:
+            return None
+        self.run("update-index", "--add", "--remove", "-z", "--stdin", input="\0".join(paths) + "\0")
+        tree = self.run("write-tree").strip()
+        parent = self.head()
+        if parent and self.run("rev-parse", f"{parent}^{{tree}}").strip() == tree:
+            return None
+        parents = ["-p", parent] if parent else []
+        commit = self.run("commit-tree", tree, *parents, "-F", "-", input=message + "\n", env=self._env()).strip()
+        # Compare-and-swap: if HEAD moved under us the update fails loudly instead of losing a commit.
+        self.run("update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD", commit, parent or "0" * 40)
+        return commit
+
+    def status(self, *paths: str) -> list[str]:
+        """Porcelain status lines (untracked files included) for the paths, or the whole tree."""
+        out = self.run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *paths)
+        return [entry for entry in out.split("\0") if entry]
+
+    def log(self, path: str, limit: int = 20) -> list[Commit]:
+        """Commits that touched a path, newest first, following renames."""
+        out = self.run("log", f"-n{limit}", "--format=%H%x1f%aI%x1f%s%x1e", "--", path)
+        commits = []
+        for record in out.split("\x1e"):
+            parts = record.strip().split("\x1f")
+            if len(parts) == 3:
+                commits.append(Commit(*parts))
+        return commits
+
+    def show(self, commit: str, path: str) -> bytes:
+        """The bytes of a path as it was at a commit."""
+        cmd = ["git", "-C", str(self.root), "show", f"{commit}:{path}"]
+        proc = subprocess.run(cmd, capture_output=True)
+        if proc.returncode != 0:
+            raise GitError(cmd[3:], proc.returncode, proc.stderr.decode(errors="replace"))
+        return proc.stdout
+
+    def tracked(self, *paths: str) -> list[str]:
+        """Tracked files under the given paths."""
+        out = self.run("ls-files", "-z", "--", *paths)
+        return [p for p in out.split("\0") if p]
+
+    def _env(self) -> dict[str, str]:
+        # A user without a git identity still gets commits; their own identity wins when set.
+        if self._identity is None:
+            name = self.run("config", "user.name", check=False).strip()
+            email = self.run("config", "user.email", check=False).strip()
+            self._identity = {
+                "GIT_AUTHOR_NAME": name or FALLBACK_NAME,
+                "GIT_AUTHOR_EMAIL": email or FALLBACK_EMAIL,
+                "GIT_COMMITTER_NAME": name or FALLBACK_NAME,
+                "GIT_COMMITTER_EMAIL": email or FALLBACK_EMAIL,
+            }
+        env = dict(os.environ)
+        for key, value in self._identity.items():
+            env.setdefault(key, value)
+        return env
+
+    def remove_stale_index_lock(self, older_than: float) -> bool:
+        """Delete `.git/index.lock` left by a crashed git; only call while holding the vault lock."""
+        lock = self.root / ".git" / "index.lock"
+        try:
+            if time.time() - lock.stat().st_mtime > older_than:
+                lock.unlink()
+                return True
+        except FileNotFoundError:
+            pass
+        return False
+

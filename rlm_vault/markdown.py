@@ -1,0 +1,107 @@
+"""Pure text <-> (front matter, body) conversion; never touches the disk.
+
+Front matter is real YAML written in a stable, readable form: keys in the order given, unicode
+kept raw, multi-line strings as `|` blocks, short lists inline. Timestamps stay strings on load,
+so a note read and written back is byte-identical.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from .errors import InvalidNote
+
+__all__ = ["parse", "render", "MAX_FRONT_MATTER"]
+
+# A hand-written note with megabytes of YAML is a mistake or an attack (alias bombs).
+MAX_FRONT_MATTER = 64 * 1024
+_FENCE = re.compile(r"^---[ \t]*\r?$", re.MULTILINE)
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_SafeLoader):  # type: ignore[misc,valid-type]
+    """Safe YAML that keeps timestamps as the strings the person wrote."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML writer: no timestamp quoting, `|` blocks, inline scalar lists."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+_Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    if "\n" in value:
+        # Block scalars cannot carry trailing spaces on a line or some control chars; fall back.
+        if not re.search(r"[ \t]\n|[\x00-\x08\x0b-\x1f\x7f]", value):
+            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+def _list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.Node:
+    flow = all(isinstance(v, (str, int, float, bool)) and "\n" not in str(v) for v in value)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+
+
+_Dumper.add_representer(str, _str)
+_Dumper.add_representer(list, _list)
+_Dumper.add_representer(tuple, _list)
+
+
+def parse(text: str, path: str = "<text>") -> tuple[dict[str, Any], str]:
+    """Split a note into its front matter mapping and Markdown body."""
+    text = text.removeprefix("\ufeff")
+    if not text.startswith("---"):
+        raise InvalidNote(path, "no front matter (the file must start with a '---' line)")
+    first = text.find("\n")
+    close = _FENCE.search(text, first + 1) if first != -1 else None
+    if first == -1 or text[:first].strip() != "---" or close is None:
+        raise InvalidNote(path, "front matter is not closed by a '---' line")
+    raw = text[first + 1 : close.start()]
+    if len(raw) > MAX_FRONT_MATTER:
+        raise InvalidNote(path, f"front matter is larger than {MAX_FRONT_MATTER} bytes")
+    try:
+        if "&" in raw and "*" in raw and _has_alias(raw):
+            raise InvalidNote(path, "front matter uses YAML anchors and aliases, which notes do not allow")
+        meta = yaml.load(raw, Loader=_Loader) if raw.strip() else {}
+    except yaml.YAMLError as exc:
+        raise InvalidNote(path, f"front matter is not valid YAML: {_one_line(exc)}") from exc
+    if not isinstance(meta, dict):
+        raise InvalidNote(path, "front matter is not a mapping of keys to values")
+    body = text[close.end() :]
+    return meta, body.removeprefix("\r").removeprefix("\n")
+
+
+def render(meta: dict[str, Any], body: str) -> str:
+    """Write front matter and body as one note text ending in a newline."""
+    front = yaml.dump(
+        meta,
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=10**9,
+    )
+    body = body.rstrip("\n")
+    return f"---\n{front}---\n{body}\n"
+
+
+def _has_alias(raw: str) -> bool:
+    # Aliases let a few lines expand into gigabytes once traversed ("billion laughs").
+    return any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(raw, Loader=_Loader))
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]

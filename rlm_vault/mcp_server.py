@@ -1,0 +1,178 @@
+"""The MCP front end: the only module that imports `mcp`.
+
+Each tool parses its arguments, calls one MemoryService method, and returns the structured result
+with a short text. `VaultError`s become `ToolError`s here, so the model reads what to send instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypeVar
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+
+from . import __version__
+from .errors import VaultError
+from .formatting import render
+from .results import (
+    ChunkList, Domains, Forgotten, GrepResult, Peek, Recall, SearchResult, Sessions, Status, Written,
+)  # fmt: skip
+from .service import MemoryService, open_service
+
+__all__ = ["build_server", "serve_stdio"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("rlm_vault")
+
+INSTRUCTIONS = """Persistent memory that survives /compact and new sessions, stored as Markdown notes in a git
+repository. Save durable decisions, facts and preferences with rlm_remember; save conversation segments
+worth keeping with rlm_chunk. Before answering about past work, look with rlm_search (ranked, chunks and
+insights), rlm_recall (insights) or rlm_grep (exact text), then read with rlm_peek."""
+
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+DELETE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
+
+
+def _reply(kind: str, result: Mapping[str, Any]) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=render(kind, result))],
+                          structured_content=dict(result))
+
+
+def _translating(fn: F) -> F:
+    """The one boundary where our errors become tool errors the model can read."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VaultError as exc:
+            raise ToolError(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def build_server(get_service: Callable[[], MemoryService]) -> MCPServer[Any]:
+    """An MCP server whose tools run against the service `get_service()` returns."""
+    server: MCPServer[Any] = MCPServer("rlm-vault", instructions=INSTRUCTIONS, version=__version__,
+                                       lifespan=_lifespan(get_service))
+
+    def tool(annotations: ToolAnnotations) -> Callable[[F], F]:
+        def register(fn: F) -> F:
+            server.tool(annotations=annotations)(_translating(fn))
+            return fn
+        return register
+
+    @tool(WRITE)
+    def rlm_remember(content: str, category: str = "general", importance: str = "medium", tags: str = "",
+                     project: str = "") -> Annotated[CallToolResult, Written]:
+        """Save an insight (a durable decision, fact, preference, finding or todo) as its own note.
+
+        category: decision|fact|preference|finding|todo|general. importance: critical|high|medium|low
+        (critical ones are shown at every session start). tags: comma list. project: empty = all projects.
+        """
+        return _reply("remember", get_service().remember(content, category, importance, tags, project))
+
+    @tool(READ)
+    def rlm_recall(query: str = "", category: str = "", importance: str = "", project: str = "",
+                   limit: int = 10) -> Annotated[CallToolResult, Recall]:
+        """List insights whose text or tags contain the query words (accents and case ignored), best first.
+        Empty query lists the newest. Filters: category, importance, project."""
+        return _reply("recall", get_service().recall(query, category, importance, project, limit))
+
+    @tool(DELETE)
+    def rlm_forget(insight_id: str) -> Annotated[CallToolResult, Forgotten]:
+        """Delete an insight by id (the vault's git history still keeps it)."""
+        return _reply("forget", get_service().forget(insight_id))
+
+    @tool(WRITE)
+    def rlm_update(insight_id: str, content: str = "", category: str = "", importance: str = "",
+                   tags: str = "") -> Annotated[CallToolResult, Written]:
+        """Edit an insight in place; empty arguments keep the current value. tags replaces all tags."""
+        return _reply("update", get_service().update(insight_id, content, category, importance, tags))
+
+    @tool(READ)
+    def rlm_status() -> Annotated[CallToolResult, Status]:
+        """Counts of insights, chunks and archives, the vault path and git HEAD, search state, unreadable files."""
+        return _reply("status", get_service().status())
+
+    @tool(WRITE)
+    def rlm_chunk(content: str, summary: str = "", tags: str = "", project: str = "", ticket: str = "",
+                  domain: str = "", chunk_type: str = "session") -> Annotated[CallToolResult, Written]:
+        """Save a conversation segment (context, reasoning, results) as a chunk to read back later.
+
+        chunk_type: session|snapshot|debug. summary: one line (default: first line). project defaults to
+        the current project; domain e.g. feature, bugfix (see rlm_domains); ticket e.g. API-12.
+        Identical content is not saved twice: the existing id is returned.
+        """
+        return _reply("chunk", get_service().chunk(content, summary, tags, project, ticket, domain, chunk_type))
+
+    @tool(READ)
+    def rlm_peek(chunk_id: str, start: int = 0, end: int = -1) -> Annotated[CallToolResult, Peek]:
+        """Read a chunk (or insight) by id: lines start..end-1 of its text, 0-based; end=-1 reads to the end."""
+        return _reply("peek", get_service().peek(chunk_id, start, end))
+
+    @tool(READ)
+    def rlm_grep(pattern: str, limit: int = 10, project: str = "", domain: str = "", fuzzy: bool = False,
+                 fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "",
+                 entity: str = "") -> Annotated[CallToolResult, GrepResult]:
+        """Find lines in chunks: a case-insensitive regex, or with fuzzy=true words despite typos (score 0-100
+        >= fuzzy_threshold). Each match gives the chunk id and line (pass it to rlm_peek as start).
+        Dates are YYYY-MM-DD; entity matches a file, version, module, ticket or function name."""
+        return _reply("grep", get_service().grep(pattern, limit, project, domain, fuzzy, fuzzy_threshold,
+                                                 date_from, date_to, entity))
+
+    @tool(READ)
+    def rlm_search(query: str, limit: int = 5, project: str = "", domain: str = "", date_from: str = "",
+                   date_to: str = "", entity: str = "",
+                   include_insights: bool = True) -> Annotated[CallToolResult, SearchResult]:
+        """Search chunks and insights by meaning and keywords, best first; filters apply before ranking.
+        Each result has its id and kind (chunk or insight): read it with rlm_peek."""
+        return _reply("search", get_service().search(query, limit, project, domain, date_from, date_to, entity,
+                                                     include_insights))
+
+    @tool(READ)
+    def rlm_list_chunks(limit: int = 20, project: str = "") -> Annotated[CallToolResult, ChunkList]:
+        """List chunks newest first, with summary, tags, project, date and size."""
+        return _reply("list_chunks", get_service().list_chunks(limit, project))
+
+    @tool(READ)
+    def rlm_sessions(project: str = "", domain: str = "", limit: int = 10) -> Annotated[CallToolResult, Sessions]:
+        """List work sessions (day x project x domain) with their chunk counts, newest first."""
+        return _reply("sessions", get_service().sessions(project, domain, limit))
+
+    @tool(READ)
+    def rlm_domains() -> Annotated[CallToolResult, Domains]:
+        """List the suggested domains for chunks (from the vault's domains.yaml) and those in use."""
+        return _reply("domains", get_service().domains())
+
+    return server
+
+
+def _lifespan(get_service: Callable[[], MemoryService]) -> Callable[[MCPServer[Any]], Any]:
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
+        get_service()  # open the vault now: a crash's uncommitted writes are committed at start
+        yield None
+
+    return lifespan
+
+
+def serve_stdio() -> None:
+    """Serve the real vault over stdio (what Claude Code starts)."""
+    service: list[MemoryService] = []
+    opening = threading.Lock()
+
+    def get_service() -> MemoryService:
+        with opening:  # tool calls run in worker threads; open the vault once
+            if not service:
+                service.append(open_service())
+            return service[0]
+
+    build_server(get_service).run()

@@ -1,0 +1,180 @@
+"""Pure helpers for reads: argument checks, filters, ranking, grep. No I/O."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import unicodedata
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+import regex
+
+from .errors import InvalidInput
+from .models import Chunk, Insight
+from .results import GrepMatch, SearchHit
+
+__all__ = [
+    "auto_summary", "choice", "date", "filter_chunks", "filter_insights", "fold", "fuzzy_lines",
+    "keyword_search", "leading_digits", "limit", "newest", "rank_insights", "regex_lines", "short",
+    "words",
+]  # fmt: skip
+
+MAX_LIMIT = 100
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_WORD = re.compile(r"\w+")
+T = TypeVar("T", Insight, Chunk)
+
+
+def choice(value: str, allowed: Sequence[str], what: str) -> str:
+    """`value` when it is one of `allowed` (case-insensitive), else an error listing them."""
+    norm = value.strip().lower()
+    if norm not in allowed:
+        raise InvalidInput(f"{what} {value!r} is not accepted: use one of {', '.join(allowed)}")
+    return norm
+
+
+def limit(value: int, high: int = MAX_LIMIT) -> int:
+    if not isinstance(value, int) or not 1 <= value <= high:
+        raise InvalidInput(f"limit {value!r} is not accepted: use a number from 1 to {high}")
+    return value
+
+
+def date(value: str, what: str) -> str:
+    if value and not _DATE.match(value.strip()):
+        raise InvalidInput(f"{what} {value!r} is not accepted: use a date as YYYY-MM-DD")
+    return value.strip()
+
+
+def short(text: str, width: int = 60) -> str:
+    """The first line of a text, cut to `width` characters for commit messages."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= width else line[: width - 1].rstrip() + "…"
+
+
+def auto_summary(content: str) -> str:
+    """The first non-empty line without Markdown heading marks, at most 100 characters."""
+    return short(content.lstrip().lstrip("#").strip() if content.lstrip().startswith("#") else content, 100)
+
+
+def leading_digits(text: str) -> str:
+    match = re.match(r"\d+", text)
+    return match.group(0) if match else ""
+
+
+def newest(notes: Iterable[T]) -> list[T]:
+    return sorted(notes, key=lambda n: (n.created, n.id), reverse=True)
+
+
+def fold(text: str) -> str:
+    """Case and accents off: 'Préfère' -> 'prefere'."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(fold(text))
+
+
+def filter_chunks(chunks: Iterable[Chunk], project: str, domain: str, date_from: str, date_to: str,
+                  entity: str) -> list[Chunk]:
+    """Chunks passing every filter given; newest first."""
+    date_from, date_to = date(date_from, "date_from"), date(date_to, "date_to")
+    needle = fold(entity.strip())
+
+    def keep(c: Chunk) -> bool:
+        return ((not project or c.project == project) and (not domain or c.domain == domain)
+                and (not date_from or c.created[:10] >= date_from) and (not date_to or c.created[:10] <= date_to)
+                and (not needle or any(needle in fold(v) for vs in c.entities.values() for v in vs)))
+
+    return newest(c for c in chunks if keep(c))
+
+
+def filter_insights(insights: Iterable[Insight], project: str, date_from: str, date_to: str) -> list[Insight]:
+    date_from, date_to = date(date_from, "date_from"), date(date_to, "date_to")
+    return [i for i in insights if (not project or i.project == project)
+            and (not date_from or i.created[:10] >= date_from) and (not date_to or i.created[:10] <= date_to)]
+
+
+def rank_insights(insights: Sequence[Insight], query: str) -> list[tuple[Insight, float]]:
+    """Insights with the share of query words they contain (accent-insensitive); newest first on ties."""
+    terms = set(words(query))
+    ordered = newest(insights)
+    if not terms:
+        return [(i, 1.0) for i in ordered]
+    scored = []
+    for insight in ordered:
+        text = fold(insight.content + " " + " ".join(insight.tags))
+        hits = sum(1 for t in terms if t in text)
+        if hits:
+            scored.append((insight, hits / len(terms)))
+    return sorted(scored, key=lambda pair: -pair[1])
+
+
+def regex_lines(chunks: Sequence[Chunk], pattern: str, limit: int, budget: float) -> list[GrepMatch]:
+    """Lines matching a case-insensitive regex, with a time budget against runaway patterns."""
+    try:
+        compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
+    except (regex.error, ValueError, OverflowError) as exc:
+        raise InvalidInput(f"pattern {pattern!r} is not a valid regular expression ({exc}); escape special "
+                           "characters with '\\' or use fuzzy=true") from exc
+    deadline = time.monotonic() + budget
+    matches: list[GrepMatch] = []
+    for chunk in chunks:
+        for n, line in enumerate(chunk.content.split("\n")):
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0 or compiled.search(line, timeout=remaining):
+                    if remaining <= 0:
+                        raise TimeoutError
+                    matches.append({"id": chunk.id, "line": n, "text": line.strip()[:200], "score": 1.0,
+                                    "project": chunk.project})
+            except TimeoutError:
+                raise InvalidInput(f"pattern {pattern!r} took longer than {budget:g} s over the chunks; use a "
+                                   "simpler pattern (avoid nested repeats like (a+)+)") from None
+            if len(matches) >= limit:
+                return matches
+    return matches
+
+
+def fuzzy_lines(chunks: Sequence[Chunk], pattern: str, threshold: int, limit: int) -> list[GrepMatch]:
+    """Lines close to the pattern despite typos, best first."""
+    from rapidfuzz import fuzz
+
+    target = fold(pattern)
+    found: list[GrepMatch] = []
+    for chunk in chunks:
+        for n, line in enumerate(chunk.content.split("\n")):
+            if line.strip():
+                score = fuzz.partial_ratio(target, fold(line), score_cutoff=threshold)
+                if score:
+                    found.append({"id": chunk.id, "line": n, "text": line.strip()[:200], "score": round(score, 1),
+                                  "project": chunk.project})
+    found.sort(key=lambda m: -m["score"])
+    return found[:limit]
+
+
+def keyword_search(chunks: Sequence[Chunk], insights: Sequence[Insight], query: str, limit: int) -> list[SearchHit]:
+    """A plain tf-idf ranking over the given notes (used when the search caches are unavailable)."""
+    terms = set(words(query))
+    docs: list[tuple[Chunk | Insight, list[str]]] = [
+        (n, words(f"{n.summary} {' '.join(n.tags)} {n.content}" if isinstance(n, Chunk) else f"{' '.join(n.tags)} {n.content}"))
+        for n in [*chunks, *insights]
+    ]
+    df = {t: sum(1 for _, ws in docs if t in ws) for t in terms}
+    hits = []
+    for note, ws in docs:
+        score = sum(ws.count(t) / (1 + len(ws)) ** 0.5 * math.log(1 + len(docs) / (1 + df[t])) for t in terms if df[t])
+        if score > 0:
+            hits.append((score, note))
+    hits.sort(key=lambda pair: -pair[0])
+    return [_hit(note, score) for score, note in hits[:limit]]
+
+
+def _hit(note: Chunk | Insight, score: float) -> SearchHit:
+    if isinstance(note, Chunk):
+        return {"id": note.id, "kind": "chunk", "score": round(score, 4), "summary": note.summary,
+                "project": note.project, "created": note.created}
+    return {"id": note.id, "kind": "insight", "score": round(score, 4), "summary": short(note.content, 100),
+            "project": note.project or None, "created": note.created}

@@ -1,0 +1,134 @@
+"""Shapes of the structured results every front end returns (the tool contract)."""
+
+from __future__ import annotations
+
+from typing_extensions import NotRequired, TypedDict
+
+__all__ = [
+    "ChunkList", "ChunkRow", "Domains", "Forgotten", "GrepMatch", "GrepResult", "InsightRow", "Peek",
+    "Problem", "Recall", "SearchHit", "SearchResult", "SemanticStatus", "SessionRow", "Sessions",
+    "Status", "Written",
+]  # fmt: skip
+
+
+class Written(TypedDict):
+    """A memory written (or found already there) at a vault-relative path."""
+
+    id: str
+    path: str
+    commit: NotRequired[str | None]
+    duplicate: NotRequired[bool]
+    changed: NotRequired[bool]
+
+
+class Forgotten(TypedDict):
+    id: str
+    removed: bool
+    commit: NotRequired[str | None]
+
+
+class InsightRow(TypedDict):
+    id: str
+    content: str
+    category: str
+    importance: str
+    tags: list[str]
+    project: str | None
+    created: NotRequired[str]
+    score: NotRequired[float]
+
+
+class Recall(TypedDict):
+    insights: list[InsightRow]
+
+
+class Problem(TypedDict):
+    path: str
+    reason: str
+
+
+class SemanticStatus(TypedDict):
+    enabled: bool
+    model: str
+    reason: str
+
+
+class Status(TypedDict):
+    insights: int
+    chunks: int
+    archived: int
+    vault: str
+    head: str | None
+    semantic: SemanticStatus
+    problems: list[Problem]
+    by_category: NotRequired[dict[str, int]]
+    by_importance: NotRequired[dict[str, int]]
+    projects: NotRequired[dict[str, int]]
+    remote: NotRequired[str | None]
+
+
+class Peek(TypedDict):
+    id: str
+    content: str
+    start: int
+    end: int
+    total_lines: int
+    kind: NotRequired[str]
+    summary: NotRequired[str]
+    path: NotRequired[str]
+
+
+class GrepMatch(TypedDict):
+    id: str
+    line: int
+    text: str
+    score: float
+    project: NotRequired[str]
+
+
+class GrepResult(TypedDict):
+    matches: list[GrepMatch]
+
+
+class SearchHit(TypedDict):
+    id: str
+    kind: str
+    score: float
+    summary: str
+    project: str | None
+    created: NotRequired[str]
+
+
+class SearchResult(TypedDict):
+    results: list[SearchHit]
+
+
+class ChunkRow(TypedDict):
+    id: str
+    summary: str
+    tags: list[str]
+    project: str
+    created: str
+    tokens: int
+    chunk_type: NotRequired[str]
+    domain: NotRequired[str | None]
+
+
+class ChunkList(TypedDict):
+    chunks: list[ChunkRow]
+
+
+class SessionRow(TypedDict):
+    id: str
+    project: str
+    domain: str | None
+    chunks: int
+    started: str
+
+
+class Sessions(TypedDict):
+    sessions: list[SessionRow]
+
+
+class Domains(TypedDict):
+    domains: list[str]

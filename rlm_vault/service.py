@@ -1,0 +1,318 @@
+"""MemoryService: every memory operation, behind every front end (MCP, CLI, hooks).
+
+Writes go to the vault first (one commit each), then the in-memory catalog; reads come from the
+catalog, refreshed from disk, so edits a person makes are seen at once. Nothing here imports mcp.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import markdown
+from .access import AccessLog
+from .catalog import Catalog
+from .config import Config
+from .errors import InvalidInput, NotFound
+from .models import (
+    CATEGORIES, CHUNK_TYPES, IMPORTANCES, Chunk, Insight, content_hash, extract_entities, parse_tags,
+    safe_name, slugify,
+)  # fmt: skip
+from .results import (
+    ChunkList, ChunkRow, Domains, Forgotten, GrepResult, InsightRow, Peek, Recall, SearchResult,
+    SessionRow, Sessions, Status, Written,
+)  # fmt: skip
+from .vault import Vault
+from . import query as q
+
+__all__ = ["MemoryService", "open_service", "detect_project"]
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 UTC to the second, as the notes store it."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def detect_project(cwd: str | os.PathLike[str] | None = None) -> str:
+    """RLM_PROJECT is read by Config; here: the git top-level folder name, else the folder name."""
+    folder = Path(cwd or os.getcwd())
+    try:
+        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, timeout=5)
+        if top.returncode == 0 and top.stdout.strip():
+            folder = Path(top.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return safe_name(folder.name, "project", strict=False) or "default"
+
+
+class MemoryService:
+    """Insights, chunks and search over one vault."""
+
+    def __init__(self, vault: Vault, config: Config, clock: Clock = utc_now) -> None:
+        self.vault = vault
+        self.config = config
+        self.clock = clock
+        self.catalog = Catalog(vault)
+        self.access = AccessLog(vault)
+        self._project: str | None = config.project and safe_name(config.project, "project", strict=False)
+        self._mutex = threading.Lock()
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def project(self) -> str:
+        """The project new chunks belong to when none is given."""
+        if not self._project:
+            self._project = detect_project()
+        return self._project
+
+    def _fresh(self) -> Catalog:
+        self.catalog.refresh()
+        return self.catalog
+
+    def _content(self, content: str, what: str = "content") -> str:
+        if not content or not content.strip():
+            raise InvalidInput(f"{what} is empty: send the text to remember")
+        size = len(content.encode("utf-8", "surrogatepass"))
+        if size > self.config.max_content_bytes:
+            raise InvalidInput(f"{what} is {size} bytes; the limit is {self.config.max_content_bytes} bytes "
+                               "(2 MiB): split it into several chunks")
+        if "\x00" in content:
+            raise InvalidInput(f"{what} contains NUL characters; send plain text")
+        return content.strip("\n")
+
+    # ------------------------------------------------------------------ insights
+
+    def remember(self, content: str, category: str = "general", importance: str = "medium",
+                 tags: str = "", project: str = "") -> Written:
+        """Save an insight as `insights/<id>.md`, one commit."""
+        content = self._content(content)
+        category = q.choice(category or "general", CATEGORIES, "category")
+        importance = q.choice(importance or "medium", IMPORTANCES, "importance")
+        project = safe_name(project, "project") if project else ""
+        now = iso(self.clock())
+        with self.vault.transaction() as tx:
+            note_id = self._new_insight_id(content, now[:10])
+            insight = Insight(note_id, content, category, importance, parse_tags(tags), project, now, now)
+            tx.message = f"remember: {note_id} ({category}/{importance})"
+            tx.write(insight.path, markdown.render(insight.to_meta(), insight.content))
+        return {"id": note_id, "path": insight.path, "commit": tx.commit_id}
+
+    def _new_insight_id(self, content: str, day: str) -> str:
+        base = f"{day}-{slugify(content) or content_hash(content)[:8]}"
+        note_id, n = base, 1
+        while self.vault.exists(f"insights/{note_id}.md"):
+            n += 1
+            note_id = f"{base}-{n}"
+        return note_id
+
+    def recall(self, query: str = "", category: str = "", importance: str = "", project: str = "",
+               limit: int = 10) -> Recall:
+        """Insights matching words of the query (accents and case ignored), best first."""
+        limit = q.limit(limit)
+        category = q.choice(category, CATEGORIES, "category") if category else ""
+        importance = q.choice(importance, IMPORTANCES, "importance") if importance else ""
+        rows = [i for i in self._fresh().insights()
+                if (not category or i.category == category) and (not importance or i.importance == importance)
+                and (not project or i.project == project)]
+        scored = q.rank_insights(rows, query)
+        return {"insights": [insight_row(i, score) for i, score in scored[:limit]]}
+
+    def insight(self, insight_id: str) -> Insight:
+        note = self._fresh().note(insight_id)
+        if not isinstance(note, Insight):
+            raise NotFound(f"no insight with id {insight_id!r}: use rlm_recall to list insight ids")
+        return note
+
+    def forget(self, insight_id: str) -> Forgotten:
+        """Delete an insight file, one commit (git history keeps it)."""
+        insight = self.insight(insight_id)
+        with self.vault.transaction() as tx:
+            tx.message = f"forget: {insight.id} {q.short(insight.content)}"
+            tx.delete(insight.path)
+        return {"id": insight.id, "removed": True, "commit": tx.commit_id}
+
+    def update(self, insight_id: str, content: str = "", category: str = "", importance: str = "",
+               tags: str = "") -> Written:
+        """Edit an insight in place; empty arguments keep what is there."""
+        old = self.insight(insight_id)
+        new = Insight(
+            old.id,
+            self._content(content) if content else old.content,
+            q.choice(category, CATEGORIES, "category") if category else old.category,
+            q.choice(importance, IMPORTANCES, "importance") if importance else old.importance,
+            parse_tags(tags) if tags else old.tags,
+            old.project, old.created, iso(self.clock()), old.extra,
+        )
+        if (new.content, new.category, new.importance, new.tags) == (old.content, old.category, old.importance, old.tags):
+            return {"id": old.id, "path": old.path, "changed": False, "commit": None}
+        with self.vault.transaction() as tx:
+            tx.message = f"update: {old.id} ({new.category}/{new.importance})"
+            tx.write(new.path, markdown.render(new.to_meta(), new.content))
+        return {"id": new.id, "path": new.path, "changed": True, "commit": tx.commit_id}
+
+    # ------------------------------------------------------------------ chunks
+
+    def chunk(self, content: str, summary: str = "", tags: str = "", project: str = "", ticket: str = "",
+              domain: str = "", chunk_type: str = "session", extra: dict[str, object] | None = None) -> Written:
+        """Save a conversation segment as `chunks/<project>/<id>.md`, one commit."""
+        if chunk_type == "insight":
+            raise InvalidInput("chunk_type 'insight' is not a chunk: call rlm_remember(content, category, "
+                               "importance) to save an insight")
+        chunk_type = q.choice(chunk_type or "session", CHUNK_TYPES, "chunk_type")
+        content = self._content(content)
+        project = safe_name(project, "project") if project else self.project
+        ticket = safe_name(ticket, "ticket") if ticket else ""
+        domain = safe_name(domain, "domain") if domain else ""
+        summary = summary.strip()[:500] if summary.strip() else q.auto_summary(content)
+        digest = content_hash(content)
+        if (existing := self._duplicate(digest)) is not None:
+            return {"id": existing.id, "path": existing.path, "duplicate": True, "commit": None}
+        now = self.clock()
+        with self.vault.transaction() as tx:
+            chunk_id = self._new_chunk_id(iso(now)[:10], project, ticket, domain)
+            chunk = Chunk(
+                chunk_id, content, project, chunk_type, summary, parse_tags(tags), domain, ticket,
+                f"{iso(now)[:10]}_{project}" + (f"_{domain}" if domain else ""), iso(now), digest,
+                len(content) // 4, extract_entities(content), dict(extra or {}),
+            )
+            tx.message = f"chunk: {chunk_id} {q.short(summary)}"
+            tx.write(chunk.path, markdown.render(chunk.to_meta(), chunk.content))
+        return {"id": chunk_id, "path": chunk.path, "commit": tx.commit_id}
+
+    def _duplicate(self, digest: str) -> Chunk | None:
+        return next((c for c in self._fresh().chunks() if c.sha256 == digest), None)
+
+    def _new_chunk_id(self, day: str, project: str, ticket: str, domain: str) -> str:
+        prefix = f"{day}_{project}_"
+        taken = [name for top in ("chunks", "archive") if (folder := self.vault.root / top / project).is_dir()
+                 for name in os.listdir(folder) if name.startswith(prefix)]
+        seqs = [int(digits) for name in taken if (digits := q.leading_digits(name[len(prefix):]))]
+        suffix = "".join(f"_{part}" for part in (ticket, domain) if part)
+        return f"{prefix}{max(seqs, default=0) + 1:03d}{suffix}"
+
+    def chunk_note(self, chunk_id: str) -> Chunk | Insight:
+        note = self._fresh().note(chunk_id)
+        if note is None:
+            raise NotFound(f"no chunk or insight with id {chunk_id!r}: use rlm_list_chunks or rlm_search "
+                           "to find ids")
+        return note
+
+    def peek(self, chunk_id: str, start: int = 0, end: int = -1) -> Peek:
+        """Lines [start, end) of a chunk (or insight) body; end=-1 means to the last line."""
+        note = self.chunk_note(chunk_id)
+        lines = note.content.split("\n")
+        total = len(lines)
+        lo = max(0, start if start >= 0 else total + start)
+        hi = total if end is None or end == -1 else (end if end >= 0 else total + end + 1)
+        hi = min(max(hi, lo), total)
+        self.access.touch(note.id, iso(self.clock()))
+        kind = "chunk" if isinstance(note, Chunk) else "insight"
+        summary = note.summary if isinstance(note, Chunk) else q.short(note.content)
+        return {"id": note.id, "content": "\n".join(lines[lo:hi]), "start": lo, "end": hi, "total_lines": total,
+                "kind": kind, "summary": summary, "path": note.path}
+
+    def list_chunks(self, limit: int = 20, project: str = "") -> ChunkList:
+        """Chunks newest first."""
+        limit = q.limit(limit, 1000)
+        rows = q.newest(c for c in self._fresh().chunks() if not project or c.project == project)
+        return {"chunks": [chunk_row(c) for c in rows[:limit]]}
+
+    def sessions(self, project: str = "", domain: str = "", limit: int = 10) -> Sessions:
+        """Sessions (day x project x domain) derived from the chunks, newest first."""
+        limit = q.limit(limit, 1000)
+        groups: dict[str, list[Chunk]] = {}
+        for c in self._fresh().chunks():
+            if (not project or c.project == project) and (not domain or c.domain == domain):
+                groups.setdefault(c.session or f"{c.created[:10]}_{c.project}", []).append(c)
+        rows: list[SessionRow] = [
+            {"id": sid, "project": cs[0].project, "domain": cs[0].domain or None, "chunks": len(cs),
+             "started": min(c.created for c in cs)} for sid, cs in groups.items()
+        ]
+        rows.sort(key=lambda r: (r["started"], r["id"]), reverse=True)
+        return {"sessions": rows[:limit]}
+
+    def domains(self) -> Domains:
+        """Suggested domains (domains.yaml) and those already used."""
+        suggested = self.vault.read_domains()
+        used = sorted({c.domain for c in self._fresh().chunks() if c.domain} - set(suggested))
+        return {"domains": suggested + used}
+
+    # ------------------------------------------------------------------ search
+
+    def grep(self, pattern: str, limit: int = 10, project: str = "", domain: str = "", fuzzy: bool = False,
+             fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "", entity: str = "") -> GrepResult:
+        """Lines of chunks matching a regex (case-insensitive), or fuzzily, newest chunks first."""
+        if not pattern or not pattern.strip():
+            raise InvalidInput("pattern is empty: send a regular expression or, with fuzzy=true, some words")
+        limit = q.limit(limit)
+        chunks = q.filter_chunks(self._fresh().chunks(), project, domain, date_from, date_to, entity)
+        if fuzzy:
+            if not 0 <= fuzzy_threshold <= 100:
+                raise InvalidInput("fuzzy_threshold must be between 0 and 100 (80 is a good start)")
+            return {"matches": q.fuzzy_lines(chunks, pattern, fuzzy_threshold, limit)}
+        return {"matches": q.regex_lines(chunks, pattern, limit, self.config.grep_timeout)}
+
+    def search(self, query: str, limit: int = 5, project: str = "", domain: str = "", date_from: str = "",
+               date_to: str = "", entity: str = "", include_insights: bool = True) -> SearchResult:
+        """Chunks and insights ranked by relevance to the query; filters apply before ranking."""
+        if not query or not query.strip():
+            raise InvalidInput("query is empty: send a few words describing what to find")
+        limit = q.limit(limit)
+        cat = self._fresh()
+        chunks = q.filter_chunks(cat.chunks(), project, domain, date_from, date_to, entity)
+        insights = q.filter_insights(cat.insights(), project, date_from, date_to) if include_insights and not (
+            domain or entity) else []
+        return {"results": q.keyword_search(chunks, insights, query, limit)}
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> Status:
+        """Counts, the vault's place and HEAD, search state, and unreadable files."""
+        cat = self._fresh()
+        insights, chunks = cat.insights(), cat.chunks()
+        archived = sum(1 for _ in (self.vault.root / "archive").rglob("*.md.gz"))
+        return {
+            "insights": len(insights), "chunks": len(chunks), "archived": archived,
+            "vault": str(self.vault.root), "head": self.vault.git.head(),
+            "semantic": self.semantic_status(),
+            "problems": [{"path": p.path, "reason": p.reason} for p in cat.problems()],
+            "by_category": dict(Counter(i.category for i in insights)),
+            "by_importance": dict(Counter(i.importance for i in insights)),
+            "projects": dict(Counter(c.project for c in chunks)),
+        }
+
+    def semantic_status(self) -> dict[str, object]:
+        model = self.config.embedding_model
+        return {"enabled": False, "model": model, "reason": "semantic search is not enabled yet; search is keyword-only"}
+
+
+def insight_row(i: Insight, score: float | None = None) -> InsightRow:
+    row: InsightRow = {"id": i.id, "content": i.content, "category": i.category, "importance": i.importance,
+                       "tags": list(i.tags), "project": i.project or None, "created": i.created}
+    if score is not None:
+        row["score"] = round(score, 4)
+    return row
+
+
+def chunk_row(c: Chunk) -> ChunkRow:
+    return {"id": c.id, "summary": c.summary, "tags": list(c.tags), "project": c.project, "created": c.created,
+            "tokens": c.tokens, "chunk_type": c.chunk_type, "domain": c.domain or None}
+
+
+def open_service(config: Config | None = None) -> MemoryService:
+    """The composition root: the real vault at the configured place."""
+    config = config or Config.from_env()
+    return MemoryService(Vault.open(config.vault, config.lock_timeout), config)

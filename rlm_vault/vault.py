@@ -1,0 +1,334 @@
+"""The record: note files on disk, one write lock, one commit per change.
+
+Only this module opens note files. Every change happens inside `Vault.transaction()`: the
+cross-process lock is taken, a journal names the paths about to change, files are replaced
+atomically, the paths are committed, and the journal is dropped. A crash at any point leaves
+either the old files or a journal that `recover()` commits at the next start.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import markdown
+from .errors import Busy, InvalidInput, InvalidNote
+from .git import Git
+
+__all__ = ["Stamp", "Transaction", "Vault", "NOTE_DIRS"]
+
+NOTE_DIRS = ("insights", "chunks", "archive")
+_TMP_SUFFIX = ".rlm-tmp"
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What a directory listing tells about a file, enough to notice an edit."""
+
+    mtime_ns: int
+    size: int
+
+
+class Vault:
+    """A vault folder: Markdown notes in a git repository, plus `.rlm/` machine-local state."""
+
+    def __init__(self, root: Path, lock_timeout: float = 30.0) -> None:
+        self.root = root
+        self.git = Git(root)
+        self.state = root / ".rlm"
+        self.lock_timeout = lock_timeout
+
+    # ------------------------------------------------------------------ set-up
+
+    @classmethod
+    def open(cls, root: Path, lock_timeout: float = 30.0) -> Vault:
+        """Open the vault at `root`, creating it from the template on first use."""
+        vault = cls(Path(os.path.abspath(root)), lock_timeout)
+        vault.state.mkdir(parents=True, exist_ok=True)
+        if not vault.git.is_repo() or vault.git.head() is None:
+            with vault.lock():
+                vault._create()
+        vault.recover()
+        return vault
+
+    def _create(self) -> None:
+        if self.git.is_repo() and self.git.head() is not None:
+            return  # another process created it while we waited for the lock
+        if not self.git.is_repo():
+            self.git.init()
+        self.git.run("config", "core.quotepath", "false")
+        added = _copy_template(self.root)
+        self.git.commit_paths(added, "init: new rlm-vault")
+
+    def recover(self) -> list[str]:
+        """Commit writes a crash left uncommitted and remove its temp files; returns the messages."""
+        pending = sorted((self.state / "pending").glob("*.json"))
+        temps = [p for d in self._note_dirs() for p in d.glob(f".*{_TMP_SUFFIX}")]
+        if not pending and not temps:
+            return []
+        done = []
+        with self.lock():
+            for temp in temps:
+                temp.unlink(missing_ok=True)
+            for journal in sorted((self.state / "pending").glob("*.json")):
+                done += self._replay(journal)
+        return done
+
+    def _replay(self, journal: Path) -> list[str]:
+        try:
+            entry = json.loads(journal.read_text(encoding="utf-8"))
+            paths = [p for p in entry["paths"] if self._inside(p)]
+            message = str(entry["message"])
+        except (OSError, ValueError, KeyError, TypeError):
+            journal.unlink(missing_ok=True)
+            return []
+        commit = self.git.commit_paths(paths, message)
+        journal.unlink(missing_ok=True)
+        return [message] if commit else []
+
+    def _note_dirs(self) -> list[Path]:
+        dirs = [self.root / "insights"]
+        for top in ("chunks", "archive"):
+            base = self.root / top
+            if base.is_dir():
+                dirs += [d for d in base.iterdir() if d.is_dir() and not d.is_symlink()]
+        return dirs
+
+    # ------------------------------------------------------------------ the lock
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """The one cross-process (and cross-thread) write lock, `.rlm/write.lock`."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state / "write.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            self._acquire(fd)
+            yield
+        finally:
+            os.close(fd)  # releases the flock; the OS does the same if the process dies
+
+    def _acquire(self, fd: int) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() > deadline:
+                raise Busy(f"the vault is busy: another writer held {self.state / 'write.lock'} "
+                           f"for more than {self.lock_timeout:.0f} s; try again")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Lock, change files, commit them as one commit; undo the files if anything fails."""
+        with self.lock():
+            tx = Transaction(self)
+            try:
+                yield tx
+                tx.commit()
+            except BaseException:
+                tx.rollback()
+                raise
+
+    # ------------------------------------------------------------------ reading
+
+    def path(self, relpath: str) -> Path:
+        """The absolute path of a vault-relative path that stays inside the vault."""
+        if not self._inside(relpath):
+            raise InvalidInput(f"path {relpath!r} is outside the vault")
+        return self.root / relpath
+
+    def _inside(self, relpath: str) -> bool:
+        if not relpath or relpath.startswith("/") or "\0" in relpath:
+            return False
+        parts = Path(relpath).parts
+        if ".." in parts or parts[0] not in NOTE_DIRS:
+            return False
+        real_parent = os.path.realpath(self.root / Path(relpath).parent)
+        return real_parent == os.path.realpath(self.root) or real_parent.startswith(
+            os.path.realpath(self.root) + os.sep
+        )
+
+    def scan(self, top: str) -> dict[str, Stamp]:
+        """Every `*.md` note under insights/ or chunks/<project>/, with its stamp."""
+        found: dict[str, Stamp] = {}
+        base = self.root / top
+        dirs = [(top, base)] if top == "insights" else _subdirs(top, base)
+        for rel, folder in dirs:
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.name.endswith(".md") and not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    found[f"{rel}/{entry.name}"] = Stamp(st.st_mtime_ns, st.st_size)
+        return found
+
+    def read_bytes(self, relpath: str) -> bytes:
+        """The raw bytes of a vault file (symlinks are not followed out of the vault)."""
+        path = self.path(relpath)
+        if path.is_symlink():
+            raise InvalidNote(relpath, "is a symbolic link; notes must be regular files")
+        return path.read_bytes()
+
+    def read_note(self, relpath: str) -> tuple[dict[str, Any], str]:
+        """Front matter and body of a note."""
+        try:
+            raw = self.read_bytes(relpath)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise InvalidNote(relpath, f"cannot be read: {exc.strerror}") from exc
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidNote(relpath, f"is not valid UTF-8 (byte {exc.start})") from exc
+        return markdown.parse(text, relpath)
+
+    def exists(self, relpath: str) -> bool:
+        return self._inside(relpath) and (self.root / relpath).exists()
+
+    def read_domains(self) -> list[str]:
+        """The domains listed in `domains.yaml` (a person may edit it; a broken file gives none)."""
+        try:
+            data = yaml.safe_load((self.root / "domains.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return []
+        items = data.get("domains") if isinstance(data, dict) else data
+        return [str(d) for d in items if isinstance(d, (str, int))] if isinstance(items, list) else []
+
+    def read_state(self, name: str, default: Any) -> Any:
+        """A JSON file of `.rlm/` (machine-local state), or `default` when missing or broken."""
+        try:
+            return json.loads((self.state / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return default
+
+    def write_state(self, name: str, data: Any) -> None:
+        """Replace a JSON file of `.rlm/` atomically."""
+        _atomic_write(self.state / name, json.dumps(data, ensure_ascii=False).encode())
+
+
+@dataclass
+class Transaction:
+    """Files changed under the lock; committed together with `message`."""
+
+    vault: Vault
+    message: str = ""
+    paths: list[str] = field(default_factory=list)
+    commit_id: str | None = None
+    _before: dict[str, bytes | None] = field(default_factory=dict)
+    _journal: Path | None = None
+
+    def write(self, relpath: str, data: str | bytes) -> None:
+        """Replace a file atomically (temp file, fsync, rename)."""
+        path = self._touch(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.vault.path(relpath)  # re-check now that the folder exists (symlinked folders)
+        _atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data)
+
+    def delete(self, relpath: str) -> None:
+        """Remove a file (git history keeps it)."""
+        self._touch(relpath).unlink(missing_ok=True)
+
+    def _touch(self, relpath: str) -> Path:
+        if not self.message:
+            raise ValueError("set the commit message before changing files")
+        path = self.vault.path(relpath)
+        if relpath not in self._before:
+            self._before[relpath] = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+            self.paths.append(relpath)
+            self._write_journal()
+        return path
+
+    def _write_journal(self) -> None:
+        if self._journal is None:
+            folder = self.vault.state / "pending"
+            folder.mkdir(parents=True, exist_ok=True)
+            self._journal = folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
+        payload = {"message": self.message, "paths": self.paths}
+        _atomic_write(self._journal, json.dumps(payload, ensure_ascii=False).encode())
+
+    def commit(self) -> None:
+        if self.paths:
+            self.vault.git.remove_stale_index_lock(older_than=10.0)
+            self.commit_id = self.vault.git.commit_paths(self.paths, self.message)
+        self._drop_journal()
+
+    def rollback(self) -> None:
+        restored = True
+        for relpath, before in self._before.items():
+            path = self.vault.root / relpath
+            try:
+                if before is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    _atomic_write(path, before)
+            except OSError:
+                restored = False  # the journal stays; recover() commits whatever is on disk
+        if restored:
+            self._drop_journal()
+
+    def _drop_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _subdirs(top: str, base: Path) -> list[tuple[str, Path]]:
+    try:
+        return [(f"{top}/{e.name}", Path(e.path)) for e in os.scandir(base)
+                if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def template_dir() -> Path:
+    """The folder a new vault is copied from (`vault_template/`, installed as package data)."""
+    return Path(__file__).resolve().parent / "vault_template"
+
+
+def _copy_template(root: Path) -> list[str]:
+    """Copy template files the folder lacks; returns the vault-relative paths added."""
+    src = template_dir()
+    added = []
+    for item in sorted(src.rglob("*")):
+        rel = item.relative_to(src)
+        if item.is_dir() or "__pycache__" in rel.parts or item.name == "__init__.py":
+            continue
+        dest = root / rel
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(item, dest)
+            added.append(rel.as_posix())
+    return added
