@@ -1,8 +1,8 @@
 """Pure text <-> (front matter, body) conversion; never touches the disk.
 
 Front matter is real YAML written in a stable, readable form: keys in the order given, unicode
-kept raw, multi-line strings as `|` blocks, short lists inline. Timestamps stay strings on load,
-so a note read and written back is byte-identical.
+kept raw, multi-line strings as `|` blocks, short lists inline, timestamps as quoted ISO-8601
+strings. Timestamps a person writes unquoted stay strings on load too.
 """
 
 from __future__ import annotations
@@ -33,13 +33,11 @@ _Loader.yaml_implicit_resolvers = {
 
 
 class _Dumper(yaml.SafeDumper):
-    """Safe YAML writer: no timestamp quoting, `|` blocks, inline scalar lists."""
+    """Safe YAML writer: `|` blocks, inline scalar lists, timestamps quoted so any YAML reader
+    (and JSON after it) sees the same string."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
-
-
-_Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:

@@ -1,0 +1,89 @@
+"""Shared fixtures: every test runs against tmp folders, a real git, and never the user's home."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from rlm_vault import config as config_module
+from rlm_vault.config import Config
+from rlm_vault.service import MemoryService
+from rlm_vault.vault import Vault
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.com",
+    "GIT_COMMITTER_NAME": "Test Author",
+    "GIT_COMMITTER_EMAIL": "author@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME and RLM_VAULT_DIR point into tmp; no RLM_* setting leaks in from the outside."""
+    home = tmp_path_factory.mktemp("home")
+    for key in [k for k in os.environ if k.startswith("RLM_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("RLM_VAULT_DIR", str(home / "vault"))
+    monkeypatch.setenv("RLM_EMBEDDING_MODEL", "none")
+    monkeypatch.setenv("RLM_VAULT_RAISE_ERRORS", "1")
+    for key, value in GIT_ENV.items():
+        monkeypatch.setenv(key, value)
+    return home
+
+
+@pytest.fixture(autouse=True, scope="session")
+def forbid_real_vault() -> Iterator[None]:
+    """A test that forgets to set RLM_VAULT_DIR fails instead of touching ~/.claude."""
+    real = config_module.default_vault_dir
+
+    def guarded() -> Path:
+        path = real()
+        if not str(path).startswith(os.environ.get("HOME", "/nonexistent")) or "pytest" not in str(path):
+            raise AssertionError(f"a test reached the default vault {path}")
+        return path
+
+    config_module.default_vault_dir = guarded  # type: ignore[assignment]
+    yield
+    config_module.default_vault_dir = real  # type: ignore[assignment]
+
+
+class FakeClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def vault_dir(tmp_path: Path) -> Path:
+    return tmp_path / "vault"
+
+
+@pytest.fixture
+def config(vault_dir: Path) -> Config:
+    return Config(vault=vault_dir, project="TestProj", embedding_model="none")
+
+
+@pytest.fixture
+def service(config: Config, clock: FakeClock) -> MemoryService:
+    return MemoryService(Vault.open(config.vault), config, clock=clock)
+

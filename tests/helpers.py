@@ -1,0 +1,24 @@
+"""Small helpers for tests: read a vault's git state the way a person would."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def git(vault: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(vault), *args], capture_output=True, text=True, check=True).stdout
+
+
+def git_log(vault: Path) -> list[str]:
+    """Commit subjects, newest first."""
+    return git(vault, "log", "--format=%s").splitlines()
+
+
+def git_status(vault: Path) -> list[str]:
+    """Porcelain status lines, untracked files included; empty when the tree is clean."""
+    return git(vault, "status", "--porcelain", "--untracked-files=all").splitlines()
+
+
+def commit_count(vault: Path) -> int:
+    return int(git(vault, "rev-list", "--count", "HEAD").strip())
