@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .vault import Vault
@@ -20,13 +22,32 @@ class AccessLog:
         self.vault = vault
 
     def touch(self, note_id: str, when: str) -> None:
-        """Count one access, under its own small lock (never the write lock: reads must not wait)."""
+        """Count one access."""
+        with self._locked() as data:
+            entry = data.setdefault(note_id, {})
+            entry["count"] = int(entry.get("count", 0)) + 1
+            entry["last"] = when
+
+    def update(self, changes: dict[str, dict[str, Any]]) -> None:
+        """Merge fields into several entries; a None value removes that field."""
+        with self._locked() as data:
+            for note_id, fields in changes.items():
+                entry = data.setdefault(note_id, {})
+                for key, value in fields.items():
+                    if value is None:
+                        entry.pop(key, None)
+                    else:
+                        entry[key] = value
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, dict[str, Any]]]:
+        # Its own small lock, never the write lock: reads must not wait for writers.
+        self.vault.state.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.vault.state / "access.lock", os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             data = self.all()
-            count = int(data.get(note_id, {}).get("count", 0)) + 1
-            data[note_id] = {"count": count, "last": when}
+            yield data
             self.vault.write_state(self.FILE, data)
         finally:
             os.close(fd)

@@ -8,6 +8,7 @@ modification time changed. A file that cannot be parsed becomes a `Problem`, nev
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass
 
@@ -45,9 +46,13 @@ class Catalog:
         self._entries: dict[str, Entry] = {}
         self._by_id: dict[str, str] = {}
         self._mutex = threading.Lock()
+        self._loaded = False
 
-    def refresh(self) -> bool:
-        """Re-read whatever changed on disk; True when anything did."""
+    def refresh(self) -> set[str]:
+        """Re-read whatever changed on disk; returns the paths added, changed or removed.
+
+        The first refresh only takes stock: it reports nothing.
+        """
         with self._mutex:
             listing = {**self.vault.scan("insights"), **self.vault.scan("chunks")}
             gone = [path for path in self._entries if path not in listing]
@@ -59,7 +64,27 @@ class Catalog:
                 self._entries[path] = self._load(path, listing[path])
             if gone or changed:
                 self._reindex()
-            return bool(gone or changed)
+            first, self._loaded = not self._loaded, True
+            return set() if first else {*gone, *changed}
+
+    def absorb(self, paths: list[str]) -> None:
+        """Take in files this process just wrote or deleted, without reporting them as changes."""
+        with self._mutex:
+            if not self._loaded:
+                return
+            for path in paths:
+                try:
+                    st = os.stat(self.vault.root / path, follow_symlinks=False)
+                except FileNotFoundError:
+                    self._entries.pop(path, None)
+                    continue
+                if path.endswith(".md") and path.split("/")[0] in ("insights", "chunks"):
+                    self._entries[path] = self._load(path, Stamp(st.st_mtime_ns, st.st_size))
+            self._reindex()
+
+    def problem(self, path: str) -> Problem | None:
+        entry = self._entries.get(path)
+        return entry.problem if entry else None
 
     def _load(self, path: str, stamp: Stamp) -> Entry:
         try:

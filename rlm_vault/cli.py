@@ -45,12 +45,55 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> None:
-    from .config import Config
-    from .vault import Vault
+    from dataclasses import replace
 
-    path = Path(args.path).expanduser() if args.path else Config.from_env().vault
-    vault = Vault.open(path)
-    _out(args, "init", {"vault": str(vault.root), "head": vault.git.head()})
+    from .config import Config
+    from .service import open_service
+    from .sync import clone_or_create
+
+    config = Config.from_env()
+    if args.path:
+        config = replace(config, vault=Path(args.path).expanduser().absolute())
+    how = clone_or_create(config.vault, args.remote) if args.remote else "created"
+    svc = open_service(config)
+    result: dict[str, Any] = {"vault": str(svc.vault.root), "head": svc.vault.git.head(), "how": how}
+    if args.remote:
+        svc.set_remote(args.remote)
+        result.update(remote=args.remote, sync=svc.sync())
+        result["head"] = svc.vault.git.head()
+    _out(args, "init", result)
+
+
+def cmd_remote(args: argparse.Namespace) -> None:
+    svc = _service(args)
+    if args.action == "set":
+        _out(args, "remote", svc.set_remote(args.url or ""))
+    else:
+        _out(args, "remote", {"remote": svc.remote() or "(none)"})
+
+
+def cmd_sync(args: argparse.Namespace) -> None:
+    _out(args, "sync", _service(args).sync())
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    _out(args, "history", _service(args).history(args.id, args.limit))
+
+
+def cmd_revert(args: argparse.Namespace) -> None:
+    _out(args, "revert", _service(args).revert(args.id, args.commit))
+
+
+def cmd_retention(args: argparse.Namespace) -> None:
+    svc = _service(args)
+    if args.run or args.purge:
+        _out(args, "retention_run", svc.retention_run(archive=True, purge=args.purge))
+    else:
+        _out(args, "retention_preview", svc.retention_preview())
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    _out(args, "restore", _service(args).restore(args.id))
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -93,6 +136,22 @@ def _parser() -> argparse.ArgumentParser:
     command("serve", cmd_serve, "serve the MCP tools over stdio (what Claude Code runs)", json_flag=False)
     p = command("init", cmd_init, "create the vault (a git repository) if it does not exist")
     p.add_argument("path", nargs="?", help="where (default: RLM_VAULT_DIR or ~/.claude/rlm/vault)")
+    p.add_argument("--remote", default="", help="git remote to sync with: cloned when it already holds a vault")
+    p = command("remote", cmd_remote, "show or set the git remote the vault syncs with")
+    p.add_argument("action", choices=["show", "set"], nargs="?", default="show")
+    p.add_argument("url", nargs="?", help="with 'set': a git URL or a path to a repository")
+    command("sync", cmd_sync, "commit hand edits, pull, merge (keeping both sides of a conflict), push")
+    p = command("history", cmd_history, "list the commits that changed a memory")
+    p.add_argument("id")
+    p.add_argument("--limit", type=int, default=20)
+    p = command("revert", cmd_revert, "restore a memory as it was at a commit (a new commit)")
+    p.add_argument("id")
+    p.add_argument("commit")
+    p = command("retention", cmd_retention, "preview (default) or run the archiving of old, unused chunks")
+    p.add_argument("--run", action="store_true", help="archive the chunks due now")
+    p.add_argument("--purge", action="store_true", help="also delete archives past the purge delay")
+    p = command("restore", cmd_restore, "bring an archived chunk back")
+    p.add_argument("id")
     command("status", cmd_status, "counts, vault path, git HEAD, search state and unreadable files")
     p = command("remember", cmd_remember, "save an insight ('-' reads it from stdin)")
     p.add_argument("content")

@@ -86,7 +86,18 @@ _RENDER = {
     "list_chunks": _chunks,
     "sessions": _sessions,
     "domains": lambda r: "Domains: " + ", ".join(r["domains"]),
-    "init": lambda r: f"Vault ready at {r['vault']} ({(r['head'] or '')[:12]}).",
+    "retention_preview": lambda r: (f"To archive: {', '.join(r['archive']) or 'nothing'}\n"
+                                    f"To purge: {', '.join(r['purge']) or 'nothing'}"),
+    "retention_run": lambda r: (f"Archived {len(r['archived'])}, purged {len(r['purged'])} "
+                                "(git history keeps purged archives)."),
+    "restore": lambda r: _written("Restored", r),
+    "history": lambda r: "\n".join(f"{c['commit'][:10]} {c['date'][:16]} {c['message']}" for c in r["commits"]),
+    "revert": lambda r: f"Reverted {r['id']} to {r.get('from', '')[:10]} ({r['path']}).",
+    "sync": lambda r: (f"Synced with {r['remote']}: pulled {r['pulled']}, pushed {r['pushed']} commit(s)"
+                       + (f"; conflicts kept as {', '.join(r['conflicts'])}" if r["conflicts"] else "") + "."),
+    "remote": lambda r: f"Remote set to {r['remote']}.",
+    "init": lambda r: (f"Vault ready at {r['vault']} ({(r['head'] or '')[:12]})."
+                       + (f" Syncing with {r['remote']}." if r.get("remote") else "")),
 }
 
 

@@ -38,18 +38,43 @@ class Git:
         self.root = root
         self._identity: dict[str, str] | None = None
 
-    def run(self, *args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None) -> str:
+    def run(self, *args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None,
+            timeout: float | None = None) -> str:
         """Run `git <args>` in the repository and return its stdout."""
-        cmd = ["git", "-C", str(self.root), *args]
-        try:
-            proc = subprocess.run(
-                cmd, input=input, capture_output=True, text=True, env=env, encoding="utf-8", errors="replace"
-            )
-        except OSError as exc:
-            raise GitError(list(args), -1, f"cannot run git: {exc}") from exc
+        proc = self._spawn(args, input, env, timeout)
         if check and proc.returncode != 0:
             raise GitError(list(args), proc.returncode, proc.stderr)
         return proc.stdout
+
+    def run_status(self, *args: str, env: dict[str, str] | None = None) -> int:
+        """Run `git <args>` and return only its exit code (for yes/no questions such as is-ancestor)."""
+        return self._spawn(args, None, env, None).returncode
+
+    def _spawn(self, args: Sequence[str], input: str | None, env: dict[str, str] | None,
+               timeout: float | None) -> subprocess.CompletedProcess[str]:
+        cmd = ["git", "-C", str(self.root), *args]
+        # Never wait for a password prompt: a remote that needs one fails with a message instead.
+        env = {**(env or os.environ), "GIT_TERMINAL_PROMPT": "0"}
+        try:
+            return subprocess.run(cmd, input=input, capture_output=True, text=True, env=env, encoding="utf-8",
+                                  errors="replace", timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise GitError(list(args), -1, f"timed out after {timeout:g} s") from exc
+        except OSError as exc:
+            raise GitError(list(args), -1, f"cannot run git: {exc}") from exc
+
+    def merging(self) -> bool:
+        """True while a merge is in progress (MERGE_HEAD exists)."""
+        return (self.root / ".git" / "MERGE_HEAD").exists()
+
+    def commit_merge(self, message: str) -> str:
+        """Conclude a merge whose conflicts are resolved in the index."""
+        self.run("commit", "-q", "--no-verify", "-m", message, env=self.identity_env())
+        return self.head() or ""
+
+    def show_stage(self, stage: int, path: str) -> bytes:
+        """The bytes of one side of a conflicted path (2 = ours, 3 = theirs)."""
+        return self.show(f":{stage}", path)
 
     def is_repo(self) -> bool:
         """True when the root is the top of a git work tree."""
@@ -78,19 +103,33 @@ class Git:
         if parent and self.run("rev-parse", f"{parent}^{{tree}}").strip() == tree:
             return None
         parents = ["-p", parent] if parent else []
-        commit = self.run("commit-tree", tree, *parents, "-F", "-", input=message + "\n", env=self._env()).strip()
+        commit = self.run("commit-tree", tree, *parents, "-F", "-", input=message + "\n", env=self.identity_env()).strip()
         # Compare-and-swap: if HEAD moved under us the update fails loudly instead of losing a commit.
         self.run("update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD", commit, parent or "0" * 40)
         return commit
 
-    def status(self, *paths: str) -> list[str]:
-        """Porcelain status lines (untracked files included) for the paths, or the whole tree."""
+    def status(self, *paths: str) -> list[tuple[str, str]]:
+        """(XY code, path) for each changed or untracked file under the paths, or the whole tree."""
         out = self.run("status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *paths)
-        return [entry for entry in out.split("\0") if entry]
+        tokens = iter(out.split("\0"))
+        found = []
+        for entry in tokens:
+            if len(entry) > 3:
+                found.append((entry[:2], entry[3:]))
+                if entry[0] in "RC":
+                    source = next(tokens, "")  # a rename also changes its source path
+                    found.append(("D ", source))
+        return found
 
     def log(self, path: str, limit: int = 20) -> list[Commit]:
-        """Commits that touched a path, newest first, following renames."""
-        out = self.run("log", f"-n{limit}", "--format=%H%x1f%aI%x1f%s%x1e", "--", path)
+        """Commits that touched a path, newest first."""
+        return self.log_paths([path], limit)
+
+    def log_paths(self, pathspecs: Sequence[str], limit: int = 20) -> list[Commit]:
+        """Commits that touched any of the pathspecs (globs allowed), newest first."""
+        if self.head() is None:
+            return []
+        out = self.run("log", f"-n{limit}", "--format=%H%x1f%aI%x1f%s%x1e", "--", *pathspecs)
         commits = []
         for record in out.split("\x1e"):
             parts = record.strip().split("\x1f")
@@ -98,8 +137,18 @@ class Git:
                 commits.append(Commit(*parts))
         return commits
 
+    def added_dates(self, top: str) -> dict[str, str]:
+        """path -> committer date of the latest commit that added it, for files under `top`."""
+        out = self.run("log", "--diff-filter=A", "--format=%x1e%cI", "--name-only", "--", top)
+        dates: dict[str, str] = {}
+        for record in out.split("\x1e"):
+            lines = [ln for ln in record.strip().split("\n") if ln]
+            for path in lines[1:]:
+                dates.setdefault(path, lines[0])
+        return dates
+
     def show(self, commit: str, path: str) -> bytes:
-        """The bytes of a path as it was at a commit."""
+        """The bytes of a path as it was at a commit (or at an index stage given as ':2')."""
         cmd = ["git", "-C", str(self.root), "show", f"{commit}:{path}"]
         proc = subprocess.run(cmd, capture_output=True)
         if proc.returncode != 0:
@@ -111,7 +160,7 @@ class Git:
         out = self.run("ls-files", "-z", "--", *paths)
         return [p for p in out.split("\0") if p]
 
-    def _env(self) -> dict[str, str]:
+    def identity_env(self) -> dict[str, str]:
         # A user without a git identity still gets commits; their own identity wins when set.
         if self._identity is None:
             name = self.run("config", "user.name", check=False).strip()

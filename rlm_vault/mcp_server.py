@@ -7,6 +7,7 @@ with a short text. `VaultError`s become `ToolError`s here, so the model reads wh
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -21,7 +22,8 @@ from . import __version__
 from .errors import VaultError
 from .formatting import render
 from .results import (
-    ChunkList, Domains, Forgotten, GrepResult, Peek, Recall, SearchResult, Sessions, Status, Written,
+    ChunkList, Domains, Forgotten, GrepResult, History, Peek, Recall, RetentionPreview, RetentionRun,
+    Reverted, SearchResult, Sessions, Status, Synced, Written,
 )  # fmt: skip
 from .service import MemoryService, open_service
 
@@ -35,9 +37,9 @@ repository. Save durable decisions, facts and preferences with rlm_remember; sav
 worth keeping with rlm_chunk. Before answering about past work, look with rlm_search (ranked, chunks and
 insights), rlm_recall (insights) or rlm_grep (exact text), then read with rlm_peek."""
 
-READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
-DELETE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
+READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+DELETE = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False)
 
 
 def _reply(kind: str, result: Mapping[str, Any]) -> CallToolResult:
@@ -58,8 +60,9 @@ def _translating(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def build_server(get_service: Callable[[], MemoryService]) -> MCPServer[Any]:
-    """An MCP server whose tools run against the service `get_service()` returns."""
+def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = False) -> MCPServer[Any]:
+    """An MCP server whose tools run against the service `get_service()` returns; `sync_tool` adds
+    rlm_sync (offered when the vault has a remote)."""
     server: MCPServer[Any] = MCPServer("rlm-vault", instructions=INSTRUCTIONS, version=__version__,
                                        lifespan=_lifespan(get_service))
 
@@ -120,22 +123,22 @@ def build_server(get_service: Callable[[], MemoryService]) -> MCPServer[Any]:
 
     @tool(READ)
     def rlm_grep(pattern: str, limit: int = 10, project: str = "", domain: str = "", fuzzy: bool = False,
-                 fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "",
-                 entity: str = "") -> Annotated[CallToolResult, GrepResult]:
+                 fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "", entity: str = "",
+                 include_archived: bool = False) -> Annotated[CallToolResult, GrepResult]:
         """Find lines in chunks: a case-insensitive regex, or with fuzzy=true words despite typos (score 0-100
         >= fuzzy_threshold). Each match gives the chunk id and line (pass it to rlm_peek as start).
         Dates are YYYY-MM-DD; entity matches a file, version, module, ticket or function name."""
         return _reply("grep", get_service().grep(pattern, limit, project, domain, fuzzy, fuzzy_threshold,
-                                                 date_from, date_to, entity))
+                                                 date_from, date_to, entity, include_archived))
 
     @tool(READ)
     def rlm_search(query: str, limit: int = 5, project: str = "", domain: str = "", date_from: str = "",
-                   date_to: str = "", entity: str = "",
-                   include_insights: bool = True) -> Annotated[CallToolResult, SearchResult]:
+                   date_to: str = "", entity: str = "", include_insights: bool = True,
+                   include_archived: bool = False) -> Annotated[CallToolResult, SearchResult]:
         """Search chunks and insights by meaning and keywords, best first; filters apply before ranking.
         Each result has its id and kind (chunk or insight): read it with rlm_peek."""
         return _reply("search", get_service().search(query, limit, project, domain, date_from, date_to, entity,
-                                                     include_insights))
+                                                     include_insights, include_archived))
 
     @tool(READ)
     def rlm_list_chunks(limit: int = 20, project: str = "") -> Annotated[CallToolResult, ChunkList]:
@@ -152,7 +155,61 @@ def build_server(get_service: Callable[[], MemoryService]) -> MCPServer[Any]:
         """List the suggested domains for chunks (from the vault's domains.yaml) and those in use."""
         return _reply("domains", get_service().domains())
 
+    @tool(READ)
+    def rlm_retention_preview() -> Annotated[CallToolResult, RetentionPreview]:
+        """List chunks a retention run would archive (unused for the archive delay, not immune) and archives
+        it could purge. Immune: tags critical/decision/keep/important, 3+ reads, DECISION:/IMPORTANT: text."""
+        return _reply("retention_preview", get_service().retention_preview())
+
+    @tool(WRITE)
+    def rlm_retention_run(archive: bool = True, purge: bool = False) -> Annotated[CallToolResult, RetentionRun]:
+        """Archive due chunks to archive/<project>/<id>.md.gz (one commit); purge=true also deletes due archives
+        (git history still keeps them). Archived chunks stay readable with rlm_peek and rlm_restore."""
+        return _reply("retention_run", get_service().retention_run(archive, purge))
+
+    @tool(WRITE)
+    def rlm_restore(chunk_id: str) -> Annotated[CallToolResult, Reverted]:
+        """Bring an archived chunk back, byte for byte; it is not archived again before the delay."""
+        return _reply("restore", get_service().restore(chunk_id))
+
+    @tool(READ)
+    def rlm_history(id: str, limit: int = 20) -> Annotated[CallToolResult, History]:
+        """List the commits that changed a memory (insight or chunk), newest first, with dates and messages."""
+        return _reply("history", get_service().history(id, limit))
+
+    @tool(WRITE)
+    def rlm_revert(id: str, commit: str) -> Annotated[CallToolResult, Reverted]:
+        """Restore a memory as it was at a commit listed by rlm_history; recorded as a new commit."""
+        return _reply("revert", get_service().revert(id, commit))
+
+    if sync_tool:
+
+        @tool(WRITE)
+        def rlm_sync() -> Annotated[CallToolResult, Synced]:
+            """Share memory with the vault's git remote: commit hand edits, pull, merge (both sides of a conflict
+            are kept), push."""
+            return _reply("sync", get_service().sync())
+
+    _compact(server)
     return server
+
+
+def _compact(server: MCPServer[Any]) -> None:
+    """Trim what tools/list sends: pydantic's titles and docstring indentation cost tokens, say nothing."""
+    for tool in server._tool_manager.list_tools():
+        tool.description = inspect.cleandoc(tool.description)
+        tool.parameters = _untitled(tool.parameters)
+        if tool.fn_metadata.output_schema is not None:
+            tool.fn_metadata.output_schema = _untitled(tool.fn_metadata.output_schema)
+
+
+def _untitled(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _untitled(v) for k, v in schema.items()
+                if k != "title" and not (k == "description" and isinstance(v, str) and "properties" in schema)}
+    if isinstance(schema, list):
+        return [_untitled(v) for v in schema]
+    return schema
 
 
 def _lifespan(get_service: Callable[[], MemoryService]) -> Callable[[MCPServer[Any]], Any]:
@@ -175,4 +232,4 @@ def serve_stdio() -> None:
                 service.append(open_service())
             return service[0]
 
-    build_server(get_service).run()
+    build_server(get_service, sync_tool=get_service().remote() is not None).run()

@@ -7,7 +7,7 @@ from typing_extensions import NotRequired, TypedDict
 __all__ = [
     "ChunkList", "ChunkRow", "Domains", "Forgotten", "GrepMatch", "GrepResult", "InsightRow", "Peek",
     "Problem", "Recall", "SearchHit", "SearchResult", "SemanticStatus", "SessionRow", "Sessions",
-    "Status", "Written",
+    "Status", "Written", "RetentionPreview", "RetentionRun", "CommitRow", "History", "Reverted", "Synced",
 ]  # fmt: skip
 
 
@@ -65,6 +65,7 @@ class Status(TypedDict):
     by_importance: NotRequired[dict[str, int]]
     projects: NotRequired[dict[str, int]]
     remote: NotRequired[str | None]
+    conflicts: NotRequired[list[str]]
 
 
 class Peek(TypedDict):
@@ -132,3 +133,43 @@ class Sessions(TypedDict):
 
 class Domains(TypedDict):
     domains: list[str]
+
+
+class RetentionPreview(TypedDict):
+    archive: list[str]
+    purge: list[str]
+    archive_after_days: NotRequired[int]
+    purge_after_days: NotRequired[int]
+
+
+class RetentionRun(TypedDict):
+    archived: list[str]
+    purged: list[str]
+    commit: str | None
+
+
+class CommitRow(TypedDict):
+    commit: str
+    date: str
+    message: str
+
+
+class History(TypedDict):
+    commits: list[CommitRow]
+    id: NotRequired[str]
+
+
+class Reverted(TypedDict):
+    id: str
+    path: str
+    commit: str | None
+    kind: NotRequired[str]
+
+
+class Synced(TypedDict):
+    remote: str
+    head: str | None
+    pulled: int
+    pushed: int
+    conflicts: list[str]
+    external: NotRequired[str | None]

@@ -7,18 +7,14 @@ catalog, refreshed from disk, so edits a person makes are seen at once. Nothing 
 from __future__ import annotations
 
 import os
-import subprocess
-import threading
 from collections import Counter
-from collections.abc import Callable
-from datetime import datetime, timezone
-from pathlib import Path
 
 from . import markdown
-from .access import AccessLog
-from .catalog import Catalog
+from . import query as q
 from .config import Config
+from .core import Clock, ServiceCore, detect_project, iso, utc_now
 from .errors import InvalidInput, NotFound
+from .lifecycle import LifecycleMixin
 from .models import (
     CATEGORIES, CHUNK_TYPES, IMPORTANCES, Chunk, Insight, content_hash, extract_entities, parse_tags,
     safe_name, slugify,
@@ -27,83 +23,29 @@ from .results import (
     ChunkList, ChunkRow, Domains, Forgotten, GrepResult, InsightRow, Peek, Recall, SearchResult,
     SessionRow, Sessions, Status, Written,
 )  # fmt: skip
+from .sync import SyncMixin, conflict_files
 from .vault import Vault
-from . import query as q
 
-__all__ = ["MemoryService", "open_service", "detect_project"]
-
-Clock = Callable[[], datetime]
+__all__ = ["MemoryService", "detect_project", "open_service"]
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def iso(moment: datetime) -> str:
-    """ISO-8601 UTC to the second, as the notes store it."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def detect_project(cwd: str | os.PathLike[str] | None = None) -> str:
-    """RLM_PROJECT is read by Config; here: the git top-level folder name, else the folder name."""
-    folder = Path(cwd or os.getcwd())
-    try:
-        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, timeout=5)
-        if top.returncode == 0 and top.stdout.strip():
-            folder = Path(top.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return safe_name(folder.name, "project", strict=False) or "default"
-
-
-class MemoryService:
-    """Insights, chunks and search over one vault."""
+class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
+    """Insights, chunks, search, retention, history and sync over one vault."""
 
     def __init__(self, vault: Vault, config: Config, clock: Clock = utc_now) -> None:
-        self.vault = vault
-        self.config = config
-        self.clock = clock
-        self.catalog = Catalog(vault)
-        self.access = AccessLog(vault)
-        self._project: str | None = config.project and safe_name(config.project, "project", strict=False)
-        self._mutex = threading.Lock()
-
-    # ------------------------------------------------------------------ helpers
-
-    @property
-    def project(self) -> str:
-        """The project new chunks belong to when none is given."""
-        if not self._project:
-            self._project = detect_project()
-        return self._project
-
-    def _fresh(self) -> Catalog:
-        self.catalog.refresh()
-        return self.catalog
-
-    def _content(self, content: str, what: str = "content") -> str:
-        if not content or not content.strip():
-            raise InvalidInput(f"{what} is empty: send the text to remember")
-        size = len(content.encode("utf-8", "surrogatepass"))
-        if size > self.config.max_content_bytes:
-            raise InvalidInput(f"{what} is {size} bytes; the limit is {self.config.max_content_bytes} bytes "
-                               "(2 MiB): split it into several chunks")
-        if "\x00" in content:
-            raise InvalidInput(f"{what} contains NUL characters; send plain text")
-        return content.strip("\n")
+        super().__init__(vault, config, clock)
 
     # ------------------------------------------------------------------ insights
 
     def remember(self, content: str, category: str = "general", importance: str = "medium",
                  tags: str = "", project: str = "") -> Written:
         """Save an insight as `insights/<id>.md`, one commit."""
-        content = self._content(content)
+        content = self.checked_content(content)
         category = q.choice(category or "general", CATEGORIES, "category")
         importance = q.choice(importance or "medium", IMPORTANCES, "importance")
         project = safe_name(project, "project") if project else ""
-        now = iso(self.clock())
-        with self.vault.transaction() as tx:
+        now = self.now()
+        with self.writing() as tx:
             note_id = self._new_insight_id(content, now[:10])
             insight = Insight(note_id, content, category, importance, parse_tags(tags), project, now, now)
             tx.message = f"remember: {note_id} ({category}/{importance})"
@@ -124,14 +66,14 @@ class MemoryService:
         limit = q.limit(limit)
         category = q.choice(category, CATEGORIES, "category") if category else ""
         importance = q.choice(importance, IMPORTANCES, "importance") if importance else ""
-        rows = [i for i in self._fresh().insights()
+        rows = [i for i in self.fresh().insights()
                 if (not category or i.category == category) and (not importance or i.importance == importance)
                 and (not project or i.project == project)]
         scored = q.rank_insights(rows, query)
         return {"insights": [insight_row(i, score) for i, score in scored[:limit]]}
 
     def insight(self, insight_id: str) -> Insight:
-        note = self._fresh().note(insight_id)
+        note = self.fresh().note(insight_id)
         if not isinstance(note, Insight):
             raise NotFound(f"no insight with id {insight_id!r}: use rlm_recall to list insight ids")
         return note
@@ -139,7 +81,7 @@ class MemoryService:
     def forget(self, insight_id: str) -> Forgotten:
         """Delete an insight file, one commit (git history keeps it)."""
         insight = self.insight(insight_id)
-        with self.vault.transaction() as tx:
+        with self.writing() as tx:
             tx.message = f"forget: {insight.id} {q.short(insight.content)}"
             tx.delete(insight.path)
         return {"id": insight.id, "removed": True, "commit": tx.commit_id}
@@ -150,15 +92,15 @@ class MemoryService:
         old = self.insight(insight_id)
         new = Insight(
             old.id,
-            self._content(content) if content else old.content,
+            self.checked_content(content) if content else old.content,
             q.choice(category, CATEGORIES, "category") if category else old.category,
             q.choice(importance, IMPORTANCES, "importance") if importance else old.importance,
             parse_tags(tags) if tags else old.tags,
-            old.project, old.created, iso(self.clock()), old.extra,
+            old.project, old.created, self.now(), old.extra,
         )
         if (new.content, new.category, new.importance, new.tags) == (old.content, old.category, old.importance, old.tags):
             return {"id": old.id, "path": old.path, "changed": False, "commit": None}
-        with self.vault.transaction() as tx:
+        with self.writing() as tx:
             tx.message = f"update: {old.id} ({new.category}/{new.importance})"
             tx.write(new.path, markdown.render(new.to_meta(), new.content))
         return {"id": new.id, "path": new.path, "changed": True, "commit": tx.commit_id}
@@ -166,22 +108,23 @@ class MemoryService:
     # ------------------------------------------------------------------ chunks
 
     def chunk(self, content: str, summary: str = "", tags: str = "", project: str = "", ticket: str = "",
-              domain: str = "", chunk_type: str = "session", extra: dict[str, object] | None = None) -> Written:
+              domain: str = "", chunk_type: str = "session", extra: dict[str, object] | None = None,
+              dedup: bool = True) -> Written:
         """Save a conversation segment as `chunks/<project>/<id>.md`, one commit."""
         if chunk_type == "insight":
             raise InvalidInput("chunk_type 'insight' is not a chunk: call rlm_remember(content, category, "
                                "importance) to save an insight")
         chunk_type = q.choice(chunk_type or "session", CHUNK_TYPES, "chunk_type")
-        content = self._content(content)
+        content = self.checked_content(content)
         project = safe_name(project, "project") if project else self.project
         ticket = safe_name(ticket, "ticket") if ticket else ""
         domain = safe_name(domain, "domain") if domain else ""
         summary = summary.strip()[:500] if summary.strip() else q.auto_summary(content)
         digest = content_hash(content)
-        if (existing := self._duplicate(digest)) is not None:
+        if dedup and (existing := self._duplicate(digest)) is not None:
             return {"id": existing.id, "path": existing.path, "duplicate": True, "commit": None}
         now = self.clock()
-        with self.vault.transaction() as tx:
+        with self.writing() as tx:
             chunk_id = self._new_chunk_id(iso(now)[:10], project, ticket, domain)
             chunk = Chunk(
                 chunk_id, content, project, chunk_type, summary, parse_tags(tags), domain, ticket,
@@ -193,7 +136,7 @@ class MemoryService:
         return {"id": chunk_id, "path": chunk.path, "commit": tx.commit_id}
 
     def _duplicate(self, digest: str) -> Chunk | None:
-        return next((c for c in self._fresh().chunks() if c.sha256 == digest), None)
+        return next((c for c in self.fresh().chunks() if c.sha256 == digest), None)
 
     def _new_chunk_id(self, day: str, project: str, ticket: str, domain: str) -> str:
         prefix = f"{day}_{project}_"
@@ -204,7 +147,11 @@ class MemoryService:
         return f"{prefix}{max(seqs, default=0) + 1:03d}{suffix}"
 
     def chunk_note(self, chunk_id: str) -> Chunk | Insight:
-        note = self._fresh().note(chunk_id)
+        """The chunk or insight with this id; an archived chunk is restored first."""
+        note = self.fresh().note(chunk_id)
+        if note is None and chunk_id in self.archived():
+            self.restore(chunk_id)
+            note = self.fresh().note(chunk_id)
         if note is None:
             raise NotFound(f"no chunk or insight with id {chunk_id!r}: use rlm_list_chunks or rlm_search "
                            "to find ids")
@@ -218,7 +165,7 @@ class MemoryService:
         lo = max(0, start if start >= 0 else total + start)
         hi = total if end is None or end == -1 else (end if end >= 0 else total + end + 1)
         hi = min(max(hi, lo), total)
-        self.access.touch(note.id, iso(self.clock()))
+        self.access.touch(note.id, self.now())
         kind = "chunk" if isinstance(note, Chunk) else "insight"
         summary = note.summary if isinstance(note, Chunk) else q.short(note.content)
         return {"id": note.id, "content": "\n".join(lines[lo:hi]), "start": lo, "end": hi, "total_lines": total,
@@ -227,14 +174,14 @@ class MemoryService:
     def list_chunks(self, limit: int = 20, project: str = "") -> ChunkList:
         """Chunks newest first."""
         limit = q.limit(limit, 1000)
-        rows = q.newest(c for c in self._fresh().chunks() if not project or c.project == project)
+        rows = q.newest(c for c in self.fresh().chunks() if not project or c.project == project)
         return {"chunks": [chunk_row(c) for c in rows[:limit]]}
 
     def sessions(self, project: str = "", domain: str = "", limit: int = 10) -> Sessions:
         """Sessions (day x project x domain) derived from the chunks, newest first."""
         limit = q.limit(limit, 1000)
         groups: dict[str, list[Chunk]] = {}
-        for c in self._fresh().chunks():
+        for c in self.fresh().chunks():
             if (not project or c.project == project) and (not domain or c.domain == domain):
                 groups.setdefault(c.session or f"{c.created[:10]}_{c.project}", []).append(c)
         rows: list[SessionRow] = [
@@ -247,18 +194,23 @@ class MemoryService:
     def domains(self) -> Domains:
         """Suggested domains (domains.yaml) and those already used."""
         suggested = self.vault.read_domains()
-        used = sorted({c.domain for c in self._fresh().chunks() if c.domain} - set(suggested))
+        used = sorted({c.domain for c in self.fresh().chunks() if c.domain} - set(suggested))
         return {"domains": suggested + used}
 
     # ------------------------------------------------------------------ search
 
+    def _chunks(self, include_archived: bool) -> list[Chunk]:
+        active = self.fresh().chunks()
+        return active + self.archived_chunks() if include_archived else active
+
     def grep(self, pattern: str, limit: int = 10, project: str = "", domain: str = "", fuzzy: bool = False,
-             fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "", entity: str = "") -> GrepResult:
+             fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "", entity: str = "",
+             include_archived: bool = False) -> GrepResult:
         """Lines of chunks matching a regex (case-insensitive), or fuzzily, newest chunks first."""
         if not pattern or not pattern.strip():
             raise InvalidInput("pattern is empty: send a regular expression or, with fuzzy=true, some words")
         limit = q.limit(limit)
-        chunks = q.filter_chunks(self._fresh().chunks(), project, domain, date_from, date_to, entity)
+        chunks = q.filter_chunks(self._chunks(include_archived), project, domain, date_from, date_to, entity)
         if fuzzy:
             if not 0 <= fuzzy_threshold <= 100:
                 raise InvalidInput("fuzzy_threshold must be between 0 and 100 (80 is a good start)")
@@ -266,13 +218,14 @@ class MemoryService:
         return {"matches": q.regex_lines(chunks, pattern, limit, self.config.grep_timeout)}
 
     def search(self, query: str, limit: int = 5, project: str = "", domain: str = "", date_from: str = "",
-               date_to: str = "", entity: str = "", include_insights: bool = True) -> SearchResult:
+               date_to: str = "", entity: str = "", include_insights: bool = True,
+               include_archived: bool = False) -> SearchResult:
         """Chunks and insights ranked by relevance to the query; filters apply before ranking."""
         if not query or not query.strip():
             raise InvalidInput("query is empty: send a few words describing what to find")
         limit = q.limit(limit)
-        cat = self._fresh()
-        chunks = q.filter_chunks(cat.chunks(), project, domain, date_from, date_to, entity)
+        cat = self.fresh()
+        chunks = q.filter_chunks(self._chunks(include_archived), project, domain, date_from, date_to, entity)
         insights = q.filter_insights(cat.insights(), project, date_from, date_to) if include_insights and not (
             domain or entity) else []
         return {"results": q.keyword_search(chunks, insights, query, limit)}
@@ -281,9 +234,9 @@ class MemoryService:
 
     def status(self) -> Status:
         """Counts, the vault's place and HEAD, search state, and unreadable files."""
-        cat = self._fresh()
+        cat = self.fresh()
         insights, chunks = cat.insights(), cat.chunks()
-        archived = sum(1 for _ in (self.vault.root / "archive").rglob("*.md.gz"))
+        archived = len(self.archived())
         return {
             "insights": len(insights), "chunks": len(chunks), "archived": archived,
             "vault": str(self.vault.root), "head": self.vault.git.head(),
@@ -292,6 +245,8 @@ class MemoryService:
             "by_category": dict(Counter(i.category for i in insights)),
             "by_importance": dict(Counter(i.importance for i in insights)),
             "projects": dict(Counter(c.project for c in chunks)),
+            "remote": self.remote(),
+            "conflicts": conflict_files(self.vault.root),
         }
 
     def semantic_status(self) -> dict[str, object]:

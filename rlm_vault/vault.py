@@ -70,6 +70,8 @@ class Vault:
             self.git.init()
         self.git.run("config", "core.quotepath", "false")
         added = _copy_template(self.root)
+        for folder in NOTE_DIRS:
+            (self.root / folder).mkdir(exist_ok=True)
         self.git.commit_paths(added, "init: new rlm-vault")
 
     def recover(self) -> list[str]:
@@ -206,6 +208,14 @@ class Vault:
     def exists(self, relpath: str) -> bool:
         return self._inside(relpath) and (self.root / relpath).exists()
 
+    def pending_paths(self, *tops: str) -> list[str]:
+        """Paths under `tops` that differ from HEAD (changed, added, deleted, untracked)."""
+        found = []
+        for _, path in self.git.status(*tops):
+            if path.endswith(".md") and not Path(path).name.startswith("."):
+                found.append(path)
+        return found
+
     def read_domains(self) -> list[str]:
         """The domains listed in `domains.yaml` (a person may edit it; a broken file gives none)."""
         try:
@@ -238,12 +248,25 @@ class Transaction:
     _before: dict[str, bytes | None] = field(default_factory=dict)
     _journal: Path | None = None
 
-    def write(self, relpath: str, data: str | bytes) -> None:
-        """Replace a file atomically (temp file, fsync, rename)."""
+    def write(self, relpath: str, data: str | bytes, sync: bool = True) -> None:
+        """Replace a file atomically (temp file, fsync, rename); bulk writers pass sync=False
+        and call `sync()` once."""
         path = self._touch(relpath)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.vault.path(relpath)  # re-check now that the folder exists (symlinked folders)
-        _atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data)
+        _atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data, sync)
+
+    def expect(self, relpaths: list[str]) -> None:
+        """Name every path a bulk change will touch, so the journal is written once, not per file."""
+        for relpath in relpaths:
+            self.vault.path(relpath)
+        self.paths.extend(p for p in relpaths if p not in self._before and p not in self.paths)
+        self._write_journal()
+
+    @staticmethod
+    def sync() -> None:
+        """Flush every write of a bulk change to disk at once."""
+        os.sync()
 
     def delete(self, relpath: str) -> None:
         """Remove a file (git history keeps it)."""
@@ -255,8 +278,9 @@ class Transaction:
         path = self.vault.path(relpath)
         if relpath not in self._before:
             self._before[relpath] = path.read_bytes() if path.is_file() and not path.is_symlink() else None
-            self.paths.append(relpath)
-            self._write_journal()
+            if relpath not in self.paths:
+                self.paths.append(relpath)
+                self._write_journal()
         return path
 
     def _write_journal(self) -> None:
@@ -292,13 +316,14 @@ class Transaction:
             self._journal.unlink(missing_ok=True)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}{_TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -324,8 +349,8 @@ def _copy_template(root: Path) -> list[str]:
     added = []
     for item in sorted(src.rglob("*")):
         rel = item.relative_to(src)
-        if item.is_dir() or "__pycache__" in rel.parts or item.name == "__init__.py":
-            continue
+        if item.is_dir() or "__pycache__" in rel.parts or item.name == ".gitkeep":
+            continue  # .gitkeep only keeps the empty folders in this project's own repository
         dest = root / rel
         if not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,118 @@
+"""What every service capability shares: the vault, the catalog, the clock, and how to write.
+
+Every change goes through `ServiceCore.writing()`: under the vault lock, edits a person made since
+the last look are committed first as their own `external: ...` commit, then the service's files are
+written and committed alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .access import AccessLog
+from .catalog import Catalog
+from .config import Config
+from .errors import InvalidInput
+from .models import safe_name
+from .vault import Transaction, Vault
+
+__all__ = ["Clock", "ServiceCore", "detect_project", "iso", "utc_now"]
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 UTC to the second, as the notes store it."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def detect_project(cwd: str | os.PathLike[str] | None = None) -> str:
+    """The git top-level folder name of `cwd`, else the folder name (RLM_PROJECT is read by Config)."""
+    folder = Path(cwd or os.getcwd())
+    try:
+        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, timeout=5)
+        if top.returncode == 0 and top.stdout.strip():
+            folder = Path(top.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return safe_name(folder.name, "project", strict=False) or "default"
+
+
+class ServiceCore:
+    """State and write discipline shared by the service capabilities."""
+
+    def __init__(self, vault: Vault, config: Config, clock: Clock = utc_now) -> None:
+        self.vault = vault
+        self.config = config
+        self.clock = clock
+        self.catalog = Catalog(vault)
+        self.access = AccessLog(vault)
+        self._project = safe_name(config.project, "project", strict=False) if config.project else ""
+        self._external: set[str] | None = None  # paths a person changed, not yet committed
+
+    @property
+    def project(self) -> str:
+        """The project new chunks belong to when none is given."""
+        if not self._project:
+            self._project = detect_project()
+        return self._project
+
+    def now(self) -> str:
+        return iso(self.clock())
+
+    def fresh(self) -> Catalog:
+        """The catalog, brought up to date with the disk."""
+        changed = self.catalog.refresh()
+        if self._external is not None:
+            self._external |= changed
+        return self.catalog
+
+    @contextmanager
+    def writing(self) -> Iterator[Transaction]:
+        """A vault transaction that first commits a person's pending edits on their own."""
+        with self.vault.transaction() as tx:
+            self.commit_external()
+            yield tx
+            self.catalog.absorb(tx.paths)
+
+    def commit_external(self) -> str | None:
+        """Commit notes a person added, edited or deleted (readable ones only); call under the lock."""
+        if self._external is None:
+            self.catalog.refresh()
+            self._external = set(self.vault.pending_paths("insights", "chunks"))
+        self.fresh()
+        ready = sorted(p for p in self._external if self.catalog.problem(p) is None)
+        if not ready:
+            return None
+        commit = self.vault.git.commit_paths(ready, external_message(ready))
+        self._external -= set(ready)
+        return commit
+
+    def checked_content(self, content: str, what: str = "content") -> str:
+        """Content that is not empty, not over the size limit, and has no NUL."""
+        if not content or not content.strip():
+            raise InvalidInput(f"{what} is empty: send the text to save")
+        size = len(content.encode("utf-8", "surrogatepass"))
+        if size > self.config.max_content_bytes:
+            raise InvalidInput(f"{what} is {size} bytes; the limit is {self.config.max_content_bytes} bytes: "
+                               "split it into several parts")
+        if "\x00" in content:
+            raise InvalidInput(f"{what} contains NUL characters; send plain text")
+        return content.strip("\n")
+
+
+def external_message(paths: list[str]) -> str:
+    """`external: <path>` for one file, `external: N files` with the list in the body for more."""
+    if len(paths) == 1:
+        return f"external: {paths[0]}"
+    return f"external: {len(paths)} files\n\nEdited outside rlm-vault:\n" + "\n".join(f"- {p}" for p in paths)

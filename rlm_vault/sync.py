@@ -1,0 +1,187 @@
+"""Sharing a vault through a git remote: commit local edits, fetch, integrate, push; never lose a memory.
+
+When the same note changed on both sides, the local version stays at its path and the incoming one is
+kept next to it as `<name>.conflict-<host>-<time>.<ext>`, committed, and reported by status.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from .core import ServiceCore, external_message
+from .errors import GitError, InvalidInput, VaultError
+from .git import Git
+
+__all__ = ["SyncMixin", "clone_or_create", "conflict_files"]
+
+REMOTE = "origin"
+BRANCH = "main"
+
+
+class SyncError(VaultError):
+    """The remote could not be reached or refused the push; the local vault is unchanged."""
+
+
+class SyncMixin(ServiceCore):
+    """Remote settings and `sync`."""
+
+    def remote(self) -> str | None:
+        """The URL of the vault's remote, if one is set."""
+        url = self.vault.git.run("config", "--get", f"remote.{REMOTE}.url", check=False).strip()
+        return url or None
+
+    def set_remote(self, url: str) -> dict[str, Any]:
+        """Track `url` (any git remote: path, ssh, https) as the vault's remote."""
+        url = url.strip()
+        if not url or url.startswith("-"):
+            raise InvalidInput(f"remote {url!r} is not accepted: give a git URL or a path to a repository")
+        verb = "set-url" if self.remote() else "add"
+        self.vault.git.run("remote", verb, REMOTE, url)
+        return {"remote": url}
+
+    def sync(self) -> dict[str, Any]:
+        """Commit local edits, fetch, merge (keeping both sides of a conflict), push."""
+        url = self.remote()
+        if url is None:
+            raise InvalidInput("this vault has no remote: run `rlm-vault remote set URL` first")
+        git = self.vault.git
+        with self.vault.lock():
+            external = self._commit_everything_external()
+            before = git.head()
+            _fetch(git, url)
+            conflicts = self._integrate(git, url)
+            pulled = _count(git, f"{before}..HEAD") if before else 0
+            pushed = _push(git, url)
+        self.fresh()
+        return {"remote": url, "head": git.head(), "pulled": pulled, "pushed": pushed,
+                "conflicts": conflicts, "external": external}
+
+    def _commit_everything_external(self) -> str | None:
+        """Commit every change in the work tree except notes that cannot be read (left for the person)."""
+        self.fresh()
+        paths = sorted({p for _, p in self.vault.git.status() if not p.startswith(".rlm/")})
+        ready = [p for p in paths if self.catalog.problem(p) is None and not Path(p).name.endswith(".rlm-tmp")]
+        commit = self.vault.git.commit_paths(ready, external_message(ready)) if ready else None
+        if self._external is not None:
+            self._external -= set(ready)
+        return commit
+
+    def _integrate(self, git: Git, url: str) -> list[str]:
+        theirs = f"refs/remotes/{REMOTE}/{BRANCH}"
+        if not git.run("rev-parse", "-q", "--verify", theirs, check=False).strip():
+            return []  # the remote is empty: the push publishes everything
+        if git.run_status("merge-base", "--is-ancestor", theirs, "HEAD") == 0:
+            return []  # nothing new over there
+        if git.run_status("merge-base", "--is-ancestor", "HEAD", theirs) == 0:
+            git.run("merge", "-q", "--ff-only", theirs)
+            return []
+        proc_ok = _merge(git, theirs)
+        conflicts = [] if proc_ok else keep_both_sides(git, self.vault.root)
+        if git.merging():
+            note = f" ({len(conflicts)} conflicting note(s) kept as *.conflict-* files)" if conflicts else ""
+            git.commit_merge(f"sync: merge {url}{note}")
+        return conflicts
+
+
+def _fetch(git: Git, url: str) -> None:
+    try:
+        git.run("fetch", "-q", REMOTE, f"+refs/heads/{BRANCH}:refs/remotes/{REMOTE}/{BRANCH}", timeout=120)
+    except GitError as exc:
+        if "couldn't find remote ref" in exc.stderr:
+            return  # an empty remote has no branch yet
+        raise SyncError(f"cannot fetch from {url}: {exc.stderr or exc}; the local vault is unchanged") from exc
+
+
+def _merge(git: Git, theirs: str) -> bool:
+    code = git.run_status("merge", "--no-ff", "--no-commit", "--allow-unrelated-histories", "-q", theirs,
+                          env=git.identity_env())
+    if code != 0 and not git.merging():
+        raise SyncError("git could not merge the remote changes (a file you are editing may be in the way: "
+                        "commit or move it and sync again); the local vault is unchanged")
+    return code == 0
+
+
+def keep_both_sides(git: Git, root: Path) -> list[str]:
+    """Resolve every conflicted path so nothing is lost; returns the conflict files written."""
+    stages: dict[str, set[int]] = {}
+    for line in git.run("ls-files", "-u", "-z").split("\0"):
+        if "\t" in line:
+            meta, path = line.split("\t", 1)
+            stages.setdefault(path, set()).add(int(meta.split()[2]))
+    written = []
+    stamp = _stamp()
+    for path, present in sorted(stages.items()):
+        if 2 in present:
+            git.run("checkout", "--ours", "--", path)
+            if 3 in present:
+                sibling = conflict_name(path, stamp)
+                (root / sibling).parent.mkdir(parents=True, exist_ok=True)
+                (root / sibling).write_bytes(git.show_stage(3, path))
+                git.run("add", "--", sibling)
+                written.append(sibling)
+        else:
+            git.run("checkout", "--theirs", "--", path)
+        git.run("add", "--", path)
+    return written
+
+
+def conflict_name(path: str, stamp: str) -> str:
+    """`insights/x.md` -> `insights/x.conflict-<host>-<time>.md` (same for .md.gz)."""
+    folder, _, name = path.rpartition("/")
+    stem, dot, ext = name.partition(".")
+    host = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in socket.gethostname())[:30] or "host"
+    new = f"{stem}.conflict-{host}-{stamp}{dot}{ext}"
+    return f"{folder}/{new}" if folder else new
+
+
+def conflict_files(root: Path) -> list[str]:
+    """Conflict copies a sync left in the vault, for status and doctor."""
+    return sorted(p.relative_to(root).as_posix() for top in ("insights", "chunks", "archive")
+                  for p in (root / top).rglob("*.conflict-*") if p.is_file())
+
+
+def _stamp() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _count(git: Git, spec: str) -> int:
+    return int(git.run("rev-list", "--count", spec, check=False).strip() or 0)
+
+
+def _push(git: Git, url: str) -> int:
+    ahead = _count(git, f"refs/remotes/{REMOTE}/{BRANCH}..HEAD") if git.run(
+        "rev-parse", "-q", "--verify", f"refs/remotes/{REMOTE}/{BRANCH}", check=False).strip() else _count(git, "HEAD")
+    if not ahead:
+        return 0
+    try:
+        git.run("push", "-q", REMOTE, f"HEAD:refs/heads/{BRANCH}", timeout=120)
+    except GitError as exc:
+        raise SyncError(f"cannot push to {url}: {exc.stderr or exc}; your commits are kept locally, "
+                        "run sync again") from exc
+    git.run("update-ref", f"refs/remotes/{REMOTE}/{BRANCH}", "HEAD")
+    return ahead
+
+
+def clone_or_create(root: Path, url: str) -> str:
+    """For `init --remote`: clone a remote that has a vault, else leave the caller to create one.
+
+    Returns "cloned", "empty" (remote reachable, no branch yet) or "exists" (the folder is a vault).
+    """
+    if (root / ".git").exists():
+        return "exists"
+    probe = Git(root.parent if root.parent.exists() else Path.cwd())
+    try:
+        heads = probe.run("ls-remote", "--heads", url, timeout=60)
+    except GitError as exc:
+        raise SyncError(f"cannot reach {url}: {exc.stderr or exc}; nothing was created") from exc
+    if f"refs/heads/{BRANCH}" not in heads:
+        return "empty"
+    if root.exists() and any(root.iterdir()):
+        return "empty"  # a folder with files: create the vault there and merge at the first sync
+    root.parent.mkdir(parents=True, exist_ok=True)
+    probe.run("clone", "-q", "--branch", BRANCH, url, str(root), timeout=300)
+    return "cloned"
