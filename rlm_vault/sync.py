@@ -7,6 +7,7 @@ kept next to it as `<name>.conflict-<host>-<time>.<ext>`, committed, and reporte
 from __future__ import annotations
 
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from .git import Git
 __all__ = ["SyncMixin", "clone_or_create", "conflict_files"]
 
 REMOTE = "origin"
-BRANCH = "main"
+DEFAULT_BRANCH = "main"
 
 
 class SyncError(VaultError):
@@ -50,10 +51,11 @@ class SyncMixin(ServiceCore):
         with self.vault.lock():
             external = self._commit_everything_external()
             before = git.head()
-            _fetch(git, url)
+            branch = _remote_branch(git, url)
+            _fetch(git, url, branch)
             conflicts = self._integrate(git, url)
             pulled = _count(git, f"{before}..HEAD") if before else 0
-            pushed = _push(git, url)
+            pushed = _push(git, url, branch)
         self.fresh()
         return {"remote": url, "head": git.head(), "pulled": pulled, "pushed": pushed,
                 "conflicts": conflicts, "external": external}
@@ -69,7 +71,7 @@ class SyncMixin(ServiceCore):
         return commit
 
     def _integrate(self, git: Git, url: str) -> list[str]:
-        theirs = f"refs/remotes/{REMOTE}/{BRANCH}"
+        theirs = TRACKING
         if not git.run("rev-parse", "-q", "--verify", theirs, check=False).strip():
             return []  # the remote is empty: the push publishes everything
         if git.run_status("merge-base", "--is-ancestor", theirs, "HEAD") == 0:
@@ -85,9 +87,40 @@ class SyncMixin(ServiceCore):
         return conflicts
 
 
-def _fetch(git: Git, url: str) -> None:
+TRACKING = f"refs/remotes/{REMOTE}/vault"
+
+
+def _remote_branch(git: Git, url: str) -> str:
+    """The remote branch the vault follows: the one chosen before, else the remote's default branch.
+
+    Following the remote's HEAD keeps a fresh bare repository (HEAD -> master or main) consistent.
+    """
+    chosen = git.run("config", "--get", "rlm-vault.branch", check=False).strip()
+    if chosen:
+        return chosen
     try:
-        git.run("fetch", "-q", REMOTE, f"+refs/heads/{BRANCH}:refs/remotes/{REMOTE}/{BRANCH}", timeout=120)
+        out = git.run("ls-remote", "--symref", REMOTE, "HEAD", timeout=60)
+    except GitError as exc:
+        raise SyncError(f"cannot reach {url}: {exc.stderr or exc}; the local vault is unchanged") from exc
+    line = next((ln for ln in out.splitlines() if ln.startswith("ref: refs/heads/")), "")
+    branch = line.removeprefix("ref: refs/heads/").split("\t")[0] or _unborn_branch(git, url) or DEFAULT_BRANCH
+    git.run("config", "rlm-vault.branch", branch)
+    return branch
+
+
+def _unborn_branch(git: Git, url: str) -> str:
+    """The branch an empty remote's HEAD names: ls-remote does not say, but a clone of it learns it."""
+    with tempfile.TemporaryDirectory(dir=git.root / ".rlm") as scratch:
+        try:
+            git.run("clone", "-q", url, scratch, timeout=60)
+            return Git(Path(scratch)).run("symbolic-ref", "--short", "HEAD").strip()
+        except GitError:
+            return ""
+
+
+def _fetch(git: Git, url: str, branch: str) -> None:
+    try:
+        git.run("fetch", "-q", REMOTE, f"+refs/heads/{branch}:{TRACKING}", timeout=120)
     except GitError as exc:
         if "couldn't find remote ref" in exc.stderr:
             return  # an empty remote has no branch yet
@@ -152,17 +185,17 @@ def _count(git: Git, spec: str) -> int:
     return int(git.run("rev-list", "--count", spec, check=False).strip() or 0)
 
 
-def _push(git: Git, url: str) -> int:
-    ahead = _count(git, f"refs/remotes/{REMOTE}/{BRANCH}..HEAD") if git.run(
-        "rev-parse", "-q", "--verify", f"refs/remotes/{REMOTE}/{BRANCH}", check=False).strip() else _count(git, "HEAD")
+def _push(git: Git, url: str, branch: str) -> int:
+    known = git.run("rev-parse", "-q", "--verify", TRACKING, check=False).strip()
+    ahead = _count(git, f"{TRACKING}..HEAD" if known else "HEAD")
     if not ahead:
         return 0
     try:
-        git.run("push", "-q", REMOTE, f"HEAD:refs/heads/{BRANCH}", timeout=120)
+        git.run("push", "-q", REMOTE, f"HEAD:refs/heads/{branch}", timeout=120)
     except GitError as exc:
         raise SyncError(f"cannot push to {url}: {exc.stderr or exc}; your commits are kept locally, "
                         "run sync again") from exc
-    git.run("update-ref", f"refs/remotes/{REMOTE}/{BRANCH}", "HEAD")
+    git.run("update-ref", TRACKING, "HEAD")
     return ahead
 
 
@@ -178,10 +211,10 @@ def clone_or_create(root: Path, url: str) -> str:
         heads = probe.run("ls-remote", "--heads", url, timeout=60)
     except GitError as exc:
         raise SyncError(f"cannot reach {url}: {exc.stderr or exc}; nothing was created") from exc
-    if f"refs/heads/{BRANCH}" not in heads:
+    if "refs/heads/" not in heads:
         return "empty"
     if root.exists() and any(root.iterdir()):
         return "empty"  # a folder with files: create the vault there and merge at the first sync
     root.parent.mkdir(parents=True, exist_ok=True)
-    probe.run("clone", "-q", "--branch", BRANCH, url, str(root), timeout=300)
+    probe.run("clone", "-q", url, str(root), timeout=300)
     return "cloned"
