@@ -79,7 +79,7 @@ class Catalog:
                     self._entries.pop(path, None)
                     continue
                 if path.endswith(".md") and path.split("/")[0] in ("insights", "chunks"):
-                    self._entries[path] = self._load(path, Stamp(st.st_mtime_ns, st.st_size))
+                    self._entries[path] = self._load(path, Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino))
             self._reindex()
 
     def problem(self, path: str) -> Problem | None:

@@ -102,13 +102,23 @@ class ServiceCore:
         """Content that is not empty, not over the size limit, and has no NUL."""
         if not content or not content.strip():
             raise InvalidInput(f"{what} is empty: send the text to save")
-        size = len(content.encode("utf-8", "surrogatepass"))
+        size = len(content.encode("utf-8", "surrogatepass"))  # counted before the check below names the spot
         if size > self.config.max_content_bytes:
             raise InvalidInput(f"{what} is {size} bytes; the limit is {self.config.max_content_bytes} bytes: "
                                "split it into several parts")
         if "\x00" in content:
             raise InvalidInput(f"{what} contains NUL characters; send plain text")
-        return content.strip("\n")
+        return valid_text(content, what).strip("\n")
+
+
+def valid_text(text: str, what: str) -> str:
+    """`text` when it encodes as UTF-8; a lone surrogate (text cut inside an emoji) is refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"{what} has an invalid character at position {exc.start} (a lone UTF-16 surrogate, "
+                           "often half of an emoji): remove it or send the whole character") from None
+    return text
 
 
 def external_message(paths: list[str]) -> str:

@@ -37,6 +37,8 @@ class Git:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._identity: dict[str, str] | None = None
+        self._index_base: str | None = None  # the commit our private index was last in step with
+        self._index_lag: set[str] = set()  # paths the person's index could not take yet
 
     def run(self, *args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None,
             timeout: float | None = None) -> str:
@@ -93,20 +95,41 @@ class Git:
     def commit_paths(self, paths: Sequence[str], message: str) -> str | None:
         """Commit exactly these paths (added, changed or removed) as they are on disk.
 
-        Returns the new commit, or None when the paths already match HEAD.
+        The tree is built in a private index, so whatever a person staged with `git add` stays theirs;
+        the person's index is then brought in step for these paths only. Returns the new commit, or
+        None when the paths already match HEAD.
         """
         if not paths:
             return None
-        self.run("update-index", "--add", "--remove", "-z", "--stdin", input="\0".join(paths) + "\0")
-        tree = self.run("write-tree").strip()
+        listing = "\0".join(paths) + "\0"
         parent = self.head()
+        private = {**os.environ, "GIT_INDEX_FILE": str(self.root / ".git" / "rlm-vault-index")}
+        if parent != self._index_base or not os.path.exists(private["GIT_INDEX_FILE"]):
+            # HEAD moved (another process, a merge, a person's commit): start from it again.
+            if parent:
+                self.run("read-tree", parent, env=private)
+            else:
+                Path(private["GIT_INDEX_FILE"]).unlink(missing_ok=True)
+        self.run("update-index", "--add", "--remove", "-z", "--stdin", input=listing, env=private)
+        tree = self.run("write-tree", env=private).strip()
         if parent and self.run("rev-parse", f"{parent}^{{tree}}").strip() == tree:
+            self._index_base = parent
             return None
         parents = ["-p", parent] if parent else []
         commit = self.run("commit-tree", tree, *parents, "-F", "-", input=message + "\n", env=self.identity_env()).strip()
         # Compare-and-swap: if HEAD moved under us the update fails loudly instead of losing a commit.
         self.run("update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD", commit, parent or "0" * 40)
+        self._index_base = commit
+        self._sync_index(paths)
         return commit
+
+    def _sync_index(self, paths: Sequence[str]) -> None:
+        # Best effort: a person's git holding index.lock must not turn a made commit into a failure;
+        # paths it could not take are retried with the next commit.
+        pending = sorted(self._index_lag.union(paths))
+        code = self._spawn(["update-index", "--add", "--remove", "-z", "--stdin"], "\0".join(pending) + "\0",
+                           None, None).returncode
+        self._index_lag = set() if code == 0 else set(pending)
 
     def status(self, *paths: str) -> list[tuple[str, str]]:
         """(XY code, path) for each changed or untracked file under the paths, or the whole tree."""

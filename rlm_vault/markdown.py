@@ -41,6 +41,9 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    if any(ch in value for ch in "\x85\u2028\u2029"):
+        # YAML reads these as line breaks unless the string is double-quoted (escaped).
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
     if "\n" in value:
         # Block scalars cannot carry trailing spaces on a line or some control chars; fall back.
         if not re.search(r"[ \t]\n|[\x00-\x08\x0b-\x1f\x7f]", value):

@@ -125,8 +125,8 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
     def rlm_grep(pattern: str, limit: int = 10, project: str = "", domain: str = "", fuzzy: bool = False,
                  fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "", entity: str = "",
                  include_archived: bool = False) -> Annotated[CallToolResult, GrepResult]:
-        """Find lines in chunks: a case-insensitive regex, or with fuzzy=true words despite typos (score 0-100
-        >= fuzzy_threshold). Each match gives the chunk id and line (pass it to rlm_peek as start).
+        """Find lines in chunks and insights: a case-insensitive regex, or with fuzzy=true words despite typos
+        (score 0-100 >= fuzzy_threshold). Each match gives the id and line (pass it to rlm_peek as start).
         Dates are YYYY-MM-DD; entity matches a file, version, module, ticket or function name."""
         return _reply("grep", get_service().grep(pattern, limit, project, domain, fuzzy, fuzzy_threshold,
                                                  date_from, date_to, entity, include_archived))

@@ -112,7 +112,7 @@ def rank_insights(insights: Sequence[Insight], query: str) -> list[tuple[Insight
     return sorted(scored, key=lambda pair: -pair[1])
 
 
-def regex_lines(chunks: Sequence[Chunk], pattern: str, limit: int, budget: float) -> list[GrepMatch]:
+def regex_lines(chunks: Sequence[Chunk | Insight], pattern: str, limit: int, budget: float) -> list[GrepMatch]:
     """Lines matching a case-insensitive regex, with a time budget against runaway patterns."""
     try:
         compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
@@ -128,8 +128,7 @@ def regex_lines(chunks: Sequence[Chunk], pattern: str, limit: int, budget: float
                 if remaining <= 0 or compiled.search(line, timeout=remaining):
                     if remaining <= 0:
                         raise TimeoutError
-                    matches.append({"id": chunk.id, "line": n, "text": line.strip()[:200], "score": 1.0,
-                                    "project": chunk.project})
+                    matches.append(_match(chunk, n, line, 1.0))
             except TimeoutError:
                 raise InvalidInput(f"pattern {pattern!r} took longer than {budget:g} s over the chunks; use a "
                                    "simpler pattern (avoid nested repeats like (a+)+)") from None
@@ -138,7 +137,7 @@ def regex_lines(chunks: Sequence[Chunk], pattern: str, limit: int, budget: float
     return matches
 
 
-def fuzzy_lines(chunks: Sequence[Chunk], pattern: str, threshold: int, limit: int) -> list[GrepMatch]:
+def fuzzy_lines(chunks: Sequence[Chunk | Insight], pattern: str, threshold: int, limit: int) -> list[GrepMatch]:
     """Lines close to the pattern despite typos, best first."""
     from rapidfuzz import fuzz
 
@@ -149,10 +148,14 @@ def fuzzy_lines(chunks: Sequence[Chunk], pattern: str, threshold: int, limit: in
             if line.strip():
                 score = fuzz.partial_ratio(target, fold(line), score_cutoff=threshold)
                 if score:
-                    found.append({"id": chunk.id, "line": n, "text": line.strip()[:200], "score": round(score, 1),
-                                  "project": chunk.project})
+                    found.append(_match(chunk, n, line, round(score, 1)))
     found.sort(key=lambda m: -m["score"])
     return found[:limit]
+
+
+def _match(note: Chunk | Insight, line_no: int, line: str, score: float) -> GrepMatch:
+    return {"id": note.id, "line": line_no, "text": line.strip()[:200], "score": score,
+            "kind": "chunk" if isinstance(note, Chunk) else "insight", "project": note.project or None}
 
 
 def keyword_search(chunks: Sequence[Chunk], insights: Sequence[Insight], query: str, limit: int) -> list[SearchHit]:

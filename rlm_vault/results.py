@@ -84,7 +84,8 @@ class GrepMatch(TypedDict):
     line: int
     text: str
     score: float
-    project: NotRequired[str]
+    kind: NotRequired[str]
+    project: NotRequired[str | None]
 
 
 class GrepResult(TypedDict):

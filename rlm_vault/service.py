@@ -12,7 +12,7 @@ from collections import Counter
 from . import markdown
 from . import query as q
 from .config import Config
-from .core import Clock, ServiceCore, detect_project, iso, utc_now
+from .core import Clock, ServiceCore, detect_project, iso, utc_now, valid_text
 from .errors import InvalidInput, NotFound
 from .lifecycle import LifecycleMixin
 from .models import (
@@ -41,6 +41,7 @@ class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
                  tags: str = "", project: str = "") -> Written:
         """Save an insight as `insights/<id>.md`, one commit."""
         content = self.checked_content(content)
+        tags = valid_text(tags, "tags")
         category = q.choice(category or "general", CATEGORIES, "category")
         importance = q.choice(importance or "medium", IMPORTANCES, "importance")
         project = safe_name(project, "project") if project else ""
@@ -64,6 +65,7 @@ class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
                limit: int = 10) -> Recall:
         """Insights matching words of the query (accents and case ignored), best first."""
         limit = q.limit(limit)
+        project = _name(project)
         category = q.choice(category, CATEGORIES, "category") if category else ""
         importance = q.choice(importance, IMPORTANCES, "importance") if importance else ""
         rows = [i for i in self.fresh().insights()
@@ -111,7 +113,7 @@ class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
               domain: str = "", chunk_type: str = "session", extra: dict[str, object] | None = None,
               dedup: bool = True) -> Written:
         """Save a conversation segment as `chunks/<project>/<id>.md`, one commit."""
-        if chunk_type == "insight":
+        if chunk_type.strip().lower() == "insight":
             raise InvalidInput("chunk_type 'insight' is not a chunk: call rlm_remember(content, category, "
                                "importance) to save an insight")
         chunk_type = q.choice(chunk_type or "session", CHUNK_TYPES, "chunk_type")
@@ -119,7 +121,8 @@ class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
         project = safe_name(project, "project") if project else self.project
         ticket = safe_name(ticket, "ticket") if ticket else ""
         domain = safe_name(domain, "domain") if domain else ""
-        summary = summary.strip()[:500] if summary.strip() else q.auto_summary(content)
+        summary = valid_text(summary, "summary").strip()[:500] if summary.strip() else q.auto_summary(content)
+        tags = valid_text(tags, "tags")
         digest = content_hash(content)
         if dedup and (existing := self._duplicate(digest)) is not None:
             return {"id": existing.id, "path": existing.path, "duplicate": True, "commit": None}
@@ -174,12 +177,14 @@ class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
     def list_chunks(self, limit: int = 20, project: str = "") -> ChunkList:
         """Chunks newest first."""
         limit = q.limit(limit, 1000)
+        project = _name(project)
         rows = q.newest(c for c in self.fresh().chunks() if not project or c.project == project)
         return {"chunks": [chunk_row(c) for c in rows[:limit]]}
 
     def sessions(self, project: str = "", domain: str = "", limit: int = 10) -> Sessions:
         """Sessions (day x project x domain) derived from the chunks, newest first."""
         limit = q.limit(limit, 1000)
+        project, domain = _name(project), _name(domain)
         groups: dict[str, list[Chunk]] = {}
         for c in self.fresh().chunks():
             if (not project or c.project == project) and (not domain or c.domain == domain):
@@ -206,16 +211,23 @@ class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
     def grep(self, pattern: str, limit: int = 10, project: str = "", domain: str = "", fuzzy: bool = False,
              fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "", entity: str = "",
              include_archived: bool = False) -> GrepResult:
-        """Lines of chunks matching a regex (case-insensitive), or fuzzily, newest chunks first."""
+        """Lines of chunks (and insights) matching a regex (case-insensitive), or fuzzily; newest first.
+
+        Insights are searched too unless a chunk-only filter (domain, entity) is given.
+        """
         if not pattern or not pattern.strip():
             raise InvalidInput("pattern is empty: send a regular expression or, with fuzzy=true, some words")
         limit = q.limit(limit)
-        chunks = q.filter_chunks(self._chunks(include_archived), project, domain, date_from, date_to, entity)
+        project, domain = _name(project), _name(domain)
+        notes: list[Chunk | Insight] = [
+            *q.filter_chunks(self._chunks(include_archived), project, domain, date_from, date_to, entity)]
+        if not (domain or entity):
+            notes += q.newest(q.filter_insights(self.catalog.insights(), project, date_from, date_to))
         if fuzzy:
             if not 0 <= fuzzy_threshold <= 100:
                 raise InvalidInput("fuzzy_threshold must be between 0 and 100 (80 is a good start)")
-            return {"matches": q.fuzzy_lines(chunks, pattern, fuzzy_threshold, limit)}
-        return {"matches": q.regex_lines(chunks, pattern, limit, self.config.grep_timeout)}
+            return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit)}
+        return {"matches": q.regex_lines(notes, pattern, limit, self.config.grep_timeout)}
 
     def search(self, query: str, limit: int = 5, project: str = "", domain: str = "", date_from: str = "",
                date_to: str = "", entity: str = "", include_insights: bool = True,
@@ -224,6 +236,7 @@ class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
         if not query or not query.strip():
             raise InvalidInput("query is empty: send a few words describing what to find")
         limit = q.limit(limit)
+        project, domain = _name(project), _name(domain)
         cat = self.fresh()
         chunks = q.filter_chunks(self._chunks(include_archived), project, domain, date_from, date_to, entity)
         insights = q.filter_insights(cat.insights(), project, date_from, date_to) if include_insights and not (
@@ -252,6 +265,11 @@ class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
     def semantic_status(self) -> dict[str, object]:
         model = self.config.embedding_model
         return {"enabled": False, "model": model, "reason": "semantic search is not enabled yet; search is keyword-only"}
+
+
+def _name(value: str) -> str:
+    """A project or domain filter, cleaned the way names are cleaned when notes are written."""
+    return safe_name(value, "name", strict=False) if value.strip() else ""
 
 
 def insight_row(i: Insight, score: float | None = None) -> InsightRow:

@@ -39,6 +39,8 @@ class Stamp:
 
     mtime_ns: int
     size: int
+    ctime_ns: int = 0  # tools that keep mtime (rsync -t, cp -p) still change ctime
+    inode: int = 0
 
 
 class Vault:
@@ -181,7 +183,7 @@ class Vault:
             for entry in entries:
                 if entry.name.endswith(".md") and not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
                     st = entry.stat(follow_symlinks=False)
-                    found[f"{rel}/{entry.name}"] = Stamp(st.st_mtime_ns, st.st_size)
+                    found[f"{rel}/{entry.name}"] = Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
         return found
 
     def read_bytes(self, relpath: str) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ from rlm_vault import config as config_module
 from rlm_vault.config import Config
 from rlm_vault.service import MemoryService
 from rlm_vault.vault import Vault
+
+from helpers import FakeClock
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test Author",
@@ -53,19 +54,6 @@ def forbid_real_vault() -> Iterator[None]:
     config_module.default_vault_dir = guarded  # type: ignore[assignment]
     yield
     config_module.default_vault_dir = real  # type: ignore[assignment]
-
-
-class FakeClock:
-    """A clock tests move by hand."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture
