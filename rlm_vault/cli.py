@@ -96,6 +96,32 @@ def cmd_restore(args: argparse.Namespace) -> None:
     _out(args, "restore", _service(args).restore(args.id))
 
 
+def progress_bar(label: str) -> Callable[[int, int], None] | None:
+    """A one-line progress bar on a terminal's stderr; nothing when output is piped."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        end = "\n" if done >= total else ""
+        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_reindex(args: argparse.Namespace) -> None:
+    result = _service(args).reindex(progress_bar("indexing"), wait_model=not args.no_model)
+    _out(args, "reindex", result)
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    result = _service(args).doctor()
+    _out(args, "doctor", result)
+    if not result["ok"]:
+        raise SystemExit(1)
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     _out(args, "status", _service(args).status())
 
@@ -113,11 +139,44 @@ def cmd_recall(args: argparse.Namespace) -> None:
 
 def cmd_search(args: argparse.Namespace) -> None:
     svc = _service(args)
+    svc.wait_for_model(timeout=60)  # a person at a shell can wait a moment for ranking by meaning
     _out(args, "search", svc.search(args.query, args.limit, args.project, args.domain))
 
 
 def cmd_peek(args: argparse.Namespace) -> None:
     _out(args, "peek", _service(args).peek(args.id, args.start, args.end))
+
+
+def _steps(args: argparse.Namespace) -> Callable[[Any], None] | None:
+    """Print install/uninstall steps as they happen, unless the result is wanted as JSON."""
+    return None if args.json else (lambda step: print(step.message, flush=True))
+
+
+def cmd_install(args: argparse.Namespace) -> None:
+    from .install import install
+
+    report = install(args.scope, args.dry_run, not args.no_claude_md, on_step=_steps(args))
+    if args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+
+
+def cmd_uninstall(args: argparse.Namespace) -> None:
+    from .install import uninstall
+
+    report = uninstall(args.scope, args.dry_run, args.all, on_step=_steps(args))
+    if args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from . import migrate
+
+    svc = _service(args)
+    if args.source == "rlm-claude":
+        report = migrate.import_rlm_claude(svc, Path(args.dir).expanduser() if args.dir else None)
+    else:
+        report = migrate.import_transcripts(svc, Path(args.projects_dir).expanduser() if args.projects_dir else None)
+    print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else report.text())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,6 +212,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("restore", cmd_restore, "bring an archived chunk back")
     p.add_argument("id")
     command("status", cmd_status, "counts, vault path, git HEAD, search state and unreadable files")
+    p = command("reindex", cmd_reindex, "rebuild the search caches (.rlm/) from the notes alone")
+    p.add_argument("--no-model", action="store_true", help="do not wait for the embedding model to load")
+    command("doctor", cmd_doctor, "check notes, caches, conflicts and git health (exit 1 on a problem)")
     p = command("remember", cmd_remember, "save an insight ('-' reads it from stdin)")
     p.add_argument("content")
     p.add_argument("--category", default="general", help="decision, fact, preference, finding, todo, general")
@@ -174,6 +236,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--start", type=int, default=0, help="first line, 0-based")
     p.add_argument("--end", type=int, default=-1, help="line after the last one; -1 = to the end")
+    p = command("install", cmd_install, "register the MCP server, hooks and skills with Claude Code (idempotent)")
+    p.add_argument("--scope", choices=["user", "project"], default="user",
+                   help="user: ~/.claude.json and ~/.claude/ (default); project: .mcp.json and .claude/ here")
+    p.add_argument("--dry-run", action="store_true", help="print what would change and change nothing")
+    p.add_argument("--no-claude-md", action="store_true", help="do not add the rlm-vault block to CLAUDE.md")
+    p = command("uninstall", cmd_uninstall, "remove what install added; the vault is kept unless --all")
+    p.add_argument("--scope", choices=["user", "project"], default="user")
+    p.add_argument("--dry-run", action="store_true", help="print what would change and change nothing")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--keep-data", action="store_true", help="keep the vault (the default)")
+    data.add_argument("--all", action="store_true", help="also delete the vault folder")
+    p = command("import", cmd_import, "import memories from rlm-claude or past Claude Code transcripts (one commit)")
+    p.add_argument("source", choices=["rlm-claude", "transcripts"])
+    p.add_argument("dir", nargs="?", help="rlm-claude context folder (default: ~/.claude/rlm/context)")
+    p.add_argument("--projects-dir", help="transcripts: Claude Code projects folder (default: ~/.claude/projects)")
     return parser
 
 

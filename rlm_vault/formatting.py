@@ -73,6 +73,16 @@ def _sessions(r: Mapping[str, Any]) -> str:
     return "\n".join(f"- {s['id']}: {s['chunks']} chunk(s) since {s['started'][:16]}" for s in rows)
 
 
+def _doctor(r: Mapping[str, Any]) -> str:
+    lines = [f"Notes: {'all readable' if not r['notes'] else ''}".rstrip()] + [f"  - {p}" for p in r["notes"]]
+    lines += [f"Caches: {'in step with the vault' if not r['caches'] else ''}".rstrip()]
+    lines += [f"  - {p}" for p in r["caches"]]
+    lines += [f"Semantic search: {r['semantic']['reason']}", f"Git: {r['git']}"]
+    lines += [f"Conflict copy to review: {c}" for c in r["conflicts"]]
+    lines.append("All good." if r["ok"] else "Problems found.")
+    return "\n".join(lines)
+
+
 _RENDER = {
     "remember": lambda r: _written("Remembered", r),
     "update": lambda r: _written("Updated", r),
@@ -96,6 +106,8 @@ _RENDER = {
     "sync": lambda r: (f"Synced with {r['remote']}: pulled {r['pulled']}, pushed {r['pushed']} commit(s)"
                        + (f"; conflicts kept as {', '.join(r['conflicts'])}" if r["conflicts"] else "") + "."),
     "remote": lambda r: f"Remote set to {r['remote']}.",
+    "reindex": lambda r: f"Indexed {r['indexed']} notes. Semantic search: {r['semantic']['reason']}",
+    "doctor": _doctor,
     "init": lambda r: (f"Vault ready at {r['vault']} ({(r['head'] or '')[:12]})."
                        + (f" Syncing with {r['remote']}." if r.get("remote") else "")),
 }

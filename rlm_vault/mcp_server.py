@@ -230,6 +230,7 @@ def serve_stdio() -> None:
         with opening:  # tool calls run in worker threads; open the vault once
             if not service:
                 service.append(open_service())
+                service[0].warm()  # model and caches load in the background; no call waits for them
             return service[0]
 
     build_server(get_service, sync_tool=get_service().remote() is not None).run()

@@ -98,15 +98,22 @@ def filter_insights(insights: Iterable[Insight], project: str, date_from: str, d
 
 
 def rank_insights(insights: Sequence[Insight], query: str) -> list[tuple[Insight, float]]:
-    """Insights with the share of query words they contain (accent-insensitive); newest first on ties."""
-    terms = set(words(query))
+    """Insights with the share of query terms they contain, best first, newest first on ties.
+
+    Terms are analysed as the search index does: accents and case folded, stop words dropped,
+    English and French words stemmed, Japanese and Chinese cut into character pairs.
+    """
+    from .textproc import tokens
+
+    terms = set(tokens(query)) or set(words(query))
     ordered = newest(insights)
     if not terms:
         return [(i, 1.0) for i in ordered]
     scored = []
     for insight in ordered:
-        text = fold(insight.content + " " + " ".join(insight.tags))
-        hits = sum(1 for t in terms if t in text)
+        have = set(tokens(f"{insight.content} {' '.join(insight.tags)}"))
+        folded = fold(f"{insight.content} {' '.join(insight.tags)}")
+        hits = sum(1 for t in terms if t in have or t in folded)
         if hits:
             scored.append((insight, hits / len(terms)))
     return sorted(scored, key=lambda pair: -pair[1])
@@ -122,6 +129,12 @@ def regex_lines(chunks: Sequence[Chunk | Insight], pattern: str, limit: int, bud
     deadline = time.monotonic() + budget
     matches: list[GrepMatch] = []
     for chunk in chunks:
+        try:  # one pass over the whole text first: most notes do not match at all
+            if not compiled.search(chunk.content, timeout=max(deadline - time.monotonic(), 0.001)):
+                continue
+        except TimeoutError:
+            raise InvalidInput(f"pattern {pattern!r} took longer than {budget:g} s over the notes; use a "
+                               "simpler pattern (avoid nested repeats like (a+)+)") from None
         for n, line in enumerate(chunk.content.split("\n")):
             remaining = deadline - time.monotonic()
             try:
@@ -130,7 +143,7 @@ def regex_lines(chunks: Sequence[Chunk | Insight], pattern: str, limit: int, bud
                         raise TimeoutError
                     matches.append(_match(chunk, n, line, 1.0))
             except TimeoutError:
-                raise InvalidInput(f"pattern {pattern!r} took longer than {budget:g} s over the chunks; use a "
+                raise InvalidInput(f"pattern {pattern!r} took longer than {budget:g} s over the notes; use a "
                                    "simpler pattern (avoid nested repeats like (a+)+)") from None
             if len(matches) >= limit:
                 return matches

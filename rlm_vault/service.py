@@ -15,12 +15,13 @@ from .config import Config
 from .core import Clock, ServiceCore, detect_project, iso, utc_now, valid_text
 from .errors import InvalidInput, NotFound
 from .lifecycle import LifecycleMixin
+from .retrieval import SearchMixin
 from .models import (
     CATEGORIES, CHUNK_TYPES, IMPORTANCES, Chunk, Insight, content_hash, extract_entities, parse_tags,
     safe_name, slugify,
 )  # fmt: skip
 from .results import (
-    ChunkList, ChunkRow, Domains, Forgotten, GrepResult, InsightRow, Peek, Recall, SearchResult,
+    ChunkList, ChunkRow, Domains, Forgotten, InsightRow, Peek, Recall,
     SessionRow, Sessions, Status, Written,
 )  # fmt: skip
 from .sync import SyncMixin, conflict_files
@@ -29,7 +30,7 @@ from .vault import Vault
 __all__ = ["MemoryService", "detect_project", "open_service"]
 
 
-class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
+class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
     """Insights, chunks, search, retention, history and sync over one vault."""
 
     def __init__(self, vault: Vault, config: Config, clock: Clock = utc_now) -> None:
@@ -202,47 +203,6 @@ class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
         used = sorted({c.domain for c in self.fresh().chunks() if c.domain} - set(suggested))
         return {"domains": suggested + used}
 
-    # ------------------------------------------------------------------ search
-
-    def _chunks(self, include_archived: bool) -> list[Chunk]:
-        active = self.fresh().chunks()
-        return active + self.archived_chunks() if include_archived else active
-
-    def grep(self, pattern: str, limit: int = 10, project: str = "", domain: str = "", fuzzy: bool = False,
-             fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "", entity: str = "",
-             include_archived: bool = False) -> GrepResult:
-        """Lines of chunks (and insights) matching a regex (case-insensitive), or fuzzily; newest first.
-
-        Insights are searched too unless a chunk-only filter (domain, entity) is given.
-        """
-        if not pattern or not pattern.strip():
-            raise InvalidInput("pattern is empty: send a regular expression or, with fuzzy=true, some words")
-        limit = q.limit(limit)
-        project, domain = _name(project), _name(domain)
-        notes: list[Chunk | Insight] = [
-            *q.filter_chunks(self._chunks(include_archived), project, domain, date_from, date_to, entity)]
-        if not (domain or entity):
-            notes += q.newest(q.filter_insights(self.catalog.insights(), project, date_from, date_to))
-        if fuzzy:
-            if not 0 <= fuzzy_threshold <= 100:
-                raise InvalidInput("fuzzy_threshold must be between 0 and 100 (80 is a good start)")
-            return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit)}
-        return {"matches": q.regex_lines(notes, pattern, limit, self.config.grep_timeout)}
-
-    def search(self, query: str, limit: int = 5, project: str = "", domain: str = "", date_from: str = "",
-               date_to: str = "", entity: str = "", include_insights: bool = True,
-               include_archived: bool = False) -> SearchResult:
-        """Chunks and insights ranked by relevance to the query; filters apply before ranking."""
-        if not query or not query.strip():
-            raise InvalidInput("query is empty: send a few words describing what to find")
-        limit = q.limit(limit)
-        project, domain = _name(project), _name(domain)
-        cat = self.fresh()
-        chunks = q.filter_chunks(self._chunks(include_archived), project, domain, date_from, date_to, entity)
-        insights = q.filter_insights(cat.insights(), project, date_from, date_to) if include_insights and not (
-            domain or entity) else []
-        return {"results": q.keyword_search(chunks, insights, query, limit)}
-
     # ------------------------------------------------------------------ status
 
     def status(self) -> Status:
@@ -261,10 +221,6 @@ class MemoryService(LifecycleMixin, SyncMixin, ServiceCore):
             "remote": self.remote(),
             "conflicts": conflict_files(self.vault.root),
         }
-
-    def semantic_status(self) -> dict[str, object]:
-        model = self.config.embedding_model
-        return {"enabled": False, "model": model, "reason": "semantic search is not enabled yet; search is keyword-only"}
 
 
 def _name(value: str) -> str:

@@ -138,9 +138,13 @@ def test_recall_by_word_best_first(service: MemoryService, clock: Any) -> None:
     c = service.remember("Deploy tests run on docker")["id"]
     assert ids(service.recall("docker deploy")["insights"])[:2] == [c, b]
     assert ids(service.recall("pytest")["insights"]) == [a]
-    assert ids(service.recall("testing")["insights"]) == [a]  # tags count
+    assert ids(service.recall("fixtures")["insights"]) == [a]
+    assert set(ids(service.recall("testing")["insights"])) == {a, c}  # stemmed: testing ~ test(s)
     assert service.recall("kubernetes")["insights"] == []
     assert ids(service.recall("")["insights"]) == [c, b, a]  # no query: all, newest first
+    clock.advance(minutes=1)
+    d = service.remember("Unrelated note", tags="kubectl")["id"]
+    assert ids(service.recall("kubectl")["insights"]) == [d]  # tags count
     row = service.recall("pytest")["insights"][0]
     assert {"id", "content", "category", "importance", "tags", "project"} <= set(row)
     assert row["tags"] == ["testing"] and row["project"] is None

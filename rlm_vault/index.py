@@ -1,0 +1,316 @@
+"""The BM25 text index (Whoosh): a deletable cache of the vault, keyed by note id and content hash.
+
+Filters are Whoosh queries passed as `filter=`, so they restrict the candidates before the top k is
+taken. One searcher stays open and is replaced after each commit, so a query never pays for opening the index.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlm_vault import textproc
+from rlm_vault.errors import Busy, CacheError
+
+__all__ = ["NO_FILTERS", "Filters", "SearchDoc", "TextIndex", "Weights"]
+
+Progress = Callable[[int, int], None]
+
+# Whoosh raises its own errors, but a truncated or half-deleted segment surfaces as whatever the
+# codec trips on (struct.error, EOFError, KeyError, ValueError...). All of them mean "rebuild me".
+_BROKEN = (Exception,)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchDoc:
+    """What the caches know about one note: its filterable metadata and its text."""
+
+    id: str
+    kind: str  # "chunk" | "insight"
+    project: str  # "" = global
+    domain: str
+    category: str
+    importance: str
+    chunk_type: str
+    tags: tuple[str, ...]
+    entities: tuple[str, ...]
+    created: str  # 'YYYY-MM-DDTHH:MM:SSZ'
+    summary: str
+    body: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Restrictions applied inside every retrieval; an empty string means "any"."""
+
+    project: str = ""
+    domain: str = ""
+    kind: str = ""
+    date_from: str = ""  # YYYY-MM-DD, inclusive
+    date_to: str = ""  # YYYY-MM-DD, inclusive
+    entity: str = ""  # substring of one entity, case-insensitive
+    category: str = ""
+    importance: str = ""
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in self.__slots__)
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """Query-time field boosts and BM25F parameters (tuned on LoCoMo, see scripts/eval_locomo.py)."""
+
+    summary: float = 2.0
+    body: float = 1.0
+    meta: float = 1.5
+    k1: float = 1.2
+    b: float = 0.2  # weak length normalisation: LoCoMo turn R@5 0.609 at 0.75, 0.658 at 0.2
+
+
+NO_FILTERS = Filters()
+_EXACT = ("project", "domain", "kind", "category", "importance")
+
+
+def schema() -> Any:
+    """The Whoosh schema: exact-match ID fields for filters, analysed TEXT for ranking."""
+    from whoosh import fields
+
+    text = textproc.analyzer()
+    return fields.Schema(
+        id=fields.ID(unique=True, stored=True, sortable=True),
+        kind=fields.ID(stored=True),
+        project=fields.ID,
+        domain=fields.ID,
+        category=fields.ID,
+        importance=fields.ID,
+        chunk_type=fields.ID,
+        tags=fields.KEYWORD(lowercase=True, commas=True),
+        entities=fields.KEYWORD(lowercase=True, commas=True),
+        created=fields.ID(sortable=True),
+        summary=fields.TEXT(analyzer=text, phrase=False),
+        body=fields.TEXT(analyzer=text, phrase=False),
+        meta=fields.TEXT(analyzer=text, phrase=False),
+        sha=fields.STORED,
+    )
+
+
+def _fields(doc: SearchDoc) -> dict[str, str]:
+    return {
+        "id": doc.id,
+        "kind": doc.kind,
+        "project": doc.project,
+        "domain": doc.domain,
+        "category": doc.category,
+        "importance": doc.importance,
+        "chunk_type": doc.chunk_type,
+        "tags": ",".join(doc.tags),
+        "entities": ",".join(doc.entities),
+        "created": doc.created,
+        "summary": doc.summary,
+        "body": doc.body,
+        "meta": " ".join(doc.tags + doc.entities),
+        "sha": doc.sha256,
+    }
+
+
+def filter_query(filters: Filters) -> Any:
+    """The Whoosh query matching exactly the documents `filters` allows (None when it allows all)."""
+    from whoosh import query
+
+    parts: list[Any] = [query.Term(name, getattr(filters, name)) for name in _EXACT if getattr(filters, name)]
+    if filters.date_from or filters.date_to:
+        # Timestamps are ISO strings, so a term range on the string is a date range.
+        end = f"{filters.date_to}\uffff" if filters.date_to else None
+        parts.append(query.TermRange("created", filters.date_from or None, end))
+    if filters.entity:
+        needle = filters.entity.lower().replace("*", "").replace("?", "")
+        parts.append(query.Wildcard("entities", f"*{needle}*"))
+    return query.And(parts) if parts else None
+
+
+def text_query(text: str, weights: Weights) -> Any:
+    """An OR over every term of `text` in summary, body and tags/entities (None if no term)."""
+    from whoosh import query
+
+    unique = dict.fromkeys(textproc.tokens(text))
+    boosts = (("summary", weights.summary), ("body", weights.body), ("meta", weights.meta))
+    clauses = [query.Term(field, term, boost=boost) for term in unique for field, boost in boosts]
+    return query.Or(clauses) if clauses else None
+
+
+class TextIndex:
+    """A Whoosh index in `path`; a missing directory is created empty, a broken one raises CacheError."""
+
+    def __init__(self, path: Path, weights: Weights | None = None) -> None:
+        self.path = Path(path)
+        self.weights = weights or Weights()
+        self._lock = threading.RLock()
+        self._ix = self._open()
+        self._searcher = self._new_searcher()
+        self._stamps, self._kinds = self._read_stamps()
+
+    def _open(self) -> Any:
+        from whoosh import index
+
+        try:
+            if not self.path.is_dir() or not index.exists_in(str(self.path)):
+                self.path.mkdir(parents=True, exist_ok=True)
+                return index.create_in(str(self.path), schema())
+            return index.open_dir(str(self.path))
+        except _BROKEN as exc:
+            raise CacheError(f"text index at {self.path} cannot be opened: {exc!r}") from exc
+
+    def _new_searcher(self) -> Any:
+        from whoosh import scoring
+
+        try:
+            return self._ix.searcher(weighting=scoring.BM25F(B=self.weights.b, K1=self.weights.k1))
+        except _BROKEN as exc:
+            raise CacheError(f"text index at {self.path} cannot be read: {exc!r}") from exc
+
+    def _read_stamps(self) -> tuple[dict[str, str], dict[str, str]]:
+        stamps: dict[str, str] = {}
+        kinds: dict[str, str] = {}
+        try:
+            for fields in self._searcher.all_stored_fields():
+                stamps[fields["id"]] = fields.get("sha", "")
+                kinds[fields["id"]] = fields.get("kind", "")
+        except _BROKEN as exc:
+            raise CacheError(f"text index at {self.path} is corrupt: {exc!r}") from exc
+        return stamps, kinds
+
+    def close(self) -> None:
+        """Release the open searcher (and its file handles)."""
+        with self._lock:
+            self._searcher.close()
+
+    def stamps(self) -> dict[str, str]:
+        """id -> sha256 of every indexed document (kept in memory, reread when another process writes)."""
+        with self._lock:
+            self._refresh_if_stale()
+            return self._stamps
+
+    def kind(self, doc_id: str) -> str:
+        """The kind ("chunk" or "insight") of an indexed id, "" if unknown."""
+        return self._kinds.get(doc_id, "")
+
+    def __len__(self) -> int:
+        return len(self.stamps())
+
+    def _refresh_if_stale(self) -> None:
+        try:
+            if self._searcher.up_to_date():
+                return
+            self._searcher = self._refreshed()
+        except _BROKEN as exc:
+            raise CacheError(f"text index at {self.path} cannot be refreshed: {exc!r}") from exc
+        self._stamps, self._kinds = self._read_stamps()
+
+    def _refreshed(self) -> Any:
+        # Not `searcher.refresh()`: it reuses the old segment readers with their old deletion sets,
+        # so an updated or deleted note kept matching (whoosh-reloaded 2.7.5). A new searcher is exact.
+        old, self._searcher = self._searcher, self._new_searcher()
+        old.close()
+        return self._searcher
+
+    def update(self, upserts: Sequence[SearchDoc] = (), deletes: Iterable[str] = ()) -> None:
+        """Replace or add `upserts` and remove `deletes`, in one commit."""
+        deletes = [i for i in deletes if i]
+        if not upserts and not deletes:
+            return
+        with self._lock:
+            self._refresh_if_stale()
+            self._commit(upserts, deletes)
+            for doc in upserts:
+                self._stamps[doc.id] = doc.sha256
+                self._kinds[doc.id] = doc.kind
+            for doc_id in deletes:
+                self._stamps.pop(doc_id, None)
+                self._kinds.pop(doc_id, None)
+
+    def _writer(self, **options: Any) -> Any:
+        from whoosh.index import LockError
+
+        try:
+            return self._ix.writer(timeout=10.0, delay=0.05, **options)
+        except LockError as exc:
+            # Busy, not CacheError: a held lock is no reason to wipe and rebuild the index.
+            raise Busy(f"another process has held the text index at {self.path} for 10 s") from exc
+
+    def _commit(self, upserts: Sequence[SearchDoc], deletes: list[str]) -> None:
+        writer = self._writer()
+        try:
+            try:
+                for doc_id in deletes:
+                    writer.delete_by_term("id", doc_id)
+                for doc in upserts:
+                    writer.update_document(**_fields(doc))
+            except BaseException:
+                writer.cancel()
+                raise
+            writer.commit()
+            self._searcher = self._refreshed()
+        except _BROKEN as exc:
+            raise CacheError(f"text index at {self.path} could not be updated: {exc!r}") from exc
+
+    def rebuild(self, docs: Sequence[SearchDoc], progress: Progress | None = None) -> None:
+        """Recreate the index from scratch with `docs` (one writer, one commit)."""
+        with self._lock:
+            self._searcher.close()
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._ix = self._open()
+            self._write_all(docs, progress)
+            self._searcher = self._new_searcher()
+            self._stamps = {doc.id: doc.sha256 for doc in docs}
+            self._kinds = {doc.id: doc.kind for doc in docs}
+
+    def _write_all(self, docs: Sequence[SearchDoc], progress: Progress | None) -> None:
+        writer = self._writer(limitmb=256, procs=1)
+        try:
+            for done, doc in enumerate(docs, 1):
+                writer.add_document(**_fields(doc))
+                if progress and (done % 200 == 0 or done == len(docs)):
+                    progress(done, len(docs))
+            writer.commit()
+        except _BROKEN as exc:
+            raise CacheError(f"text index at {self.path} could not be rebuilt: {exc!r}") from exc
+
+    def search(self, text: str, filters: Filters = NO_FILTERS, limit: int = 10) -> list[tuple[str, float]]:
+        """Best `limit` (id, BM25 score) for `text` among the documents `filters` allows.
+
+        A query with no searchable term returns the allowed documents newest first (score 0).
+        """
+        with self._lock:
+            self._refresh_if_stale()
+            try:
+                return self._search(text_query(text, self.weights), filter_query(filters), limit)
+            except _BROKEN as exc:
+                raise CacheError(f"text index at {self.path} failed a search: {exc!r}") from exc
+
+    def _search(self, query: Any, filter_q: Any, limit: int) -> list[tuple[str, float]]:
+        from whoosh.query import Every
+
+        if query is None:
+            hits = self._searcher.search(filter_q or Every(), limit=limit, sortedby="created", reverse=True)
+            return [(hit["id"], 0.0) for hit in hits]
+        hits = self._searcher.search(query, filter=filter_q, limit=limit)
+        # Ties are ordered by id, not by Whoosh's docnum, so a rebuilt index answers the same.
+        return sorted(((hit["id"], float(hit.score)) for hit in hits), key=lambda h: (-round(h[1], 9), h[0]))
+
+    def allowed_ids(self, filters: Filters) -> set[str] | None:
+        """The ids `filters` allows, or None when it allows everything."""
+        filter_q = filter_query(filters)
+        if filter_q is None:
+            return None
+        with self._lock:
+            self._refresh_if_stale()
+            try:
+                column = self._searcher.reader().column_reader("id")
+                return {column[docnum] for docnum in self._searcher.docs_for_query(filter_q)}
+            except _BROKEN as exc:
+                raise CacheError(f"text index at {self.path} failed a filter: {exc!r}") from exc

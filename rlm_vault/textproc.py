@@ -1,0 +1,217 @@
+"""Text analysis shared by the text index, the query side and recall: folding, words, stems, CJK bigrams.
+
+One function (`tokens`) defines what a searchable term is, so that what is indexed, what is asked
+and what recall scores can never disagree. `analyzer()` wraps it for Whoosh (imported lazily).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+__all__ = ["analyzer", "fold", "is_stop", "language", "stems", "terms", "tokens", "words"]
+
+# Only the diacritic blocks are stripped: dropping every combining mark would turn Japanese
+# デ (テ + U+3099) into テ and Thai vowels into nothing.
+_DIACRITICS = dict.fromkeys(
+    [
+        *range(0x0300, 0x0370),
+        *range(0x1AB0, 0x1B00),
+        *range(0x1DC0, 0x1E00),
+        *range(0x20D0, 0x2100),
+        *range(0xFE20, 0xFE30),
+    ]
+)
+_LIGATURES = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "đ": "d", "ł": "l"})
+
+# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana, CJK ideographs.
+_NOSPACE = (
+    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+)
+_SEGMENT = re.compile(rf"([{_NOSPACE}]+)|([^\W_{_NOSPACE}]+)")
+
+# Both lists ship with whoosh (NLTK's). Words that are also common English content words are kept:
+# "son" is French for "his" but LoCoMo asks about people's sons.
+_KEEP = frozenset({"son", "sera", "ton", "pas", "aura", "mon"})
+# NLTK's French list misses some of the commonest function words.
+_MORE_FRENCH = frozenset(
+    {
+        "les",
+        "cette",
+        "cet",
+        "comme",
+        "plus",
+        "tout",
+        "tous",
+        "être",
+        "avoir",
+        "aussi",
+        "dont",
+        "ou",
+        "où",
+        "donc",
+        "car",
+        "sans",
+        "sous",
+        "si",
+        "ça",
+        "cela",
+        "ceci",
+        "très",
+    }
+)
+_QUESTION_WORDS = frozenset({"would", "could", "shall", "might", "must", "also", "ll", "ve", "re", "d", "m"})
+
+
+def fold(text: str) -> str:
+    """Case- and accent-insensitive form: NFKD, diacritics dropped, casefolded, ligatures expanded."""
+    decomposed = unicodedata.normalize("NFKD", text).translate(_DIACRITICS)
+    return unicodedata.normalize("NFC", decomposed).casefold().translate(_LIGATURES)
+
+
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    from whoosh.lang import stopwords_for_language
+
+    words = stopwords_for_language("en") | stopwords_for_language("fr")
+    return frozenset(fold(w) for w in words | _MORE_FRENCH if w not in _KEEP) | _QUESTION_WORDS
+
+
+@lru_cache(maxsize=1)
+def _stemmers() -> tuple[Any, Any]:
+    from whoosh.lang.porter2 import stem as porter
+    from whoosh.lang.snowball.french import FrenchStemmer
+
+    return porter, FrenchStemmer().stem
+
+
+def is_stop(word: str) -> bool:
+    """True for a folded English or French stop word."""
+    return word in _stopwords()
+
+
+@lru_cache(maxsize=200_000)
+def stems(word: str, language: str = "") -> tuple[str, ...]:
+    """The folded stems of one lowercase word, deduplicated.
+
+    English text gets Porter2 only (the French stemmer cost 2 points of turn R@5 on LoCoMo), except
+    for accented words; French or undecided text (a three-word query) gets Porter2 and Snowball
+    French, so either side matches. The French stemmer sees the accents its suffixes carry.
+    """
+    porter, french = _stemmers()
+    folded = fold(word)
+    if len(folded) < 3 or folded.isdigit():
+        return (folded,)
+    english = porter(folded)
+    if language == "en" and folded == word:
+        return (english,)
+    francais = fold(french(word))
+    return (english,) if english == francais else (english, francais)
+
+
+@lru_cache(maxsize=1)
+def _markers() -> tuple[frozenset[str], frozenset[str]]:
+    from whoosh.lang import stopwords_for_language
+
+    english, french = stopwords_for_language("en"), stopwords_for_language("fr") | _MORE_FRENCH
+    return frozenset(english - french), frozenset(french - english)
+
+
+def language(latin_words: list[str]) -> str:
+    """ "en", "fr" or "" (undecided) for lowercase words, by counting stop words only one language has."""
+    english, french = _markers()
+    en = sum(word in english for word in latin_words)
+    fr = sum(word in french or fold(word) != word for word in latin_words)
+    return "en" if en > fr else "fr" if fr > en else ""
+
+
+def _bigrams(run: str) -> Iterator[str]:
+    if len(run) == 1:
+        yield run
+    for i in range(len(run) - 1):
+        yield run[i : i + 2]
+
+
+def words(text: str) -> Iterator[tuple[int, str, bool]]:
+    """(position, word, is_cjk) for each word of `text`, lowercased (accents kept), CJK as bigrams."""
+    lowered = unicodedata.normalize("NFKC", text).casefold().translate(_LIGATURES)
+    pos = 0
+    for match in _SEGMENT.finditer(lowered):
+        run, word = match.group(1), match.group(2)
+        if run:
+            for gram in _bigrams(run):
+                yield pos, gram, True
+                pos += 1
+        else:
+            yield pos, word, False
+            pos += 1
+
+
+def terms(text: str) -> Iterator[tuple[int, str]]:
+    """(position, term) pairs: stop words removed, Latin words stemmed, CJK bigrams as they are."""
+    stop = _stopwords()
+    found = list(words(text))
+    lang = language([word for _, word, cjk in found if not cjk])
+    for pos, word, cjk in found:
+        if cjk:
+            yield pos, word
+        elif fold(word) not in stop:
+            for stem in stems(word, lang):
+                yield pos, stem
+
+
+def tokens(text: str) -> list[str]:
+    """The searchable terms of `text`, in order (a word may give two stems)."""
+    return [term for _, term in terms(text)]
+
+
+def analyzer() -> Any:
+    """A Whoosh analyzer that produces exactly `tokens(text)`."""
+    return _tokenizer_class()()
+
+
+def __getattr__(name: str) -> Any:
+    # Whoosh pickles the schema, analyzer included, into its TOC; unpickling looks the class up as
+    # `rlm_vault.textproc.VaultTokenizer`. Building it here keeps whoosh out of `import textproc`.
+    if name == "VaultTokenizer":
+        return _tokenizer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@lru_cache(maxsize=1)
+def _tokenizer_class() -> type:
+    from whoosh.analysis import Token, Tokenizer
+
+    class VaultTokenizer(Tokenizer):  # type: ignore[misc]
+        """Whoosh wrapper over `terms`; positions count words, so two stems share one position."""
+
+        def __call__(
+            self,
+            value: str,
+            positions: bool = False,
+            chars: bool = False,
+            keeporiginal: bool = False,
+            removestops: bool = True,
+            start_pos: int = 0,
+            start_char: int = 0,
+            tokenize: bool = True,
+            mode: str = "",
+            **kwargs: Any,
+        ) -> Iterator[Token]:
+            token = Token(positions, chars, removestops=removestops, mode=mode, **kwargs)
+            for pos, term in terms(value):
+                token.text = token.original = term
+                token.stopped = False
+                token.boost = 1.0
+                if positions:
+                    token.pos = start_pos + pos
+                yield token
+
+    VaultTokenizer.__module__ = __name__
+    VaultTokenizer.__qualname__ = "VaultTokenizer"
+    globals()["VaultTokenizer"] = VaultTokenizer
+    return VaultTokenizer

@@ -1,0 +1,138 @@
+"""Embedders and the vector store, with a real (tiny) model2vec model built in tmp_path."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_index import make_doc
+from tinymodel import build_tiny_model
+
+from rlm_vault.embeddings import Model2VecEmbedder, VectorStore
+from rlm_vault.errors import CacheError
+
+WORDS = [
+    "database",
+    "databases",
+    "migration",
+    "migrations",
+    "failed",
+    "failing",
+    "cat",
+    "food",
+    "deploy",
+    "pipeline",
+    "kibble",
+    "dog",
+    "schema",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(WORDS, tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture
+def embedder(model_dir: Path) -> Model2VecEmbedder:
+    embedder = Model2VecEmbedder(str(model_dir))
+    assert embedder.wait(30), embedder.status()
+    return embedder
+
+
+class CountingEmbedder:
+    """Wraps a real embedder and counts the texts it embeds."""
+
+    def __init__(self, inner: Model2VecEmbedder) -> None:
+        self.inner, self.name, self.calls = inner, inner.name, 0
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.calls += len(texts)
+        return self.inner.embed(texts)
+
+
+def test_loads_in_background_and_embeds_unit_vectors(embedder: Model2VecEmbedder) -> None:
+    vectors = embedder.embed(["database migration failed", "databases migrations failing", "cat food"])
+    assert vectors.dtype == np.float32 and vectors.shape == (3, embedder.dim)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+    assert embedder.status()[0]
+
+
+def test_status_before_loading_and_when_disabled() -> None:
+    waiting = Model2VecEmbedder("/nowhere")
+    assert waiting.status() == (False, "model '/nowhere' is not loaded yet; search is BM25-only")
+    off = Model2VecEmbedder("none")
+    off.start_loading()
+    assert not off.wait(1) and "off" in off.status()[1]
+
+
+def test_failed_load_gives_a_clear_reason(tmp_path: Path) -> None:
+    embedder = Model2VecEmbedder(str(tmp_path / "missing-model"))
+    assert not embedder.wait(30)
+    enabled, reason = embedder.status()
+    assert not enabled
+    assert reason.startswith(f"model '{tmp_path / 'missing-model'}' could not be loaded: ")
+    assert reason.endswith("; search is BM25-only")
+    with pytest.raises(CacheError):
+        embedder.embed(["x"])
+
+
+def test_second_sync_embeds_nothing(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
+    counting = CountingEmbedder(embedder)
+    docs = [make_doc("a", "database migration"), make_doc("b", "cat food"), make_doc("c", "deploy pipeline")]
+    store = VectorStore(tmp_path / "e.npz", counting)
+    assert store.sync(docs) == 3
+    assert store.sync(docs) == 0 and counting.calls == 3
+    reopened = VectorStore(tmp_path / "e.npz", counting)
+    changed = [replace(docs[0], body="dog kibble", sha256="new"), docs[1]]
+    assert reopened.sync(changed) == 1 and counting.calls == 4
+    assert set(reopened.stamps()) == {"a", "b"}
+
+
+def test_npz_has_no_object_arrays(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
+    store = VectorStore(tmp_path / "e.npz", embedder)
+    store.sync([make_doc("a", "database"), make_doc("bb", "cat")])
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as data:
+        assert {name: data[name].dtype.kind for name in data.files} == {
+            "ids": "U",
+            "shas": "U",
+            "vectors": "f",
+            "model": "U",
+        }
+        assert data["vectors"].dtype == np.float32 and str(data["model"]) == embedder.name
+
+
+def test_similar_ranks_by_cosine_within_allowed_ids(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
+    store = VectorStore(tmp_path / "e.npz", embedder)
+    store.sync(
+        [
+            make_doc("mig", "database migration failed"),
+            make_doc("cat", "cat food kibble"),
+            make_doc("dog", "dog kibble"),
+        ]
+    )
+    query = embedder.embed(["databases migrations failing"])[0]
+    assert store.similar(query, 1)[0][0] == "mig"
+    assert [i for i, _ in store.similar(query, 5, allowed_ids={"dog", "gone"})] == ["dog"]
+    assert store.similar(query, 5, allowed_ids=set()) == []
+
+
+def test_other_model_file_is_discarded(tmp_path: Path, embedder: Model2VecEmbedder, model_dir: Path) -> None:
+    VectorStore(tmp_path / "e.npz", embedder).sync([make_doc("a", "database")])
+    other = Model2VecEmbedder(str(model_dir) + "/")  # same weights, another name: must re-embed
+    assert other.wait(30)
+    store = VectorStore(tmp_path / "e.npz", other)
+    assert len(store) == 0 and store.sync([make_doc("a", "database")]) == 1
+
+
+def test_truncated_file_is_discarded(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
+    (tmp_path / "e.npz").write_bytes(b"PK\x03\x04 truncated")
+    store = VectorStore(tmp_path / "e.npz", embedder)
+    assert len(store) == 0 and store.sync([make_doc("a", "database")]) == 1

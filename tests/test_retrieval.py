@@ -1,0 +1,129 @@
+"""Search and grep through the service: caches that follow the vault, filters inside the ranking,
+FR/EN/JA analysis, and a real (tiny) model2vec model for ranking by meaning."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rlm_vault.config import Config
+from rlm_vault.service import MemoryService
+from rlm_vault.vault import Vault
+
+from helpers import FakeClock
+from tinymodel import build_tiny_model
+
+WORDS = ("database migration migrations failed failing schema upgrade cat food dog kibble deploy server "
+         "rollback postgres").split()
+
+
+def ids(result: dict) -> list[str]:
+    return [r["id"] for r in result["results"]]
+
+
+@pytest.fixture
+def semantic(tmp_path: Path, config: Config, clock: FakeClock) -> MemoryService:
+    model = build_tiny_model(WORDS, tmp_path / "tiny-model")
+    svc = MemoryService(Vault.open(config.vault), replace(config, embedding_model=str(model)), clock=clock)
+    assert svc.wait_for_model(timeout=60)
+    return svc
+
+
+def test_search_ranks_chunks_and_insights_together(service: MemoryService) -> None:
+    chunk = service.chunk("We moved the billing service to postgres 16 last week.", summary="billing db")["id"]
+    insight = service.remember("Billing runs on postgres, never on mysql.", category="decision")["id"]
+    service.chunk("Lunch menu: soup and bread.")
+    result = service.search("billing postgres")
+    assert set(ids(result)[:2]) == {chunk, insight}
+    kinds = {r["id"]: r["kind"] for r in result["results"]}
+    assert kinds[chunk] == "chunk" and kinds[insight] == "insight"
+    assert ids(service.search("billing postgres", include_insights=False)) == [chunk]
+
+
+def test_a_filtered_search_is_not_starved_by_other_projects(service: MemoryService) -> None:
+    for n in range(40):
+        service.chunk(f"kafka consumer lag kafka partitions kafka offsets {n}", project="Alpha")
+    weak = service.chunk("one mention of kafka in a long text about gardening and tomatoes", project="Beta")["id"]
+    assert weak not in ids(service.search("kafka", limit=10))
+    assert ids(service.search("kafka", project="Beta")) == [weak]
+
+
+def test_french_accents_and_plurals(service: MemoryService) -> None:
+    note = service.chunk("L'équipe a décidé de déployer les mises à jour le vendredi.")["id"]
+    service.chunk("Unrelated English text about deployments of the api.")
+    assert ids(service.search("equipe decide deployer")) [0] == note
+    assert ids(service.search("décisions déploiement"))[0] == note
+    fr = service.remember("Je préfère les préférences explicites.")["id"]
+    assert fr in [i["id"] for i in service.recall("preference")["insights"]]
+
+
+def test_japanese_query_finds_japanese_text(service: MemoryService) -> None:
+    note = service.chunk("データベースの移行が失敗したので、ロールバックした。")["id"]
+    service.chunk("English only text about databases.")
+    assert ids(service.search("データベース移行"))[0] == note
+
+
+def test_a_note_edited_by_hand_is_found_without_restart(service: MemoryService) -> None:
+    note = service.chunk("Notes on the build pipeline.")
+    assert service.search("pipeline")["results"]
+    path = service.vault.root / note["path"]
+    path.write_text(path.read_text(encoding="utf-8").replace("pipeline", "zanzibarquux pipeline"), encoding="utf-8")
+    assert ids(service.search("zanzibarquux")) == [note["id"]]
+    path.unlink()
+    assert service.search("zanzibarquux")["results"] == []
+
+
+def test_deleted_caches_are_rebuilt(service: MemoryService, config: Config) -> None:
+    note = service.chunk("Saguaro cactus facts.")["id"]
+    assert ids(service.search("saguaro")) == [note]
+    service.engine().close()
+    shutil.rmtree(service.vault.state / "index")
+    fresh = MemoryService(Vault.open(config.vault), config)
+    assert ids(fresh.search("saguaro")) == [note]
+
+
+def test_corrupted_index_is_rebuilt(service: MemoryService, config: Config) -> None:
+    note = service.chunk("Ocotillo plant facts.")["id"]
+    service.search("ocotillo")
+    service.engine().close()
+    for segment in (service.vault.state / "index").iterdir():
+        segment.write_bytes(b"garbage")
+    fresh = MemoryService(Vault.open(config.vault), config)
+    assert ids(fresh.search("ocotillo")) == [note]
+
+
+def test_semantic_ranking_finds_related_words(semantic: MemoryService) -> None:
+    target = semantic.chunk("the database migrations failing again")["id"]
+    semantic.chunk("the dog kibble and cat food order")
+    assert semantic.semantic_status()["enabled"] is True
+    assert ids(semantic.search("database migration failed"))[0] == target
+    status = semantic.status()["semantic"]
+    assert status["enabled"] and "loaded" in status["reason"]
+
+
+def test_semantic_status_explains_a_model_that_cannot_load(config: Config) -> None:
+    svc = MemoryService(Vault.open(config.vault), replace(config, embedding_model="/nonexistent/model"))
+    svc.chunk("postgres notes")
+    assert ids(svc.search("postgres"))  # BM25 keeps working
+    svc.wait_for_model(timeout=30)
+    status = svc.status()["semantic"]
+    assert status["enabled"] is False and "could not be loaded" in status["reason"]
+
+
+def test_fuzzy_grep_tolerates_typos(service: MemoryService) -> None:
+    note = service.chunk("header\nthe connection timeout was raised to 30 s\nfooter")["id"]
+    matches = service.grep("conection timout", fuzzy=True)["matches"]
+    assert matches and matches[0]["id"] == note and matches[0]["line"] == 1
+    assert matches[0]["score"] >= 80
+
+
+def test_reindex_rebuilds_from_the_vault(service: MemoryService) -> None:
+    a = service.chunk("Mesquite wood smoke.")["id"]
+    b = service.remember("Mesquite grows in deserts.")["id"]
+    result = service.reindex(wait_model=False)
+    assert result["indexed"] == 2
+    assert set(ids(service.search("mesquite"))) == {a, b}
+    assert service.doctor()["caches"] == []
