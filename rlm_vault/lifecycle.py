@@ -8,7 +8,6 @@ import zlib
 from datetime import datetime
 from typing import Any
 
-from . import markdown
 from .catalog import note_from_file
 from .core import ServiceCore
 from .errors import GitError, InvalidInput, InvalidNote, NotFound
