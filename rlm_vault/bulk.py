@@ -1,0 +1,142 @@
+"""Many new notes in one commit: what the importers use (rlm-claude folders, Claude Code transcripts).
+
+Ids are chosen under the vault's write lock, as for single writes, so an import running beside a live
+server loses nothing. Archived chunks are written as `archive/<project>/<id>.md.gz`, like retention does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import markdown
+from . import query as q
+from .models import Chunk, Insight, content_hash, slugify
+from .service import MemoryService
+
+__all__ = ["BulkResult", "NewChunk", "NewInsight", "write_many"]
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+@dataclass(frozen=True, slots=True)
+class NewInsight:
+    """An insight to add; its id is chosen at write time from `created` and the content."""
+
+    content: str
+    category: str = "general"
+    importance: str = "medium"
+    tags: tuple[str, ...] = ()
+    project: str = ""
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NewChunk:
+    """A chunk to add; `wanted_id` is kept when it is a safe, free id, else a new one is made."""
+
+    content: str
+    project: str
+    created: str
+    chunk_type: str = "session"
+    summary: str = ""
+    tags: tuple[str, ...] = ()
+    domain: str = ""
+    ticket: str = ""
+    entities: dict[str, list[str]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    wanted_id: str = ""
+    archived: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """Ids written, in the order given, and the one commit (None when nothing was written)."""
+
+    insight_ids: tuple[str, ...]
+    chunk_ids: tuple[str, ...]
+    commit: str | None
+
+
+def write_many(service: MemoryService, insights: Sequence[NewInsight], chunks: Sequence[NewChunk],
+               message: str) -> BulkResult:
+    """Write every note, then make one commit with `message`."""
+    if not insights and not chunks:
+        return BulkResult((), (), None)
+    with service.writing() as tx:
+        tx.message = message
+        ids = _Ids(service)
+        files = [_insight_file(i, ids) for i in insights] + [_chunk_file(c, ids) for c in chunks]
+        tx.expect([path for path, _, _ in files])
+        for path, data, _ in files:
+            tx.write(path, data, sync=False)
+        tx.sync()
+    note_ids = [note_id for _, _, note_id in files]
+    return BulkResult(tuple(note_ids[: len(insights)]), tuple(note_ids[len(insights) :]), tx.commit_id)
+
+
+class _Ids:
+    """Ids taken in the vault or earlier in this batch; call only under the write lock."""
+
+    def __init__(self, service: MemoryService) -> None:
+        self.root = service.vault.root
+        self.taken: set[str] = set(service.fresh().ids()) | set(service.archived())
+        self.taken |= {p.name[:-3] for p in (self.root / "insights").glob("*.md")}
+        self.seqs: dict[str, int] = {}
+
+    def insight(self, created: str, content: str) -> str:
+        base = f"{created[:10]}-{slugify(content) or content_hash(content)[:8]}"
+        note_id, n = base, 1
+        while note_id in self.taken:
+            n += 1
+            note_id = f"{base}-{n}"
+        return self._take(note_id)
+
+    def chunk(self, chunk: NewChunk) -> str:
+        if chunk.wanted_id and _SAFE_ID.fullmatch(chunk.wanted_id) and chunk.wanted_id not in self.taken:
+            return self._take(chunk.wanted_id)
+        prefix = f"{chunk.created[:10]}_{chunk.project}_"
+        suffix = "".join(f"_{part}" for part in (chunk.ticket, chunk.domain) if part)
+        while True:
+            if prefix not in self.seqs:
+                self.seqs[prefix] = self._max_seq(chunk.project, prefix)
+            self.seqs[prefix] += 1
+            note_id = f"{prefix}{self.seqs[prefix]:03d}{suffix}"
+            if note_id not in self.taken:
+                return self._take(note_id)
+
+    def _max_seq(self, project: str, prefix: str) -> int:
+        names = [name for top in ("chunks", "archive") if (folder := self.root / top / project).is_dir()
+                 for name in os.listdir(folder) if name.startswith(prefix)]
+        names += [i for i in self.taken if i.startswith(prefix)]
+        return max((int(d) for n in names if (d := q.leading_digits(n[len(prefix):]))), default=0)
+
+    def _take(self, note_id: str) -> str:
+        self.taken.add(note_id)
+        return note_id
+
+
+def _insight_file(new: NewInsight, ids: _Ids) -> tuple[str, bytes, str]:
+    note_id = ids.insight(new.created, new.content)
+    insight = Insight(note_id, new.content, new.category, new.importance, new.tags, new.project, new.created,
+                      new.created, dict(new.extra))
+    return insight.path, markdown.render(insight.to_meta(), insight.content).encode("utf-8"), note_id
+
+
+def _chunk_file(new: NewChunk, ids: _Ids) -> tuple[str, bytes, str]:
+    note_id = ids.chunk(new)
+    day = new.created[:10]
+    chunk = Chunk(
+        note_id, new.content, new.project, new.chunk_type, new.summary, new.tags, new.domain, new.ticket,
+        f"{day}_{new.project}" + (f"_{new.domain}" if new.domain else ""), new.created,
+        content_hash(new.content), len(new.content) // 4, new.entities, dict(new.extra),
+    )
+    raw = markdown.render(chunk.to_meta(), chunk.content).encode("utf-8")
+    if new.archived:
+        return f"archive/{chunk.project}/{note_id}.md.gz", gzip.compress(raw, 6, mtime=0), note_id
+    return chunk.path, raw, note_id

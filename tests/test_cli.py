@@ -1,0 +1,185 @@
+"""The `rlm-vault` command: text and --json output, one-line errors, the installed console script."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import commit_count, git_log, git_status
+
+from rlm_vault.cli import main
+from rlm_vault.errors import InvalidInput, NotFound
+
+
+def vault_path() -> Path:
+    return Path(os.environ["RLM_VAULT_DIR"])
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_init_creates_the_vault_at_rlm_vault_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "init")
+    assert code == 0 and err == ""
+    assert out.startswith(f"Vault ready at {vault_path()}")
+    assert git_log(vault_path()) == ["init: new rlm-vault"]
+    again = run_json(capsys, "init")
+    assert again["vault"] == str(vault_path())
+    assert len(again["head"]) == 40
+    assert commit_count(vault_path()) == 1
+
+
+def test_init_at_an_explicit_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    result = run_json(capsys, "init", str(target))
+    assert result["vault"] == str(target)
+    assert (target / "domains.yaml").is_file()
+    assert not vault_path().exists()
+
+
+def test_remember_then_recall_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "remember", "Always deploy LOCAL -> VPS", "--category", "decision",
+                       "--importance", "critical", "--tags", "deploy,ops")
+    assert code == 0
+    assert out.startswith("Remembered ") and "(insights/" in out
+    note_id = out.split()[1]
+    assert git_log(vault_path())[0] == f"remember: {note_id} (decision/critical)"
+
+    code, out, _ = run(capsys, "recall", "deploy")
+    assert code == 0
+    assert out.splitlines() == ["1 insight(s):", f"- {note_id} (decision/critical) [deploy, ops]: Always deploy LOCAL -> VPS"]
+
+    result = run_json(capsys, "recall", "deploy", "--importance", "critical")
+    assert [(i["id"], i["category"], i["tags"]) for i in result["insights"]] == [(note_id, "decision", ["deploy", "ops"])]
+    assert run_json(capsys, "recall", "nothing-matches")["insights"] == []
+    assert run(capsys, "recall", "nothing-matches")[1].strip() == "No insight matches."
+
+
+def test_remember_json_and_unicode_output(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_json(capsys, "remember", "L'équipe préfère デプロイ le lundi", "--project", "Mon-App")
+    assert (vault_path() / result["path"]).is_file()
+    assert result["path"] == f"insights/{result['id']}.md"
+    code, out, _ = run(capsys, "recall", "prefere")
+    assert "L'équipe préfère デプロイ le lundi" in out and "@Mon-App" in out
+
+
+def test_remember_reads_stdin_with_dash(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("piped insight\nsecond line\n"))
+    result = run_json(capsys, "remember", "-")
+    assert (vault_path() / result["path"]).read_text().endswith("---\npiped insight\nsecond line\n")
+
+
+def test_status_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "remember", "one")
+    run(capsys, "remember", "two")
+    (vault_path() / "insights" / "broken.md").write_text("no front matter\n")
+    status = run_json(capsys, "status")
+    assert (status["insights"], status["chunks"], status["archived"]) == (2, 0, 0)
+    assert status["vault"] == str(vault_path())
+    assert status["problems"] == [{"path": "insights/broken.md", "reason": status["problems"][0]["reason"]}]
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    assert out.splitlines()[1] == "2 insights, 0 chunks, 0 archived"
+    assert any(line.startswith("Problem: insights/broken.md: ") for line in out.splitlines())
+    assert status["head"][:12] in out.splitlines()[0]
+
+
+def test_search_and_peek(capsys: pytest.CaptureFixture[str]) -> None:
+    note_id = run_json(capsys, "remember", "Kubernetes upgrade runbook\nstep one\nstep two")["id"]
+    results = run_json(capsys, "search", "kubernetes")["results"]
+    assert [(r["id"], r["kind"]) for r in results] == [(note_id, "insight")]
+    code, out, _ = run(capsys, "search", "kubernetes")
+    assert out.startswith(f"1. [insight] {note_id} (")
+
+    peek = run_json(capsys, "peek", note_id, "--start", "1", "--end", "2")
+    assert (peek["content"], peek["start"], peek["end"], peek["total_lines"]) == ("step one", 1, 2, 3)
+    code, out, _ = run(capsys, "peek", note_id, "--start", "-1")
+    assert out.splitlines() == [f"{note_id} lines 2-3 of 3:", "step two"]
+    assert run(capsys, "search", "zeppelin")[1].strip() == "Nothing found."
+
+
+def test_reads_from_the_cli_make_no_commit(capsys: pytest.CaptureFixture[str]) -> None:
+    note_id = run_json(capsys, "remember", "read only check")["id"]
+    before = commit_count(vault_path())
+    for argv in (["status"], ["recall", "check"], ["search", "check"], ["peek", note_id]):
+        assert run(capsys, *argv)[0] == 0
+    assert commit_count(vault_path()) == before
+    assert git_status(vault_path()) == []
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["remember", "x", "--category", "bogus"], "decision, fact, preference"),
+    (["remember", "x", "--importance", "urgent"], "critical, high, medium, low"),
+    (["remember", "x", "--project", "../evil"], "letters, digits"),
+    (["remember", "   "], "empty"),
+    (["peek", "2026-01-01-no-such-note"], "no chunk or insight"),
+    (["recall", "x", "--limit", "0"], "limit"),
+    (["search", " "], "query is empty"),
+])
+def test_errors_exit_1_with_one_line_on_stderr(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                               argv: list[str], needle: str) -> None:
+    monkeypatch.delenv("RLM_VAULT_RAISE_ERRORS", raising=False)
+    run(capsys, "init")
+    before = commit_count(vault_path())
+    code, out, err = run(capsys, *argv)
+    assert code == 1
+    assert out == ""
+    assert err.startswith("rlm-vault: ") and err.endswith("\n")
+    assert err.count("\n") == 1
+    assert needle in err
+    assert "Traceback" not in err
+    assert commit_count(vault_path()) == before
+
+
+def test_errors_are_raised_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(InvalidInput):
+        main(["remember", "x", "--category", "bogus"])
+    with pytest.raises(NotFound):
+        main(["peek", "nope"])
+
+
+def _console_script() -> str:
+    found = shutil.which("rlm-vault") or str(Path(sys.executable).parent / "rlm-vault")
+    assert Path(found).is_file(), "the rlm-vault console script is not installed"
+    return found
+
+
+def test_installed_console_script(tmp_path: Path) -> None:
+    script = _console_script()
+    vault = tmp_path / "script-vault"
+    env = {**os.environ, "RLM_VAULT_DIR": str(vault)}
+    env.pop("RLM_VAULT_RAISE_ERRORS", None)
+
+    def call(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([script, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+
+    made = call("remember", "saved from a real shell", "--category", "fact", "--json")
+    assert made.returncode == 0, made.stderr
+    note_id = json.loads(made.stdout)["id"]
+    assert (vault / "insights" / f"{note_id}.md").is_file()
+    assert git_log(vault)[0] == f"remember: {note_id} (fact/medium)"
+
+    status = call("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["insights"] == 1
+
+    failed = call("peek", "no-such-id")
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    assert failed.stderr.startswith("rlm-vault: ") and failed.stderr.count("\n") == 1

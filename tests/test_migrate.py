@@ -1,0 +1,203 @@
+"""`rlm-vault import`: an rlm-claude context folder (tests/data/rlm_claude, written by the real rlm-claude 0.11.0)
+and Claude Code transcripts become vault notes in one commit, losing nothing, idempotently."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rlm_vault import markdown
+from rlm_vault.cli import main
+from rlm_vault.errors import InvalidInput
+from rlm_vault.migrate import import_rlm_claude, import_transcripts, parse_rlm_chunk
+from rlm_vault.service import MemoryService
+
+from helpers import commit_count, git_log, git_status
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def context(tmp_path: Path) -> Path:
+    """A copy of the generated rlm-claude folder, free to be spoiled by a test."""
+    folder = tmp_path / "context"
+    shutil.copytree(DATA / "rlm_claude", folder, ignore=shutil.ignore_patterns("NOTICE"))
+    return folder
+
+
+def _front(service: MemoryService, relpath: str) -> dict:
+    return service.vault.read_note(relpath)[0]
+
+
+def _by_origin(service: MemoryService) -> dict[str, object]:
+    cat = service.fresh()
+    return {str(n.extra.get("rlm_claude_id")): n for n in [*cat.insights(), *cat.chunks()]}
+
+
+def test_import_makes_one_commit_with_every_note(service: MemoryService, context: Path) -> None:
+    before = commit_count(service.vault.root)
+    report = import_rlm_claude(service, context)
+    assert (report.insights, report.chunks, report.archived, report.already) == (4, 6, 1, 0)
+    assert report.problems == ()
+    assert commit_count(service.vault.root) == before + 1
+    assert git_log(service.vault.root)[0] == "import: 4 insights, 6 chunks from rlm-claude"
+    assert git_status(service.vault.root) == []
+    assert len(service.fresh().insights()) == 4 and len(service.fresh().chunks()) == 5
+
+
+def test_insights_keep_category_importance_tags_and_dates(service: MemoryService, context: Path) -> None:
+    import_rlm_claude(service, context)
+    notes = _by_origin(service)
+    deploy = notes["16a0af26"]
+    assert (deploy.category, deploy.importance, deploy.tags) == ("decision", "critical", ("deploy", "workflow"))
+    assert deploy.content == "Always deploy LOCAL -> VPS, never direct."
+    assert deploy.created.startswith("2026-11-27T") and deploy.created.endswith("Z")
+    odd = notes["5e9b1778"]  # rlm-claude accepted any category: kept aside, not lost
+    assert (odd.category, odd.importance) == ("general", "medium")
+    assert odd.extra["rlm_claude_category"] == "banana" and odd.extra["rlm_claude_importance"] == "ultra"
+    assert "préfère" in notes["1068dd8b"].content
+
+
+def test_chunks_keep_their_header_fields(service: MemoryService, context: Path) -> None:
+    import_rlm_claude(service, context)
+    notes = _by_origin(service)
+    api = notes["2026-11-27_MyApp_001_feature"]
+    assert (api.id, api.project, api.domain, api.summary) == (
+        "2026-11-27_MyApp_001_feature", "MyApp", "feature", "API v2 architecture decisions")
+    assert api.tags == ("api", "architecture") and api.entities["tickets"] == ["API-12"]
+    assert api.entities["functions"] == ["build_router"] and api.content.startswith("# API v2\n")
+    fix = notes["2026-11-27_MyApp_002_AUTH-7"]
+    assert (fix.summary, fix.ticket, fix.chunk_type) == ("Fix: login loop", "AUTH-7", "debug")
+    assert notes["2026-11-27_MyApp_003"].summary == "[WIP] review: notes 5"
+    other = notes["2026-11-27_Other Proj_001"]  # a space in the project: a new, safe id
+    assert (other.id, other.project, other.chunk_type) == ("2026-11-27_Other-Proj_001", "Other-Proj", "snapshot")
+    peek = service.peek("2026-11-27_MyApp_005_decision")
+    assert "PostgreSQL 16.1.0" in peek["content"]
+    assert service.search("PostgreSQL")["results"][0]["id"] == "2026-11-27_MyApp_005_decision"
+
+
+def test_archives_become_vault_archives_and_access_counts_are_kept(service: MemoryService, context: Path) -> None:
+    import_rlm_claude(service, context)
+    relpath = "archive/MyApp/2026-11-27_MyApp_004.md.gz"
+    meta, body = markdown.parse(gzip.decompress(service.vault.read_bytes(relpath)).decode())
+    assert meta["summary"] == "'caching exploration" and meta["created"] == "2026-09-01T10:00:00Z"
+    assert meta["rlm_claude_id"] == "2026-11-27_MyApp_004" and body.startswith("Old exploration")
+    access = service.access.all()
+    assert access["2026-11-27_MyApp_001_feature"]["count"] == 2
+    assert access["2026-11-27_MyApp_004"]["archived"].startswith("2026-11-27T")
+    service.restore("2026-11-27_MyApp_004")
+    assert service.peek("2026-11-27_MyApp_004")["content"].startswith("Old exploration")
+
+
+def test_importing_twice_adds_nothing(service: MemoryService, context: Path) -> None:
+    import_rlm_claude(service, context)
+    commits = commit_count(service.vault.root)
+    again = import_rlm_claude(service, context)
+    assert (again.insights, again.chunks, again.already, again.commit) == (0, 0, 10, None)
+    assert commit_count(service.vault.root) == commits
+    assert "Nothing new to import" in again.text()
+
+
+def test_same_content_already_in_the_vault_is_not_duplicated(service: MemoryService, context: Path) -> None:
+    service.remember("Always deploy LOCAL -> VPS, never direct.", "decision", "critical")
+    report = import_rlm_claude(service, context)
+    assert (report.insights, report.already) == (3, 1)
+
+
+def test_unreadable_files_are_imported_raw_or_reported(service: MemoryService, context: Path) -> None:
+    (context / "chunks" / "2026-11-28_MyApp_001.md").write_text("no header here\njust notes about Redis 7.2.1\n")
+    (context / "chunks" / "2026-11-28_MyApp_002.md").write_bytes(
+        b"---\nid: 2026-11-28_MyApp_002\nsummary: latin-1\n---\n\ncaf\xe9 au lait\n")
+    (context / "archive" / "broken.md.gz").write_bytes(b"not gzip at all")
+    index = json.loads((context / "index.json").read_text())
+    index["chunks"].append({"id": "2026-11-28_Gone_001", "summary": "lost file"})
+    (context / "index.json").write_text(json.dumps(index))
+    report = import_rlm_claude(service, context)
+    reasons = {p.path: p.reason for p in report.problems}
+    assert "imported the whole file" in reasons["chunks/2026-11-28_MyApp_001.md"]
+    assert "not UTF-8" in reasons["chunks/2026-11-28_MyApp_002.md"]
+    assert "not a valid gzip" in reasons["archive/broken.md.gz"]
+    assert "2026-11-28_Gone_001" in reasons["index.json"]
+    notes = _by_origin(service)
+    raw = notes["2026-11-28_MyApp_001"]
+    assert raw.content == "no header here\njust notes about Redis 7.2.1" and raw.extra["rlm_claude_raw"] is True
+    assert (raw.project, raw.created) == ("MyApp", "2026-11-28T00:00:00Z")
+    assert notes["2026-11-28_MyApp_002"].content == "caf\ufffd au lait"
+    assert report.chunks == 8
+
+
+def test_broken_session_memory_is_reported_and_chunks_still_come(service: MemoryService, context: Path) -> None:
+    (context / "session_memory.json").write_text('{"insights": [')
+    report = import_rlm_claude(service, context)
+    assert report.insights == 0 and report.chunks == 6
+    assert report.problems[0].path == "session_memory.json" and "not readable JSON" in report.problems[0].reason
+
+
+def test_secrets_are_redacted_before_git(service: MemoryService, context: Path) -> None:
+    (context / "chunks" / "2026-11-28_MyApp_003.md").write_text(
+        "---\nid: 2026-11-28_MyApp_003\nsummary: aws\n---\n\naws key AKIAIOSFODNN7EXAMPLE in the .env\n")
+    report = import_rlm_claude(service, context)
+    note = _by_origin(service)["2026-11-28_MyApp_003"]
+    assert "AKIAIOSFODNN7EXAMPLE" not in note.content and "[REDACTED:" in note.content
+    assert any("REDACTED" in p.reason for p in report.problems)
+
+
+def test_missing_folder_says_what_to_give(service: MemoryService, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="rlm-claude context folder"):
+        import_rlm_claude(service, tmp_path / "nope")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("---\nid: a\nsummary: Fix: x: y\ntags: a, b\nentities:\n  (none)\nproject: P\n---\n\nbody\n",
+     ({"id": "a", "summary": "Fix: x: y", "tags": "a, b", "project": "P"}, "body\n")),
+    ("---\nsummary: # not a comment\nentities:\n  files: a.py, b.py\n  versions: v1.0.0\nticket: \n---\nx",
+     ({"summary": "# not a comment", "entities": {"files": ["a.py", "b.py"], "versions": ["v1.0.0"]}, "ticket": ""},
+      "x")),
+    ("---\r\nid: crlf\r\n---\r\n\r\nbody", ({"id": "crlf"}, "body")),
+])  # fmt: skip
+def test_pseudo_yaml_headers_are_read_line_by_line(text: str, expected: tuple[dict, str]) -> None:
+    assert parse_rlm_chunk(text) == expected
+
+
+@pytest.mark.parametrize("text", ["no header", "---\nid: open header, never closed\n", ""])
+def test_text_without_a_closed_header_is_not_a_header(text: str) -> None:
+    assert parse_rlm_chunk(text) is None
+
+
+def test_cli_import_prints_counts(service: MemoryService, context: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RLM_VAULT_DIR", str(service.vault.root))
+    assert main(["import", "rlm-claude", str(context)]) == 0
+    assert "4 insights, 6 chunks (1 archived)" in capsys.readouterr().out
+    assert main(["import", "rlm-claude", str(context), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["already"] == 10
+
+
+# ---------------------------------------------------------------------- transcripts
+
+
+@pytest.fixture
+def projects(tmp_path: Path) -> Path:
+    folder = tmp_path / "projects" / "-tmp-cce2e-run-proj"
+    folder.mkdir(parents=True)
+    for path in (DATA / "transcripts").glob("*.jsonl"):
+        shutil.copy(path, folder)
+    (folder / "bookkeeping-only.jsonl").write_text('{"type":"queue-operation"}\n')
+    return folder.parent
+
+
+def test_transcripts_become_session_chunks_once(service: MemoryService, projects: Path) -> None:
+    report = import_transcripts(service, projects)
+    assert report.chunks == 2 and [p.path for p in report.problems] == ["-tmp-cce2e-run-proj/bookkeeping-only.jsonl"]
+    chunks = service.fresh().chunks()
+    assert {c.chunk_type for c in chunks} == {"session"} and {c.project for c in chunks} == {"proj"}
+    assert all(c.extra["claude_session"] for c in chunks) and len({c.extra["claude_session"] for c in chunks}) == 2
+    auto = next(c for c in chunks if "fill the context" in c.content)
+    assert "Earlier summary" in auto.content and "**User:** first turn" in auto.content
+    assert git_log(service.vault.root)[0] == "import: 2 sessions from Claude Code transcripts"
+    again = import_transcripts(service, projects)
+    assert (again.chunks, again.already, again.commit) == (0, 2, None)
