@@ -82,6 +82,11 @@ class Catalog:
                     self._entries[path] = self._load(path, Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino))
             self._reindex()
 
+    @property
+    def loaded(self) -> bool:
+        """True once the first refresh has read the vault."""
+        return self._loaded
+
     def problem(self, path: str) -> Problem | None:
         entry = self._entries.get(path)
         return entry.problem if entry else None

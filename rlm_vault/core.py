@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .access import AccessLog
-from .catalog import Catalog
+from .catalog import Catalog, note_from_file
 from .config import Config
-from .errors import InvalidInput
+from .errors import InvalidInput, InvalidNote, SecretFound
 from .models import safe_name
 from .vault import Transaction, Vault
 
@@ -72,9 +72,11 @@ class ServiceCore:
 
     def fresh(self) -> Catalog:
         """The catalog, brought up to date with the disk."""
+        first = not self.catalog.loaded
         changed = self.catalog.refresh()
         if self._external is not None:
-            self._external |= changed
+            # A first load reports nothing: ask git what changed since the process last looked.
+            self._external |= set(self.vault.pending_paths("insights", "chunks")) if first else changed
         return self.catalog
 
     @contextmanager
@@ -87,16 +89,26 @@ class ServiceCore:
 
     def commit_external(self) -> str | None:
         """Commit notes a person added, edited or deleted (readable ones only); call under the lock."""
-        if self._external is None:
-            self.catalog.refresh()
+        if self._external is None:  # once per process: what git sees as changed
             self._external = set(self.vault.pending_paths("insights", "chunks"))
-        self.fresh()
-        ready = sorted(p for p in self._external if self.catalog.problem(p) is None)
+        if self.catalog.loaded:  # then whatever the catalog notices (never a full parse just for this)
+            self.fresh()
+        ready = sorted(p for p in self._external if self._readable(p))
         if not ready:
             return None
         commit = self.vault.git.commit_paths(ready, external_message(ready))
         self._external -= set(ready)
         return commit
+
+    def _readable(self, relpath: str) -> bool:
+        """True for a deleted file or one that parses as a note: half-written files wait."""
+        try:
+            note_from_file(relpath, self.vault.read_bytes(relpath))
+        except FileNotFoundError:
+            return True
+        except (OSError, InvalidNote):
+            return False
+        return True
 
     def checked_content(self, content: str, what: str = "content") -> str:
         """Content that is not empty, not over the size limit, and has no NUL."""
@@ -109,6 +121,24 @@ class ServiceCore:
         if "\x00" in content:
             raise InvalidInput(f"{what} contains NUL characters; send plain text")
         return valid_text(content, what).strip("\n")
+
+    def no_secrets(self, text: str, what: str) -> str:
+        """`text` when it holds no secret; otherwise refuse, naming the kind and line, before git sees it."""
+        from .secrets import describe, scan
+
+        findings = scan(text, self.config.secret_allowlist)
+        if findings:
+            raise SecretFound(f"{what} holds {describe(findings)}; secrets must not enter the vault's git "
+                              "history: send it again without them (or allow-list a known-safe value with "
+                              "RLM_SECRET_ALLOWLIST); nothing was written")
+        return text
+
+    def redacted(self, text: str) -> tuple[str, list[str]]:
+        """`text` with secrets replaced by [REDACTED:<kind>], and the kinds replaced (automatic saves)."""
+        from .secrets import redact
+
+        clean, findings = redact(text, self.config.secret_allowlist)
+        return clean, sorted({f.kind for f in findings})
 
 
 def valid_text(text: str, what: str) -> str:

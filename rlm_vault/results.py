@@ -19,6 +19,7 @@ class Written(TypedDict):
     commit: NotRequired[str | None]
     duplicate: NotRequired[bool]
     changed: NotRequired[bool]
+    redacted: NotRequired[list[str]]
 
 
 class Forgotten(TypedDict):

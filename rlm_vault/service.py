@@ -41,8 +41,8 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
     def remember(self, content: str, category: str = "general", importance: str = "medium",
                  tags: str = "", project: str = "") -> Written:
         """Save an insight as `insights/<id>.md`, one commit."""
-        content = self.checked_content(content)
-        tags = valid_text(tags, "tags")
+        content = self.no_secrets(self.checked_content(content), "content")
+        tags = self.no_secrets(valid_text(tags, "tags"), "tags")
         category = q.choice(category or "general", CATEGORIES, "category")
         importance = q.choice(importance or "medium", IMPORTANCES, "importance")
         project = safe_name(project, "project") if project else ""
@@ -95,10 +95,10 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
         old = self.insight(insight_id)
         new = Insight(
             old.id,
-            self.checked_content(content) if content else old.content,
+            self.no_secrets(self.checked_content(content), "content") if content else old.content,
             q.choice(category, CATEGORIES, "category") if category else old.category,
             q.choice(importance, IMPORTANCES, "importance") if importance else old.importance,
-            parse_tags(tags) if tags else old.tags,
+            parse_tags(self.no_secrets(valid_text(tags, "tags"), "tags")) if tags else old.tags,
             old.project, old.created, self.now(), old.extra,
         )
         if (new.content, new.category, new.importance, new.tags) == (old.content, old.category, old.importance, old.tags):
@@ -112,13 +112,27 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
 
     def chunk(self, content: str, summary: str = "", tags: str = "", project: str = "", ticket: str = "",
               domain: str = "", chunk_type: str = "session", extra: dict[str, object] | None = None,
-              dedup: bool = True) -> Written:
-        """Save a conversation segment as `chunks/<project>/<id>.md`, one commit."""
+              dedup: bool = True, redact: bool = False) -> Written:
+        """Save a conversation segment as `chunks/<project>/<id>.md`, one commit.
+
+        A secret in the text is refused (tool calls), or with `redact` replaced by [REDACTED:<kind>]
+        and recorded in the front matter (automatic snapshots and imports).
+        """
         if chunk_type.strip().lower() == "insight":
             raise InvalidInput("chunk_type 'insight' is not a chunk: call rlm_remember(content, category, "
                                "importance) to save an insight")
         chunk_type = q.choice(chunk_type or "session", CHUNK_TYPES, "chunk_type")
         content = self.checked_content(content)
+        extra = dict(extra or {})
+        if redact:
+            content, kinds = self.redacted(content)
+            summary, more = self.redacted(summary)
+            if kinds or more:
+                extra["redacted"] = sorted({*kinds, *more})
+        else:
+            content = self.no_secrets(content, "content")
+            summary = self.no_secrets(summary, "summary")
+            tags = self.no_secrets(tags, "tags")
         project = safe_name(project, "project") if project else self.project
         ticket = safe_name(ticket, "ticket") if ticket else ""
         domain = safe_name(domain, "domain") if domain else ""
@@ -133,11 +147,14 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
             chunk = Chunk(
                 chunk_id, content, project, chunk_type, summary, parse_tags(tags), domain, ticket,
                 f"{iso(now)[:10]}_{project}" + (f"_{domain}" if domain else ""), iso(now), digest,
-                len(content) // 4, extract_entities(content), dict(extra or {}),
+                len(content) // 4, extract_entities(content), extra,
             )
             tx.message = f"chunk: {chunk_id} {q.short(summary)}"
             tx.write(chunk.path, markdown.render(chunk.to_meta(), chunk.content))
-        return {"id": chunk_id, "path": chunk.path, "commit": tx.commit_id}
+        result: Written = {"id": chunk_id, "path": chunk.path, "commit": tx.commit_id}
+        if extra.get("redacted"):
+            result["redacted"] = list(extra["redacted"])  # type: ignore[arg-type]
+        return result
 
     def _duplicate(self, digest: str) -> Chunk | None:
         return next((c for c in self.fresh().chunks() if c.sha256 == digest), None)

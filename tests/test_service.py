@@ -700,3 +700,48 @@ def test_lone_surrogate_is_invalid_input_not_a_crash(service: MemoryService, unc
         else:
             service.chunk("fine body", summary=cut, project="P")
     assert git_status(root(service)) == []
+
+
+SECRET = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.remember(f"token is {SECRET}"),
+    lambda s: s.remember("fine", tags=SECRET),
+    lambda s: s.chunk(f"line one\nexport GITHUB_TOKEN={SECRET}"),
+    lambda s: s.chunk("fine text", summary=f"with {SECRET}"),
+])
+def test_a_secret_is_refused_naming_its_kind_and_line(service: MemoryService, call: Any) -> None:
+    from rlm_vault.errors import SecretFound
+
+    before = commit_count(service.vault.root)
+    with pytest.raises(SecretFound, match="GitHub token on line"):
+        call(service)
+    assert commit_count(service.vault.root) == before and git_status(service.vault.root) == []
+
+
+def test_update_refuses_a_secret(service: MemoryService) -> None:
+    from rlm_vault.errors import SecretFound
+
+    note = service.remember("a harmless fact")
+    with pytest.raises(SecretFound):
+        service.update(note["id"], content=f"now with {SECRET}")
+    assert SECRET not in (service.vault.root / note["path"]).read_text()
+
+
+def test_automatic_saves_redact_and_say_so(service: MemoryService) -> None:
+    result = service.chunk(f"pasted config:\npassword = 'hunter2-Very-Long'\n{SECRET}", redact=True,
+                           chunk_type="snapshot")
+    text = (service.vault.root / result["path"]).read_text()
+    assert SECRET not in text and "hunter2-Very-Long" not in text
+    assert "[REDACTED:" in text
+    assert result["redacted"] and "redacted:" in text
+
+
+def test_allow_list_lets_a_known_value_through(config: Any, clock: Any) -> None:
+    from dataclasses import replace
+
+    from rlm_vault.vault import Vault
+
+    svc = MemoryService(Vault.open(config.vault), replace(config, secret_allowlist=(SECRET,)), clock=clock)
+    assert svc.remember(f"the public demo token is {SECRET}")["id"]
