@@ -40,6 +40,8 @@ class Config:
     purge_after_days: int = 180
     session_budget_tokens: int = 1500
     secret_allowlist: tuple[str, ...] = field(default=())
+    auto_sync: bool = False  # RLM_SYNC=auto: pull when the server starts, push shortly after writes
+    sync_delay: float = 10.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Config:
@@ -56,6 +58,7 @@ class Config:
             purge_after_days=_int_env(env, "RLM_PURGE_DAYS", 180),
             session_budget_tokens=_int_env(env, "RLM_SESSION_BUDGET", 1500),
             secret_allowlist=allow,
+            auto_sync=env.get("RLM_SYNC", "").strip().lower() in ("auto", "on", "1", "true"),
         )
 
     @property

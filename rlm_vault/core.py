@@ -59,6 +59,7 @@ class ServiceCore:
         self.access = AccessLog(vault)
         self._project = safe_name(config.project, "project", strict=False) if config.project else ""
         self._external: set[str] | None = None  # paths a person changed, not yet committed
+        self.after_commit: list[Callable[[], None]] = []  # e.g. automatic sync pushes soon after a write
 
     @property
     def project(self) -> str:
@@ -86,6 +87,8 @@ class ServiceCore:
             self.commit_external()
             yield tx
             self.catalog.absorb(tx.paths)
+        for listener in self.after_commit:
+            listener()
 
     def commit_external(self) -> str | None:
         """Commit notes a person added, edited or deleted (readable ones only); call under the lock."""

@@ -104,21 +104,30 @@ class Git:
         listing = "\0".join(paths) + "\0"
         parent = self.head()
         private = {**os.environ, "GIT_INDEX_FILE": str(self.root / ".git" / "rlm-vault-index")}
+        # Only rlm-vault uses this index, always under the vault lock: a lock file on it now was left by a
+        # git that kill -9 interrupted, and would refuse every later write (tests/reliability/test_crash.py).
+        Path(private["GIT_INDEX_FILE"] + ".lock").unlink(missing_ok=True)
         if parent != self._index_base or not os.path.exists(private["GIT_INDEX_FILE"]):
             # HEAD moved (another process, a merge, a person's commit): start from it again.
             if parent:
                 self.run("read-tree", parent, env=private)
             else:
                 Path(private["GIT_INDEX_FILE"]).unlink(missing_ok=True)
-        self.run("update-index", "--add", "--remove", "-z", "--stdin", input=listing, env=private)
-        tree = self.run("write-tree", env=private).strip()
-        if parent and self.run("rev-parse", f"{parent}^{{tree}}").strip() == tree:
-            self._index_base = parent
-            return None
-        parents = ["-p", parent] if parent else []
-        commit = self.run("commit-tree", tree, *parents, "-F", "-", input=message + "\n", env=self.identity_env()).strip()
-        # Compare-and-swap: if HEAD moved under us the update fails loudly instead of losing a commit.
-        self.run("update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD", commit, parent or "0" * 40)
+        try:
+            self.run("update-index", "--add", "--remove", "-z", "--stdin", input=listing, env=private)
+            tree = self.run("write-tree", env=private).strip()
+            if parent and self.run("rev-parse", f"{parent}^{{tree}}").strip() == tree:
+                self._index_base = parent
+                self._sync_index(paths)  # a commit made just before a kill may not have reached the person's index
+                return None
+            parents = ["-p", parent] if parent else []
+            commit = self.run("commit-tree", tree, *parents, "-F", "-", input=message + "\n",
+                              env=self.identity_env()).strip()
+            # Compare-and-swap: if HEAD moved under us the update fails loudly instead of losing a commit.
+            self.run("update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD", commit, parent or "0" * 40)
+        except GitError:
+            self._index_base = None  # the private index may hold the failed change: rebuild it from HEAD
+            raise
         self._index_base = commit
         self._sync_index(paths)
         return commit

@@ -19,6 +19,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from . import __version__
+from .autosync import AutoSync
 from .errors import VaultError
 from .formatting import render
 from .results import (
@@ -230,7 +231,12 @@ def serve_stdio() -> None:
         with opening:  # tool calls run in worker threads; open the vault once
             if not service:
                 service.append(open_service())
-                service[0].warm()  # model and caches load in the background; no call waits for them
+                if service[0].config.auto_sync:
+                    AutoSync(service[0], service[0].config.sync_delay).start()
+                # Model and caches load in the background, after the handshake: no call waits for them.
+                timer = threading.Timer(1.0, service[0].warm)
+                timer.daemon = True
+                timer.start()
             return service[0]
 
     build_server(get_service, sync_tool=get_service().remote() is not None).run()

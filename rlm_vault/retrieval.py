@@ -236,9 +236,7 @@ class SearchMixin(ServiceCore):
                 "ok": not problems and git_ok and not broken_model}
 
     def conflict_files(self) -> list[str]:
-        from .sync import conflict_files
-
-        return conflict_files(self.vault.root)
+        return self.vault.conflict_files()
 
 
 def _cache_problems(status: dict[str, Any]) -> list[str]:

@@ -24,7 +24,7 @@ from .results import (
     ChunkList, ChunkRow, Domains, Forgotten, InsightRow, Peek, Recall,
     SessionRow, Sessions, Status, Written,
 )  # fmt: skip
-from .sync import SyncMixin, conflict_files
+from .sync import SyncMixin
 from .vault import Vault
 
 __all__ = ["MemoryService", "detect_project", "open_service"]
@@ -236,7 +236,7 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
             "by_importance": dict(Counter(i.importance for i in insights)),
             "projects": dict(Counter(c.project for c in chunks)),
             "remote": self.remote(),
-            "conflicts": conflict_files(self.vault.root),
+            "conflicts": self.vault.conflict_files(),
         }
 
 

@@ -15,7 +15,7 @@ from .core import ServiceCore, external_message
 from .errors import GitError, InvalidInput, VaultError
 from .git import Git
 
-__all__ = ["SyncMixin", "clone_or_create", "conflict_files"]
+__all__ = ["SyncMixin", "clone_or_create"]
 
 REMOTE = "origin"
 DEFAULT_BRANCH = "main"
@@ -167,12 +167,6 @@ def conflict_name(path: str, stamp: str) -> str:
     host = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in socket.gethostname())[:30] or "host"
     new = f"{stem}.conflict-{host}-{stamp}{dot}{ext}"
     return f"{folder}/{new}" if folder else new
-
-
-def conflict_files(root: Path) -> list[str]:
-    """Conflict copies a sync left in the vault, for status and doctor."""
-    return sorted(p.relative_to(root).as_posix() for top in ("insights", "chunks", "archive")
-                  for p in (root / top).rglob("*.conflict-*") if p.is_file())
 
 
 def _stamp() -> str:

@@ -79,7 +79,8 @@ class Vault:
     def recover(self) -> list[str]:
         """Commit writes a crash left uncommitted and remove its temp files; returns the messages."""
         pending = sorted((self.state / "pending").glob("*.json"))
-        temps = [p for d in self._note_dirs() for p in d.glob(f".*{_TMP_SUFFIX}")]
+        # Journals are written under the write lock too, so a temp one can only be a killed writer's.
+        temps = [p for d in [*self._note_dirs(), self.state / "pending"] for p in d.glob(f".*{_TMP_SUFFIX}")]
         if not pending and not temps:
             return []
         done = []
@@ -217,6 +218,11 @@ class Vault:
             if path.endswith(".md") and not Path(path).name.startswith("."):
                 found.append(path)
         return found
+
+    def conflict_files(self) -> list[str]:
+        """Conflict copies a sync left beside their notes (`*.conflict-<host>-<time>.*`)."""
+        return sorted(p.relative_to(self.root).as_posix() for top in NOTE_DIRS
+                      for p in (self.root / top).rglob("*.conflict-*") if p.is_file())
 
     def read_domains(self) -> list[str]:
         """The domains listed in `domains.yaml` (a person may edit it; a broken file gives none)."""

@@ -1,8 +1,10 @@
 """Retrieval evaluation on LoCoMo (evaluation only, CC BY-NC 4.0: the data is never copied here).
 
-Each conversation is stored as chunks (one per session, or one per turn) in its own search cache,
-every question (category 5 excluded) is asked, and a question counts as found at k when one of its
-evidence sessions/turns is among the top k. Prints R@1, R@5, R@10 and MRR for BM25 and hybrid.
+By default each conversation is written through the real tools (`MemoryService.chunk`, one commit per
+chunk, in a temporary vault), one chunk per session or per turn, then every question (category 5
+excluded) is asked with `MemoryService.search` (what rlm_search runs); a question counts as found at k
+when one of its evidence sessions/turns is among the top k. Prints R@1, R@5, R@10 and MRR for BM25 only
+and hybrid. `--engine direct` feeds the search caches directly (fast, for tuning).
 
     python scripts/eval_locomo.py [--data ../shared/eval/locomo-dev.json] [--model DIR] [--level turn]
 """
@@ -158,6 +160,46 @@ def evaluate(
     return tally.row(), elapsed / max(tally.n, 1)
 
 
+class _Clock:
+    """The time a chunk is written: the session's own date, so `created` is the conversation's."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2023, 1, 1)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def evaluate_tools(data: list[dict[str, Any]], level: str, model: str, shape: Shape) -> dict[str, tuple[dict[str, float], float]]:
+    """Write each conversation through the service, then ask the questions with BM25 only and hybrid."""
+    from rlm_vault.config import Config
+    from rlm_vault.service import MemoryService
+    from rlm_vault.vault import Vault
+
+    tallies = {"bm25": Tally(), "hybrid": Tally()}
+    elapsed = {"bm25": 0.0, "hybrid": 0.0}
+    for sample in data:
+        docs = (session_docs if level == "session" else turn_docs)(sample["conversation"], shape)
+        with tempfile.TemporaryDirectory() as folder:
+            clock = _Clock()
+            config = Config(vault=Path(folder) / "vault", project="locomo", embedding_model="none")
+            writer = MemoryService(Vault.open(config.vault), config, clock=clock)
+            for key, d in docs.items():
+                clock.now = datetime.strptime(d.created, "%Y-%m-%dT%H:%M:%SZ")
+                writer.chunk(d.body, summary=d.summary, extra={"locomo": key}, dedup=False, redact=True)
+            key_of = {c.id: str(c.extra.get("locomo")) for c in writer.fresh().chunks()}
+            for mode in ("bm25", "hybrid"):
+                svc = MemoryService(Vault.open(config.vault), replace(config, embedding_model=model if mode == "hybrid" else "none"), clock=clock)
+                svc.reindex(wait_model=True)
+                for q in questions(sample, level):
+                    start = time.perf_counter()
+                    hits = svc.search(q.text, limit=max(KS))["results"]
+                    elapsed[mode] += time.perf_counter() - start
+                    tallies[mode].add([key_of.get(h["id"], "") for h in hits], q.evidence)
+                svc.engine().close()
+    return {mode: (t.row(), elapsed[mode] / max(t.n, 1)) for mode, t in tallies.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "../shared/eval/locomo-dev.json")
@@ -170,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b", type=float, default=Weights().b)
     parser.add_argument("--no-captions", action="store_true", help="leave shared-image captions out")
     parser.add_argument("--context", type=int, default=0, help="neighbouring turns in a turn chunk")
+    parser.add_argument("--engine", choices=["tools", "direct"], default="tools",
+                        help="write and search through the service (default) or feed the caches directly")
     args = parser.parse_args(argv)
+    if args.engine == "tools":
+        return _main_tools(args)
 
     data = load(args.data)
     shape = Shape(captions=not args.no_captions, context=args.context)
@@ -191,6 +237,20 @@ def main(argv: list[str] | None = None) -> int:
         for mode in modes:
             used = embedder if mode == "hybrid" else None
             row, per_query = evaluate(data, level, used, shape, weights, fusion)
+            cells = " | ".join(f"{row[name]:.3f}" for name in [*(f"R@{k}" for k in KS), "MRR"])
+            print(f"| {level} | {mode} | {cells} | {per_query * 1000:.1f} |", flush=True)
+    return 0
+
+
+def _main_tools(args: argparse.Namespace) -> int:
+    data = load(args.data)
+    shape = Shape(captions=not args.no_captions, context=args.context)
+    levels = ["session", "turn"] if args.level == "both" else [args.level]
+    print(f"through the tools; shape={shape}; model={args.model}")
+    print(f"| level | mode | {' | '.join(f'R@{k}' for k in KS)} | MRR | ms/query |")
+    print("|---|---|" + "---|" * (len(KS) + 2))
+    for level in levels:
+        for mode, (row, per_query) in evaluate_tools(data, level, args.model, shape).items():
             cells = " | ".join(f"{row[name]:.3f}" for name in [*(f"R@{k}" for k in KS), "MRR"])
             print(f"| {level} | {mode} | {cells} | {per_query * 1000:.1f} |", flush=True)
     return 0

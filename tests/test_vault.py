@@ -407,13 +407,13 @@ def test_concurrent_processes_lose_no_commit(vault: Vault) -> None:
 
 
 def test_git_failure_at_commit_rolls_the_files_back(vault: Vault) -> None:
-    """A git failure at commit time (here: the private index is locked) leaves nothing behind."""
+    """A git failure at commit time (here: the branch ref is locked by another git) leaves nothing behind."""
     from rlm_vault.errors import GitError
 
     with vault.transaction() as tx:
         tx.message = "setup"
         tx.write("insights/a.md", NOTE.format(id="a", body="old"))
-    lock = vault.root / ".git" / "rlm-vault-index.lock"
+    lock = vault.root / ".git" / "refs" / "heads" / "main.lock"
     lock.write_text("")
     with pytest.raises(GitError), vault.transaction() as tx:
         tx.message = "blocked"
@@ -429,3 +429,4 @@ def test_git_failure_at_commit_rolls_the_files_back(vault: Vault) -> None:
         tx.message = "after"
         tx.write("insights/b.md", NOTE.format(id="b", body="new"))
     assert git_log(vault.root)[0] == "after"
+    assert git(vault.root, "show", "HEAD:insights/a.md") == NOTE.format(id="a", body="old")  # the failed change is gone

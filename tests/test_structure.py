@@ -1,0 +1,129 @@
+"""The shape of the code and its docs: layers, the one mcp module, documented commands and tools."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "rlm_vault"
+
+# Lower layers never import higher ones (data flows one way: front ends -> service -> vault and caches).
+LAYERS = {
+    0: {"errors", "config", "results", "formatting", "textproc", "secrets", "transcript"},
+    1: {"models", "markdown", "git"},
+    2: {"vault", "retention", "fuzzy", "index"},
+    3: {"catalog", "access", "embeddings", "query"},
+    4: {"search"},
+    5: {"core"},
+    6: {"lifecycle", "sync", "retrieval"},
+    7: {"service"},
+    8: {"bulk"},
+    9: {"migrate", "install", "hooks", "autosync"},
+    10: {"mcp_server"},
+    11: {"cli"},
+    12: {"__main__"},
+}
+RANK = {name: rank for rank, names in LAYERS.items() for name in names}
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+
+
+def imported(path: Path) -> set[str]:
+    """Package modules a module imports (relative or absolute), at any depth in the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(alias.name for alias in node.names)
+            elif node.module and node.module.startswith("rlm_vault."):
+                found.add(node.module.split(".")[1])
+    return found
+
+
+def external(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_module_has_a_layer() -> None:
+    assert {p.stem for p in modules()} <= set(RANK)
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: p.stem)
+def test_imports_flow_downward(path: Path) -> None:
+    upward = {m for m in imported(path) - {"__version__"} if m in RANK and RANK[m] >= RANK[path.stem]}
+    assert not upward, f"{path.stem} (layer {RANK[path.stem]}) imports {upward}"
+
+
+def test_only_the_mcp_front_end_imports_mcp() -> None:
+    users = {p.stem for p in modules() if "mcp" in external(p)}
+    assert users == {"mcp_server"}
+
+
+@pytest.mark.parametrize("path", [*modules(), PACKAGE / "__init__.py"], ids=lambda p: p.stem)
+def test_every_module_says_what_it_owns(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    assert ast.get_docstring(tree), f"{path.name} has no module docstring"
+
+
+def test_light_imports_stay_light() -> None:
+    """Hooks and the CLI start fast: importing the package and the CLI loads no heavy dependency."""
+    code = ("import sys, rlm_vault.cli, rlm_vault.service, rlm_vault.transcript, rlm_vault.secrets; "
+            "print(sorted(m for m in ('mcp', 'whoosh', 'model2vec', 'numpy', 'rapidfuzz') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def cli_commands() -> set[str]:
+    from rlm_vault.cli import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return set(sub.choices)
+
+
+def test_every_cli_command_has_help_and_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in cli_commands():
+        out = subprocess.run([sys.executable, "-m", "rlm_vault", name, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage:" in out.stdout, name
+        assert re.search(rf"rlm-vault {re.escape(name)}\b", readme), f"`rlm-vault {name}` is not in README.md"
+
+
+def test_every_tool_is_in_the_readme_and_interface() -> None:
+    import anyio
+    from mcp import Client
+
+    from rlm_vault.config import Config
+    from rlm_vault.mcp_server import build_server
+    from rlm_vault.service import open_service
+
+    async def names() -> set[str]:
+        service = open_service(Config(vault=ROOT / ".pytest-unused"))
+        async with Client(build_server(lambda: service, sync_tool=True)) as client:
+            return {t.name for t in (await client.list_tools()).tools}
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    try:
+        tools = anyio.run(names)
+    finally:
+        import shutil
+
+        shutil.rmtree(ROOT / ".pytest-unused", ignore_errors=True)
+    assert len(tools) == 18
+    assert [t for t in tools if t not in readme] == []
