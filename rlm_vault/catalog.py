@@ -1,8 +1,8 @@
 """The notes as they are on disk right now, parsed once and refreshed by file stamps.
 
 A person may edit, add or delete notes at any time (an editor, Obsidian, `git pull`); every read
-starts with `refresh()`, which lists the note folders and re-parses only the files whose size or
-modification time changed. A file that cannot be parsed becomes a `Problem`, never an exception.
+starts with `refresh()`, which lists the note folders and re-parses only the files whose stamp
+(size, times, inode) changed. A file that cannot be parsed becomes a `Problem`, never an exception.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from . import markdown
 from .errors import InvalidNote
@@ -39,14 +41,27 @@ class Entry:
 
 
 class Catalog:
-    """In-memory view of every insight and chunk file, kept in step with the disk."""
+    """In-memory view of every insight and chunk file, kept in step with the disk.
 
-    def __init__(self, vault: Vault) -> None:
+    A folder whose own stamp has not changed is listed again only once `scan_interval` seconds have
+    passed: files added, removed or replaced (the way most editors save) change the folder's stamp and
+    are seen at once; a file rewritten in place is seen within the interval. Parsed notes are kept in
+    `.rlm/catalog.json` so a new process does not parse ten thousand files again.
+    """
+
+    CACHE = "catalog.json"
+    SAVE_AFTER = 200  # parsed files before the cache is written again
+
+    def __init__(self, vault: Vault, scan_interval: float = 1.0) -> None:
         self.vault = vault
+        self.scan_interval = scan_interval
         self._entries: dict[str, Entry] = {}
         self._by_id: dict[str, str] = {}
+        self._folders: dict[str, tuple[Stamp, float]] = {}
         self._mutex = threading.Lock()
         self._loaded = False
+        self._cached: dict[str, list[Any]] = {}
+        self._parsed = 0
 
     def refresh(self) -> set[str]:
         """Re-read whatever changed on disk; returns the paths added, changed or removed.
@@ -54,18 +69,43 @@ class Catalog:
         The first refresh only takes stock: it reports nothing.
         """
         with self._mutex:
-            listing = {**self.vault.scan("insights"), **self.vault.scan("chunks")}
-            gone = [path for path in self._entries if path not in listing]
-            changed = [path for path, stamp in listing.items()
-                       if (entry := self._entries.get(path)) is None or entry.stamp != stamp]
-            for path in gone:
-                del self._entries[path]
-            for path in changed:
-                self._entries[path] = self._load(path, listing[path])
-            if gone or changed:
+            if not self._loaded:
+                self._cached = self._read_cache()
+            now = time.monotonic()
+            folders = self.vault.note_folders()
+            changes: set[str] = set()
+            for rel in [f for f in self._folders if f not in folders]:
+                changes |= self._drop_folder(rel)
+            for rel, stamp in folders.items():
+                seen = self._folders.get(rel)
+                if seen is None or seen[0] != stamp or now - seen[1] >= self.scan_interval:
+                    changes |= self._rescan(rel, self.vault.scan_folder(rel))
+                    self._folders[rel] = (stamp, time.monotonic())
+            if changes:
                 self._reindex()
             first, self._loaded = not self._loaded, True
-            return set() if first else {*gone, *changed}
+            if self._parsed >= self.SAVE_AFTER or (first and self._parsed):
+                self._write_cache()
+            self._cached = {} if not first else self._cached
+            return set() if first else changes
+
+    def _rescan(self, rel: str, listing: dict[str, Stamp]) -> set[str]:
+        prefix = rel + "/"
+        gone = [p for p in self._entries if p.startswith(prefix) and "/" not in p[len(prefix):] and p not in listing]
+        changed = [p for p, stamp in listing.items() if (e := self._entries.get(p)) is None or e.stamp != stamp]
+        for path in gone:
+            del self._entries[path]
+        for path in changed:
+            self._entries[path] = self._from_cache(path, listing[path]) or self._load(path, listing[path])
+        return {*gone, *changed}
+
+    def _drop_folder(self, rel: str) -> set[str]:
+        del self._folders[rel]
+        prefix = rel + "/"
+        gone = {p for p in self._entries if p.startswith(prefix) and "/" not in p[len(prefix):]}
+        for path in gone:
+            del self._entries[path]
+        return gone
 
     def absorb(self, paths: list[str]) -> None:
         """Take in files this process just wrote or deleted, without reporting them as changes."""
@@ -81,6 +121,43 @@ class Catalog:
                 if path.endswith(".md") and path.split("/")[0] in ("insights", "chunks"):
                     self._entries[path] = self._load(path, Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino))
             self._reindex()
+            self._restamp_folders(paths)
+
+    def _restamp_folders(self, paths: list[str]) -> None:
+        # Our own write changed its folder's stamp; that alone must not make the next read list it again.
+        for rel in {p.rsplit("/", 1)[0] for p in paths}:
+            if rel in self._folders:
+                try:
+                    st = os.stat(self.vault.root / rel, follow_symlinks=False)
+                except OSError:
+                    continue
+                self._folders[rel] = (Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino),
+                                      self._folders[rel][1])
+
+    # ------------------------------------------------------------------ the on-disk cache
+
+    def _read_cache(self) -> dict[str, list[Any]]:
+        data = self.vault.read_state(self.CACHE, {})
+        entries = data.get("entries") if isinstance(data, dict) and data.get("version") == 1 else None
+        return entries if isinstance(entries, dict) else {}
+
+    def _from_cache(self, path: str, stamp: Stamp) -> Entry | None:
+        row = self._cached.get(path)
+        if not isinstance(row, list) or len(row) != 4 or row[0] != list(stamp.astuple()):
+            return None
+        try:
+            return Entry(stamp, str(row[1]), note_from_meta(path, row[2], str(row[3])), None)
+        except (InvalidNote, TypeError, ValueError, AttributeError):
+            return None
+
+    def _write_cache(self) -> None:
+        rows = {p: [list(e.stamp.astuple()), e.sha256, e.note.to_meta(), e.note.content]
+                for p, e in self._entries.items() if e.note is not None}
+        try:
+            self.vault.write_state(self.CACHE, {"version": 1, "entries": rows})
+        except OSError:
+            pass  # a cache that cannot be written only costs time at the next start
+        self._parsed = 0
 
     @property
     def loaded(self) -> bool:
@@ -99,6 +176,7 @@ class Catalog:
         except InvalidNote as exc:
             return Entry(stamp, "", None, Problem(path, exc.reason))
         sha = hashlib.sha256(raw).hexdigest()
+        self._parsed += 1
         try:
             note = note_from_file(path, raw)
         except InvalidNote as exc:
@@ -144,6 +222,13 @@ def note_from_file(path: str, raw: bytes) -> Insight | Chunk:
     except UnicodeDecodeError as exc:
         raise InvalidNote(path, f"is not valid UTF-8 (byte {exc.start})") from exc
     meta, body = markdown.parse(text, path)
+    return note_from_meta(path, meta, body)
+
+
+def note_from_meta(path: str, meta: dict[str, Any], body: str) -> Insight | Chunk:
+    """The record a note's front matter and body make, by the folder it is in."""
+    if not isinstance(meta, dict):
+        raise InvalidNote(path, "front matter is not a mapping")
     parts = path.split("/")
     note_id = parts[-1].removesuffix(".md")
     if parts[0] == "insights":

@@ -40,6 +40,7 @@ class Config:
     purge_after_days: int = 180
     session_budget_tokens: int = 1500
     secret_allowlist: tuple[str, ...] = field(default=())
+    scan_interval: float = 1.0  # seconds between full listings of an unchanged folder (in-place edits)
     auto_sync: bool = False  # RLM_SYNC=auto: pull when the server starts, push shortly after writes
     sync_delay: float = 10.0
 

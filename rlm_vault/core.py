@@ -55,7 +55,7 @@ class ServiceCore:
         self.vault = vault
         self.config = config
         self.clock = clock
-        self.catalog = Catalog(vault)
+        self.catalog = Catalog(vault, config.scan_interval)
         self.access = AccessLog(vault)
         self._project = safe_name(config.project, "project", strict=False) if config.project else ""
         self._external: set[str] | None = None  # paths a person changed, not yet committed

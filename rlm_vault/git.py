@@ -102,7 +102,7 @@ class Git:
         if not paths:
             return None
         listing = "\0".join(paths) + "\0"
-        parent = self.head()
+        parent, parent_tree = self._head_and_tree()
         private = {**os.environ, "GIT_INDEX_FILE": str(self.root / ".git" / "rlm-vault-index")}
         # Only rlm-vault uses this index, always under the vault lock: a lock file on it now was left by a
         # git that kill -9 interrupted, and would refuse every later write (tests/reliability/test_crash.py).
@@ -116,7 +116,7 @@ class Git:
         try:
             self.run("update-index", "--add", "--remove", "-z", "--stdin", input=listing, env=private)
             tree = self.run("write-tree", env=private).strip()
-            if parent and self.run("rev-parse", f"{parent}^{{tree}}").strip() == tree:
+            if parent and parent_tree == tree:
                 self._index_base = parent
                 self._sync_index(paths)  # a commit made just before a kill may not have reached the person's index
                 return None
@@ -139,6 +139,12 @@ class Git:
         code = self._spawn(["update-index", "--add", "--remove", "-z", "--stdin"], "\0".join(pending) + "\0",
                            None, None).returncode
         self._index_lag = set() if code == 0 else set(pending)
+
+    def _head_and_tree(self) -> tuple[str | None, str | None]:
+        # One process for both: every spawn counts when a write should cost a few milliseconds.
+        proc = self._spawn(["rev-parse", "HEAD", "HEAD^{tree}"], None, None, None)
+        lines = proc.stdout.split()
+        return (lines[0], lines[1]) if proc.returncode == 0 and len(lines) == 2 else (None, None)
 
     def status(self, *paths: str) -> list[tuple[str, str]]:
         """(XY code, path) for each changed or untracked file under the paths, or the whole tree."""

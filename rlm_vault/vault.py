@@ -42,6 +42,9 @@ class Stamp:
     ctime_ns: int = 0  # tools that keep mtime (rsync -t, cp -p) still change ctime
     inode: int = 0
 
+    def astuple(self) -> tuple[int, int, int, int]:
+        return (self.mtime_ns, self.size, self.ctime_ns, self.inode)
+
 
 class Vault:
     """A vault folder: Markdown notes in a git repository, plus `.rlm/` machine-local state."""
@@ -170,6 +173,30 @@ class Vault:
         return real_parent == os.path.realpath(self.root) or real_parent.startswith(
             os.path.realpath(self.root) + os.sep
         )
+
+    def note_folders(self) -> dict[str, Stamp]:
+        """insights/ and every chunks/<project>/ folder, with the folder's own stamp."""
+        found = {}
+        for rel in ["insights", *(f"chunks/{e.name}" for e in _entries(self.root / "chunks")
+                                  if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))]:
+            try:
+                st = os.stat(self.root / rel, follow_symlinks=False)
+            except OSError:
+                continue
+            found[rel] = Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
+        return found
+
+    def scan_folder(self, rel: str) -> dict[str, Stamp]:
+        """Every `*.md` note directly in one folder, with its stamp."""
+        found: dict[str, Stamp] = {}
+        for entry in _entries(self.root / rel):
+            if entry.name.endswith(".md") and not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # deleted between listing and stat
+                found[f"{rel}/{entry.name}"] = Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
+        return found
 
     def scan(self, top: str) -> dict[str, Stamp]:
         """Every `*.md` note under insights/ or chunks/<project>/, with its stamp."""
@@ -336,6 +363,13 @@ def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(folder))
+    except OSError:
+        return []
 
 
 def _subdirs(top: str, base: Path) -> list[tuple[str, Path]]:

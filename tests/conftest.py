@@ -68,7 +68,9 @@ def vault_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(vault_dir: Path) -> Config:
-    return Config(vault=vault_dir, project="TestProj", embedding_model="none")
+    # scan_interval 0: every read lists every folder, so in-place edits are seen at once in tests;
+    # the interval itself is tested in test_catalog.py.
+    return Config(vault=vault_dir, project="TestProj", embedding_model="none", scan_interval=0.0)
 
 
 @pytest.fixture
