@@ -179,6 +179,12 @@ def cmd_import(args: argparse.Namespace) -> None:
     print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else report.text())
 
 
+def cmd_hook(args: argparse.Namespace) -> None:
+    from .hooks import main as run_hook
+
+    run_hook(args.event)  # fail-open: logs to <vault>/.rlm/hooks.log and always exits 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm-vault", description="Persistent memory for Claude Code, kept as "
                                      "a git repository of Markdown notes. With no command: serve MCP on stdio.")
@@ -251,6 +257,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("source", choices=["rlm-claude", "transcripts"])
     p.add_argument("dir", nargs="?", help="rlm-claude context folder (default: ~/.claude/rlm/context)")
     p.add_argument("--projects-dir", help="transcripts: Claude Code projects folder (default: ~/.claude/projects)")
+    p = command("hook", cmd_hook, "run a Claude Code hook, reading its JSON on stdin (what the installed hooks "
+                "run; always exits 0)", json_flag=False)
+    p.add_argument("event", nargs="?", default="", help="pre-compact, session-start or post-tool-use")
     return parser
 
 

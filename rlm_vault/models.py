@@ -227,9 +227,9 @@ def _entities(value: Any) -> dict[str, list[str]]:
 
 
 _ENTITY_PATTERNS = {
-    "files": re.compile(
-        r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.(?:py|js|ts|tsx|jsx|md|json|ya?ml|toml|go|rs|java|rb|php|sh|"
-        r"sql|html|css|c|h|cpp|hpp|cs|swift|kt|txt|cfg|ini|lock))\b"
+    "files": re.compile(  # a lazy run, not nested repeats: linear on long texts, finds a/b/c.test.ts too
+        r"(?<![\w/.-])([\w-][\w./-]*?\.(?:py|js|ts|tsx|jsx|md|json|ya?ml|toml|go|rs|java|rb|php|sh|"
+        r"sql|html|css|c|h|cpp|hpp|cs|swift|kt|txt|cfg|ini|lock))(?![\w-])"
     ),
     "versions": re.compile(r"(?<![\w.])(v?\d+\.\d+\.\d+(?:\.\d+)?)(?![\w.]*\w)"),
     "modules": re.compile(r"\b(?:import|from|pip install|npm install|module|package)\s+([A-Za-z_][\w.-]*)"),
