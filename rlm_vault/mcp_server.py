@@ -233,10 +233,9 @@ def serve_stdio() -> None:
                 service.append(open_service())
                 if service[0].config.auto_sync:
                     AutoSync(service[0], service[0].config.sync_delay).start()
-                # Model and caches load in the background, after the handshake: no call waits for them.
-                timer = threading.Timer(1.0, service[0].warm)
-                timer.daemon = True
-                timer.start()
+                # Model and caches load in the background once a search needs them: no call waits for them,
+                # and a session that only writes never loads them.
+                service[0].background = True
             return service[0]
 
     build_server(get_service, sync_tool=get_service().remote() is not None).run()

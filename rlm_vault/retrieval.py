@@ -50,6 +50,9 @@ class SearchMixin(ServiceCore):
     _engines: dict[str, SearchEngine]
     _embedder: Any = None
     _warming: threading.Thread | None = None
+    # A long-running server sets this: the caches then build in the background, started by the
+    # first search, and until they are ready searches answer from the catalog instead of waiting.
+    background: bool = False
 
     # ------------------------------------------------------------------ caches
 
@@ -73,7 +76,7 @@ class SearchMixin(ServiceCore):
             return engines[which]
 
     def warm(self) -> None:
-        """Load the model and bring the caches up to date in the background (the server calls this)."""
+        """Load the model and bring the caches up to date in a background thread."""
         if self._warming is None:
             self._warming = threading.Thread(target=self._warm, name="rlm-vault-warm", daemon=True)
             self._warming.start()
@@ -87,6 +90,8 @@ class SearchMixin(ServiceCore):
             log.exception("warming the search caches failed")
 
     def _ready(self) -> bool:
+        if self.background and self._warming is None:
+            self.warm()
         return self._warming is None or not self._warming.is_alive()
 
     def _synced(self) -> SearchEngine:

@@ -127,3 +127,13 @@ def test_reindex_rebuilds_from_the_vault(service: MemoryService) -> None:
     assert result["indexed"] == 2
     assert set(ids(service.search("mesquite"))) == {a, b}
     assert service.doctor()["caches"] == []
+
+
+def test_in_a_server_the_first_search_answers_while_the_caches_build(service: MemoryService) -> None:
+    note = service.chunk("Joshua tree facts.")["id"]
+    service.background = True
+    assert ids(service.search("joshua")) == [note]  # answered from the catalog, caches building meanwhile
+    assert service._warming is not None
+    service._warming.join(timeout=60)
+    assert ids(service.search("joshua")) == [note]  # now from the index
+    assert service.engine().status(service.catalog.hashes())["index_missing_or_stale"] == 0
