@@ -123,8 +123,8 @@ def regex_lines(chunks: Sequence[Chunk | Insight], pattern: str, limit: int, bud
     """Lines matching a case-insensitive regex, with a time budget against runaway patterns."""
     try:
         compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
-    except (regex.error, ValueError, OverflowError) as exc:
-        raise InvalidInput(f"pattern {pattern!r} is not a valid regular expression ({exc}); escape special "
+    except (regex.error, ValueError, OverflowError, RecursionError) as exc:  # deep nesting: "((((...))))"
+        raise InvalidInput(f"pattern {pattern[:200]!r} is not a valid regular expression ({exc}); escape special "
                            "characters with '\\' or use fuzzy=true") from exc
     deadline = time.monotonic() + budget
     matches: list[GrepMatch] = []
@@ -133,7 +133,7 @@ def regex_lines(chunks: Sequence[Chunk | Insight], pattern: str, limit: int, bud
             if not compiled.search(chunk.content, timeout=max(deadline - time.monotonic(), 0.001)):
                 continue
         except TimeoutError:
-            raise InvalidInput(f"pattern {pattern!r} took longer than {budget:g} s over the notes; use a "
+            raise InvalidInput(f"pattern {pattern[:200]!r} took longer than {budget:g} s over the notes; use a "
                                "simpler pattern (avoid nested repeats like (a+)+)") from None
         for n, line in enumerate(chunk.content.split("\n")):
             remaining = deadline - time.monotonic()
@@ -143,7 +143,7 @@ def regex_lines(chunks: Sequence[Chunk | Insight], pattern: str, limit: int, bud
                         raise TimeoutError
                     matches.append(_match(chunk, n, line, 1.0))
             except TimeoutError:
-                raise InvalidInput(f"pattern {pattern!r} took longer than {budget:g} s over the notes; use a "
+                raise InvalidInput(f"pattern {pattern[:200]!r} took longer than {budget:g} s over the notes; use a "
                                    "simpler pattern (avoid nested repeats like (a+)+)") from None
             if len(matches) >= limit:
                 return matches

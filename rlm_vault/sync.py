@@ -18,6 +18,7 @@ from .git import Git
 __all__ = ["SyncMixin", "clone_or_create"]
 
 REMOTE = "origin"
+MERGING = "merging"  # .rlm/merging exists while a sync's merge is in progress
 DEFAULT_BRANCH = "main"
 
 
@@ -49,6 +50,10 @@ class SyncMixin(ServiceCore):
             raise InvalidInput("this vault has no remote: run `rlm-vault remote set URL` first")
         git = self.vault.git
         with self.vault.lock():
+            self.vault.abort_interrupted_merge()
+            if git.merging():
+                raise SyncError("a git merge is in progress in the vault (not one of rlm-vault's): finish it or "
+                                "run `git merge --abort` there, then sync again")
             external = self._commit_everything_external()
             before = git.head()
             branch = _remote_branch(git, url)
@@ -79,11 +84,14 @@ class SyncMixin(ServiceCore):
         if git.run_status("merge-base", "--is-ancestor", "HEAD", theirs) == 0:
             git.run("merge", "-q", "--ff-only", theirs)
             return []
+        marker = self.vault.state / MERGING
+        marker.write_text(theirs)  # a merge a kill interrupts is aborted at the next start (Vault.recover)
         proc_ok = _merge(git, theirs)
         conflicts = [] if proc_ok else keep_both_sides(git, self.vault.root)
         if git.merging():
             note = f" ({len(conflicts)} conflicting note(s) kept as *.conflict-* files)" if conflicts else ""
             git.commit_merge(f"sync: merge {url}{note}")
+        marker.unlink(missing_ok=True)
         return conflicts
 
 

@@ -81,6 +81,14 @@ class Vault:
 
     def recover(self) -> list[str]:
         """Commit writes a crash left uncommitted and remove its temp files; returns the messages."""
+        git_dir = self.root / ".git"
+        if any(p.exists() for p in (git_dir / "HEAD.lock", git_dir / "config.lock", git_dir / "rlm-vault-index.lock")) \
+                or any((git_dir / "refs").rglob("*.lock")):
+            with self.lock():
+                self.git.clear_stale_locks()  # a killed writer's git left them; they would refuse every write
+        if (self.state / "merging").exists():
+            with self.lock():
+                self.abort_interrupted_merge()
         pending = sorted((self.state / "pending").glob("*.json"))
         # Journals are written under the write lock too, so a temp one can only be a killed writer's.
         temps = [p for d in [*self._note_dirs(), self.state / "pending"] for p in d.glob(f".*{_TMP_SUFFIX}")]
@@ -93,6 +101,17 @@ class Vault:
             for journal in sorted((self.state / "pending").glob("*.json")):
                 done += self._replay(journal)
         return done
+
+    def abort_interrupted_merge(self) -> None:
+        """Undo a sync's merge that a kill interrupted (call under the lock); the next sync redoes it.
+
+        Only a merge rlm-vault started (`.rlm/merging`) is aborted; a person's own merge is theirs.
+        """
+        marker = self.state / "merging"
+        if marker.exists():
+            if self.git.merging():
+                self.git.run("merge", "--abort", check=False)
+            marker.unlink(missing_ok=True)
 
     def _replay(self, journal: Path) -> list[str]:
         try:

@@ -135,3 +135,32 @@ def test_automatic_sync_pulls_at_start_and_pushes_after_writes(tmp_path: Path, r
 def replace_delay(svc: MemoryService, delay: float) -> MemoryService:
     svc.config = replace(svc.config, sync_delay=delay)
     return svc
+
+
+def test_a_merge_a_kill_interrupted_is_undone_at_the_next_start(tmp_path: Path, remote: Path) -> None:
+    a = machine(tmp_path, remote, "A")
+    note = a.remember("Shared fact: port 8080.")
+    a.sync()
+    b = machine(tmp_path, remote, "B")
+    a.update(note["id"], content="Shared fact: port 9090.")
+    a.sync()
+    b.update(note["id"], content="Shared fact: port 7070.")
+    git_b = b.vault.git
+    git_b.run("fetch", "-q", "origin", f"+refs/heads/{git_b.run('config', 'rlm-vault.branch').strip()}:refs/remotes/origin/vault")
+    (b.vault.state / "merging").write_text("refs/remotes/origin/vault")
+    git_b.run_status("merge", "--no-commit", "--no-ff", "refs/remotes/origin/vault")  # conflicts, as a kill finds it
+    assert git_b.merging()
+    Vault.open(b.vault.root)  # the next start
+    assert not git_b.merging() and git_status(b.vault.root) == []
+    result = b.sync()
+    assert len(result["conflicts"]) == 1
+    assert "<<<<<<<" not in texts(b)
+
+
+def test_a_persons_own_merge_in_progress_is_left_alone(tmp_path: Path, remote: Path) -> None:
+    a = machine(tmp_path, remote, "A")
+    a.remember("x")
+    (a.vault.root / ".git" / "MERGE_HEAD").write_text(a.vault.git.head() + "\n")
+    with pytest.raises(VaultError, match="merge is in progress"):
+        a.sync()
+    assert (a.vault.root / ".git" / "MERGE_HEAD").exists()

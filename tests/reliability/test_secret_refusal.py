@@ -1,0 +1,109 @@
+"""Secrets never reach git history: tool writes holding one are refused (kind and line named), automatic
+saves are redacted, and the allow-list lets a known-safe value through."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from relkit import commit_count, dirty
+
+from rlm_vault.config import Config
+from rlm_vault.errors import SecretFound
+from rlm_vault.secrets import KINDS
+from rlm_vault.service import MemoryService
+from rlm_vault.vault import Vault
+
+pytestmark = pytest.mark.reliability
+
+# One sample per kind, built from parts so no scanner mistakes this file for a leak.
+SAMPLES = {
+    "private_key": "-----BEGIN OPENSSH " + "PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAA"
+                   "\n-----END OPENSSH " + "PRIVATE KEY-----",
+    "aws_access_key": "AKIA" + "IOSFODNN7EXAMPLE",
+    "aws_secret_key": "aws_secret_access_key = " + "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "github_token": "ghp_" + "A1b2C3d4E5f6" * 3,
+    "anthropic_key": "sk-ant-" + "api03-AbC_dEf-123456789012345678901234567890xyzAA",
+    "openai_key": "sk-proj-" + "Ab3xQ9zLm2Np7Rt4Vw8Yz1Bc5De6Fg0Hj",
+    "slack_token": "xoxb-" + "123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    "stripe_key": "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
+    "google_api_key": "AIza" + "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+    "gitlab_token": "glpat-" + "xxYY12zz34AAbb56ccdd",
+    "npm_token": "npm_" + "aB3dE4fG5hI6jK7lM8nO9pQ0rS1tU2vW3xY4",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9." + "eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "url_password": "postgres://app:" + "s3cr3t-Pa55@db.internal:5432/app",
+    "password": 'password = "' + 'hunter2xyz"',
+    "high_entropy": "blob " + "Zk9xQ2Vm3LpT7wYbN4rJ8sKd1HgA6uEc" + " here",
+}
+VALUES = {**SAMPLES, "aws_secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "url_password": "s3cr3t-Pa55",
+          "password": "hunter2xyz", "high_entropy": "Zk9xQ2Vm3LpT7wYbN4rJ8sKd1HgA6uEc"}
+
+
+def test_every_kind_has_a_sample() -> None:
+    assert set(SAMPLES) == set(KINDS)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> MemoryService:
+    config = Config(vault=tmp_path / "vault", project="Sec", embedding_model="none")
+    return MemoryService(Vault.open(config.vault), config)
+
+
+def history(vault: Path) -> str:
+    """Every byte git keeps: all commits' patches and every object, reachable or not."""
+    log = subprocess.run(["git", "-C", str(vault), "log", "--all", "-p", "--format=%B"], capture_output=True,
+                         text=True, check=True).stdout
+    objects = subprocess.run(["git", "-C", str(vault), "cat-file", "--batch-all-objects", "--batch"],
+                             capture_output=True, check=True).stdout.decode("utf-8", "replace")
+    return log + objects
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_a_tool_write_holding_a_secret_is_refused_naming_kind_and_line(service: MemoryService, kind: str) -> None:
+    vault = service.vault.root
+    before = commit_count(vault)
+    secret = SAMPLES[kind]
+    text = f"line one\nline two\nhere it is: {secret}\nafter"
+    line = 3
+    attempts = [
+        lambda: service.remember(text, category="fact"),
+        lambda: service.chunk(text, project="Sec"),
+        lambda: service.chunk("plain body " + kind, summary=f"summary {secret}", project="Sec"),
+        lambda: service.remember("plain insight " + kind, tags=f"x, {secret}"),
+        lambda: service.update(service.remember(f"to update {kind}")["id"], text),
+    ]
+    for n, attempt in enumerate(attempts):
+        with pytest.raises(SecretFound) as caught:
+            attempt()
+        message = str(caught.value)
+        assert KINDS[kind] in message, message
+        assert "line" in message and (n in (2, 3) or f"line {line}" in message), message
+    assert commit_count(vault) == before + 1  # only the plain insight that update was tried on
+    assert dirty(vault) == []
+    assert VALUES[kind] not in history(vault)
+
+
+def test_automatic_saves_are_redacted_and_the_value_never_reaches_git(service: MemoryService) -> None:
+    body = "transcript\n" + "\n".join(f"item {n} {sample}" for n, sample in enumerate(SAMPLES.values()))
+    result = service.chunk(body, summary="snapshot with " + SAMPLES["github_token"], project="Sec", redact=True)
+    assert set(result["redacted"]) >= set(SAMPLES) - {"high_entropy"}
+    raw = (service.vault.root / result["path"]).read_text()
+    leaked = [kind for kind, value in VALUES.items() if value in raw or value in history(service.vault.root)]
+    assert leaked == []
+    assert "[REDACTED:github_token]" in raw and "redacted:" in raw
+    assert service.peek(result["id"])["content"].startswith("transcript")
+
+
+def test_the_allow_list_lets_a_known_value_through(tmp_path: Path) -> None:
+    safe = SAMPLES["aws_access_key"]  # AWS's own documented example key
+    config = Config(vault=tmp_path / "vault", project="Sec", embedding_model="none",
+                    secret_allowlist=(safe, "re:^ghp_A1b2"))
+    service = MemoryService(Vault.open(config.vault), config)
+    service.remember(f"the docs use {safe} as the example key")
+    service.chunk(f"fixture token {SAMPLES['github_token']}", project="Sec")
+    with pytest.raises(SecretFound, match="Stripe"):
+        service.remember(f"but not {SAMPLES['stripe_key']} next to {safe}")
+    assert dirty(service.vault.root) == []
+    env = Config.from_env({"RLM_VAULT_DIR": str(tmp_path / "v2"), "RLM_SECRET_ALLOWLIST": f"{safe},re:^sk_live_"})
+    assert env.secret_allowlist == (safe, "re:^sk_live_")
