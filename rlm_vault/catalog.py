@@ -57,6 +57,9 @@ class Catalog:
         self.scan_interval = scan_interval
         self._entries: dict[str, Entry] = {}
         self._by_id: dict[str, str] = {}
+        self._by_digest: dict[str, str] = {}  # a chunk's content hash -> its id, to spot duplicates
+        self._hashes: dict[str, str] = {}  # id -> sha256 of the file, what the search caches key on
+        self.version = 0  # bumped on every change, so readers can skip work when nothing moved
         self._folders: dict[str, tuple[Stamp, float]] = {}
         self._mutex = threading.Lock()
         self._loaded = False
@@ -81,8 +84,6 @@ class Catalog:
                 if seen is None or seen[0] != stamp or now - seen[1] >= self.scan_interval:
                     changes |= self._rescan(rel, self.vault.scan_folder(rel))
                     self._folders[rel] = (stamp, time.monotonic())
-            if changes:
-                self._reindex()
             first, self._loaded = not self._loaded, True
             if self._parsed >= self.SAVE_AFTER or (first and self._parsed):
                 self._write_cache()
@@ -94,9 +95,9 @@ class Catalog:
         gone = [p for p in self._entries if p.startswith(prefix) and "/" not in p[len(prefix):] and p not in listing]
         changed = [p for p, stamp in listing.items() if (e := self._entries.get(p)) is None or e.stamp != stamp]
         for path in gone:
-            del self._entries[path]
+            self._put(path, None)
         for path in changed:
-            self._entries[path] = self._from_cache(path, listing[path]) or self._load(path, listing[path])
+            self._put(path, self._from_cache(path, listing[path]) or self._load(path, listing[path]))
         return {*gone, *changed}
 
     def _drop_folder(self, rel: str) -> set[str]:
@@ -104,7 +105,7 @@ class Catalog:
         prefix = rel + "/"
         gone = {p for p in self._entries if p.startswith(prefix) and "/" not in p[len(prefix):]}
         for path in gone:
-            del self._entries[path]
+            self._put(path, None)
         return gone
 
     def absorb(self, paths: list[str]) -> None:
@@ -116,11 +117,10 @@ class Catalog:
                 try:
                     st = os.stat(self.vault.root / path, follow_symlinks=False)
                 except FileNotFoundError:
-                    self._entries.pop(path, None)
+                    self._put(path, None)
                     continue
                 if path.endswith(".md") and path.split("/")[0] in ("insights", "chunks"):
-                    self._entries[path] = self._load(path, Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino))
-            self._reindex()
+                    self._put(path, self._load(path, Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)))
             self._restamp_folders(paths)
 
     def _restamp_folders(self, paths: list[str]) -> None:
@@ -183,11 +183,22 @@ class Catalog:
             return Entry(stamp, sha, None, Problem(path, exc.reason))
         return Entry(stamp, sha, note, None)
 
-    def _reindex(self) -> None:
-        self._by_id = {}
-        for path, entry in self._entries.items():
-            if entry.note is not None:
-                self._by_id.setdefault(entry.note.id, path)
+    def _put(self, path: str, entry: Entry | None) -> None:
+        """Set or drop one file's entry, keeping the lookups in step (no full rebuild per change)."""
+        old = self._entries.pop(path, None)
+        if old is not None and old.note is not None and self._by_id.get(old.note.id) == path:
+            del self._by_id[old.note.id]
+            self._hashes.pop(old.note.id, None)
+            if isinstance(old.note, Chunk) and self._by_digest.get(old.note.sha256) == old.note.id:
+                del self._by_digest[old.note.sha256]
+        if entry is not None:
+            self._entries[path] = entry
+            note = entry.note
+            if note is not None and self._by_id.setdefault(note.id, path) == path:
+                self._hashes[note.id] = entry.sha256
+                if isinstance(note, Chunk) and note.sha256:
+                    self._by_digest.setdefault(note.sha256, note.id)
+        self.version += 1
 
     def note(self, note_id: str) -> Insight | Chunk | None:
         """The note with this id, if any."""
@@ -209,7 +220,15 @@ class Catalog:
 
     def hashes(self) -> dict[str, str]:
         """id -> sha256 of the file bytes, the key the search caches use."""
-        return {e.note.id: e.sha256 for e in self._entries.values() if e.note is not None}
+        return dict(self._hashes)
+
+    def chunk_with_digest(self, digest: str) -> Chunk | None:
+        """The chunk whose content hash (front matter `sha256`) is `digest`, if any."""
+        note = self.note(self._by_digest.get(digest, ""))
+        return note if isinstance(note, Chunk) else None
+
+    def ids_starting(self, prefix: str) -> list[str]:
+        return [i for i in self._by_id if i.startswith(prefix)]
 
     def ids(self) -> set[str]:
         return set(self._by_id)

@@ -157,12 +157,15 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
         return result
 
     def _duplicate(self, digest: str) -> Chunk | None:
-        return next((c for c in self.fresh().chunks() if c.sha256 == digest), None)
+        return self.fresh().chunk_with_digest(digest)
 
     def _new_chunk_id(self, day: str, project: str, ticket: str, domain: str) -> str:
         prefix = f"{day}_{project}_"
-        taken = [name for top in ("chunks", "archive") if (folder := self.vault.root / top / project).is_dir()
-                 for name in os.listdir(folder) if name.startswith(prefix)]
+        # Under the write lock the catalog has just been refreshed: it knows every active chunk without
+        # listing a folder of thousands; a process that never read (a hook) lists the folder.
+        active = (self.catalog.ids_starting(prefix) if self.catalog.loaded
+                  else _names(self.vault.root / "chunks" / project, prefix))
+        taken = active + _names(self.vault.root / "archive" / project, prefix)
         seqs = [int(digits) for name in taken if (digits := q.leading_digits(name[len(prefix):]))]
         suffix = "".join(f"_{part}" for part in (ticket, domain) if part)
         return f"{prefix}{max(seqs, default=0) + 1:03d}{suffix}"
@@ -238,6 +241,13 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
             "remote": self.remote(),
             "conflicts": self.vault.conflict_files(),
         }
+
+
+def _names(folder: os.PathLike[str], prefix: str) -> list[str]:
+    try:
+        return [name for name in os.listdir(folder) if name.startswith(prefix)]
+    except OSError:
+        return []
 
 
 def _name(value: str) -> str:
