@@ -96,7 +96,8 @@ class ServiceCore:
             self._external = set(self.vault.pending_paths("insights", "chunks"))
         if self.catalog.loaded:  # then whatever the catalog notices (never a full parse just for this)
             self.fresh()
-        ready = sorted(p for p in self._external if self._readable(p))
+        # A copy first: readers on other threads add to the set while this loop parses files.
+        ready = [p for p in sorted(set(self._external)) if self._readable(p)]
         if not ready:
             return None
         commit = self.vault.git.commit_paths(ready, external_message(ready))

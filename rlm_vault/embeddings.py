@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -142,6 +143,10 @@ class Model2VecEmbedder:
         return normalise(vectors)
 
 
+SAVE_BATCH = 64  # changed vectors kept in memory before the file is rewritten
+SAVE_SECONDS = 30.0
+
+
 class VectorStore:
     """Vectors of one embedder in a `.npz` file: ids, content hashes, float32 rows, model name."""
 
@@ -156,6 +161,8 @@ class VectorStore:
         self._matrix: Matrix = np.zeros((0, 0), dtype=np.float32)
         self._file_stamp: tuple[int, int] | None = None
         self.embedded = 0  # texts embedded by this store since it was made (tests count skips with it)
+        self._unsaved = 0
+        self._saved_at = time.monotonic()
         self.reload()
 
     # -- reading -----------------------------------------------------------------------------
@@ -227,8 +234,17 @@ class VectorStore:
             self._put(stale[start : start + BATCH])
             if progress:
                 progress(min(start + BATCH, len(stale)), len(stale))
-        self.save()
+        self._unsaved += len(stale) + len(doomed)
+        # Rewriting megabytes for every note written one at a time would dominate a write-then-search:
+        # small changes are saved in batches (and at close); a lost batch is re-embedded next time.
+        if self._unsaved >= SAVE_BATCH or not self.path.exists() or time.monotonic() - self._saved_at > SAVE_SECONDS:
+            self.save()
         return len(stale)
+
+    def flush(self) -> None:
+        """Save changes kept in memory (at close)."""
+        if self._unsaved:
+            self.save()
 
     def _sha(self, doc_id: str) -> str | None:
         row = self._row.get(doc_id)
@@ -280,6 +296,7 @@ class VectorStore:
         except OSError as exc:
             raise CacheError(f"vectors could not be saved to {self.path}: {exc}") from exc
         self._file_stamp = self._stat()
+        self._unsaved, self._saved_at = 0, time.monotonic()
 
     def _write(self, arrays: dict[str, Any]) -> None:
         import numpy as np

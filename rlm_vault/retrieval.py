@@ -7,6 +7,7 @@ by a person is found at once. They are imported lazily: hooks and plain writes n
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from collections.abc import Callable
@@ -73,6 +74,7 @@ class SearchMixin(ServiceCore):
 
                 folder = self.vault.state if which == "active" else self.vault.state / "archive-cache"
                 engines[which] = SearchEngine(folder, self.embedder())
+                atexit.register(engines[which].close)  # vectors kept in memory are saved at exit
             return engines[which]
 
     def warm(self) -> None:
@@ -88,6 +90,23 @@ class SearchMixin(ServiceCore):
             self._synced()
         except Exception:  # a cache problem must never take the server down; searches retry
             log.exception("warming the search caches failed")
+        self._follow_writes()
+
+    def _follow_writes(self) -> None:
+        """Index each write in the background, so the next search does not pay for it."""
+        wake = threading.Event()
+
+        def follow() -> None:
+            while True:
+                wake.wait()
+                wake.clear()
+                try:
+                    self._synced()
+                except Exception:
+                    log.exception("indexing a write in the background failed; the next search retries")
+
+        threading.Thread(target=follow, name="rlm-vault-index", daemon=True).start()
+        self.after_commit.append(wake.set)
 
     def _ready(self) -> bool:
         if self.background and self._warming is None:
@@ -97,7 +116,12 @@ class SearchMixin(ServiceCore):
     def _synced(self) -> SearchEngine:
         cat = self.fresh()
         engine = self.engine()
-        engine.sync(cat.hashes(), self._loader)
+        # The catalog's version moves with every change it sees: unchanged, the caches are already in step
+        # (unless the model finished loading since, or vectors are still being filled in batches).
+        state = (cat.version, self.semantic_status()["enabled"])
+        if self.__dict__.get("_synced_state") != state or engine.behind:
+            engine.sync(cat.hashes(), self._loader)
+            self.__dict__["_synced_state"] = state
         return engine
 
     def _loader(self, ids: list[str]) -> list[SearchDoc]:

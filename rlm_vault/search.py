@@ -88,6 +88,7 @@ class SearchEngine:
         self._current: dict[str, str] = {}
         self._unloadable: dict[str, str] = {}
         self.repairs: list[str] = []  # why caches were rebuilt, for doctor
+        self.behind = False  # vectors still missing after the last sync (embedded a budget at a time)
 
     # -- cache lifecycle -----------------------------------------------------------------------
     def _open_index(self) -> TextIndex:
@@ -142,6 +143,7 @@ class SearchEngine:
         if vectors is not None:
             vectors.reload()
             vector_stale, vector_gone = _diff(self._current, vectors.stamps())
+            self.behind = len(vector_stale) > self.embed_budget
             vector_stale = vector_stale[: self.embed_budget]
         return Plan(text_stale, text_gone, vector_stale, vector_gone)
 
@@ -326,9 +328,13 @@ class SearchEngine:
         return problems + [f"rebuilt a broken cache: {r}" for r in s["repairs"]]
 
     def close(self) -> None:
-        """Release the index's file handles."""
+        """Save vectors kept in memory and release the index's file handles."""
         with self._lock:
-            self._index.close()
+            if self._vectors is not None:
+                with contextlib.suppress(CacheError):
+                    self._vectors.flush()
+            with contextlib.suppress(Exception):  # closing twice (a test, then at exit) is harmless
+                self._index.close()
 
 
 def _diff(truth: Mapping[str, str], stamps: Mapping[str, str]) -> tuple[list[str], list[str]]:
