@@ -8,7 +8,7 @@ Scoring every body with `partial_ratio` costs ~40 ms over 5,000 notes and ranks 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from rapidfuzz import fuzz, process
@@ -42,28 +42,32 @@ def vocabulary(text: str) -> set[str]:
 
 
 class FuzzyIndex:
-    """Inverted index word -> ids plus each document's lines, updated by id."""
+    """Inverted index word -> ids, updated by id; lines are scored from the bodies at query time.
 
-    def __init__(self) -> None:
+    With `bodies` (ids -> {id: body}, e.g. read from the catalog that already holds them) the index keeps
+    no text of its own: at 10,000 notes a second copy of every body cost ~300 MB. Without it, bodies are
+    kept here.
+    """
+
+    def __init__(self, bodies: Callable[[list[str]], Mapping[str, str]] | None = None) -> None:
         self._postings: dict[str, set[str]] = {}
         self._words: dict[str, frozenset[str]] = {}
-        self._lines: dict[str, tuple[str, ...]] = {}
-        self._folded: dict[str, tuple[str, ...]] = {}
+        self._bodies = bodies
+        self._kept: dict[str, str] = {}
         self._by_length: dict[int, list[str]] | None = None
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return len(self._words)
 
     def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._lines
+        return doc_id in self._words
 
     def update(self, items: Iterable[tuple[str, str]]) -> None:
         """Add or replace documents given as (id, body)."""
         for doc_id, body in items:
             self._remove(doc_id)
-            lines = tuple(body.splitlines())
-            self._lines[doc_id] = lines
-            self._folded[doc_id] = tuple(textproc.fold(line) for line in lines)
+            if self._bodies is None:
+                self._kept[doc_id] = body
             self._words[doc_id] = frozenset(vocabulary(body))
             for word in self._words[doc_id]:
                 self._postings.setdefault(word, set()).add(doc_id)
@@ -81,8 +85,7 @@ class FuzzyIndex:
             holders.discard(doc_id)
             if not holders:
                 del self._postings[word]
-        self._lines.pop(doc_id, None)
-        self._folded.pop(doc_id, None)
+        self._kept.pop(doc_id, None)
 
     def _vocab_near(self, length: int, edits: int) -> list[str]:
         if self._by_length is None:
@@ -123,19 +126,18 @@ class FuzzyIndex:
         needle = textproc.fold(pattern).strip()
         if not needle:
             return []
-        hits = [
-            hit
-            for doc_id in self.candidates(pattern, allowed)
-            for hit in self._score(doc_id, needle, threshold)
-        ]
+        ids = self.candidates(pattern, allowed)
+        bodies = self._bodies(ids) if self._bodies is not None else self._kept
+        hits = [hit for doc_id in ids if doc_id in bodies for hit in self._score(doc_id, bodies[doc_id], needle, threshold)]
         hits.sort(key=lambda hit: (-hit.score, hit.id, hit.line_no))
         return hits[:limit]
 
-    def _score(self, doc_id: str, needle: str, threshold: float) -> list[FuzzyHit]:
-        lines, folded = self._lines[doc_id], self._folded[doc_id]
+    @staticmethod
+    def _score(doc_id: str, body: str, needle: str, threshold: float) -> list[FuzzyHit]:
         hits = []
-        for line_no, text in enumerate(folded):
+        for line_no, line in enumerate(body.split("\n")):  # numbered as rlm_peek numbers them
+            text = textproc.fold(line)
             score = fuzz.partial_ratio(needle, text, score_cutoff=threshold) if text else 0.0
             if score:
-                hits.append(FuzzyHit(doc_id, line_no, lines[line_no], round(score, 1)))
+                hits.append(FuzzyHit(doc_id, line_no, line, round(score, 1)))
         return hits

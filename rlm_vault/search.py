@@ -283,9 +283,12 @@ class SearchEngine:
         if self._fuzzy is None:
             if self._load is None:
                 raise CacheError("fuzzy grep needs sync() first, to know how to load the notes")
-            self._fuzzy, self._fuzzy_stamps = FuzzyIndex(), {}
+            self._fuzzy, self._fuzzy_stamps = FuzzyIndex(self._bodies), {}
             self._apply_fuzzy(self._load_docs(sorted(self._current)))
         return self._fuzzy
+
+    def _bodies(self, ids: list[str]) -> dict[str, str]:
+        return {doc.id: doc.body for doc in self._load_docs(ids)} if ids else {}
 
     # -- health --------------------------------------------------------------------------------
     def status(self, current: Mapping[str, str] | None = None) -> dict[str, Any]:
