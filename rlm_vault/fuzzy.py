@@ -135,9 +135,12 @@ class FuzzyIndex:
     @staticmethod
     def _score(doc_id: str, body: str, needle: str, threshold: float) -> list[FuzzyHit]:
         hits = []
-        for line_no, line in enumerate(body.split("\n")):  # numbered as rlm_peek numbers them
-            text = textproc.fold(line)
+        lines = body.split("\n")  # numbered as rlm_peek numbers them
+        folded = textproc.fold(body).split("\n")  # one call for the whole body, not one per line
+        if len(folded) != len(lines):
+            folded = [textproc.fold(line) for line in lines]
+        for line_no, text in enumerate(folded):
             score = fuzz.partial_ratio(needle, text, score_cutoff=threshold) if text else 0.0
             if score:
-                hits.append(FuzzyHit(doc_id, line_no, line, round(score, 1)))
+                hits.append(FuzzyHit(doc_id, line_no, lines[line_no], round(score, 1)))
         return hits

@@ -287,8 +287,8 @@ class Vault:
             return default
 
     def write_state(self, name: str, data: Any) -> None:
-        """Replace a JSON file of `.rlm/` atomically."""
-        _atomic_write(self.state / name, json.dumps(data, ensure_ascii=False).encode())
+        """Replace a JSON file of `.rlm/` atomically (no fsync: machine-local state, rebuilt if lost)."""
+        _atomic_write(self.state / name, json.dumps(data, ensure_ascii=False).encode(), sync=False)
 
 
 @dataclass
@@ -343,7 +343,9 @@ class Transaction:
             folder.mkdir(parents=True, exist_ok=True)
             self._journal = folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
         payload = {"message": self.message, "paths": self.paths}
-        _atomic_write(self._journal, json.dumps(payload, ensure_ascii=False).encode())
+        # No fsync: a kill keeps the page cache, and after a power loss without the journal the
+        # (fsynced) note is still found uncommitted and committed as an external edit.
+        _atomic_write(self._journal, json.dumps(payload, ensure_ascii=False).encode(), sync=False)
 
     def commit(self) -> None:
         if self.paths:
