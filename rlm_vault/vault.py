@@ -65,6 +65,7 @@ class Vault:
         if not vault.git.is_repo() or vault.git.head() is None:
             with vault.lock():
                 vault._create()
+        vault.git.tune()
         vault.recover()
         return vault
 
@@ -73,7 +74,6 @@ class Vault:
             return  # another process created it while we waited for the lock
         if not self.git.is_repo():
             self.git.init()
-        self.git.run("config", "core.quotepath", "false")
         added = _copy_template(self.root)
         for folder in NOTE_DIRS:
             (self.root / folder).mkdir(exist_ok=True)
