@@ -26,7 +26,9 @@ from .results import (
     ChunkList, Domains, Forgotten, GrepResult, History, Peek, Recall, RetentionPreview, RetentionRun,
     Reverted, SearchResult, Sessions, Status, Synced, Written,
 )  # fmt: skip
+from .config import Config
 from .service import MemoryService, open_service
+from .sync import remote_configured
 
 __all__ = ["build_server", "serve_stdio"]
 
@@ -216,10 +218,19 @@ def _untitled(schema: Any) -> Any:
 def _lifespan(get_service: Callable[[], MemoryService]) -> Callable[[MCPServer[Any]], Any]:
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
-        get_service()  # open the vault now: a crash's uncommitted writes are committed at start
+        # Open the vault now (a crash's uncommitted writes are committed at start), beside the handshake
+        # rather than before it; a tool call that comes first waits for the same opening.
+        threading.Thread(target=_open_logged, args=(get_service,), name="rlm-vault-open", daemon=True).start()
         yield None
 
     return lifespan
+
+
+def _open_logged(get_service: Callable[[], MemoryService]) -> None:
+    try:
+        get_service()
+    except Exception:  # the first tool call will report it to the model
+        log.exception("opening the vault failed")
 
 
 def serve_stdio() -> None:
@@ -238,4 +249,4 @@ def serve_stdio() -> None:
                 service[0].background = True
             return service[0]
 
-    build_server(get_service, sync_tool=get_service().remote() is not None).run()
+    build_server(get_service, sync_tool=remote_configured(Config.from_env().vault)).run()

@@ -15,7 +15,7 @@ from .core import ServiceCore, external_message
 from .errors import GitError, InvalidInput, VaultError
 from .git import Git
 
-__all__ = ["SyncMixin", "clone_or_create"]
+__all__ = ["SyncMixin", "clone_or_create", "remote_configured"]
 
 REMOTE = "origin"
 MERGING = "merging"  # .rlm/merging exists while a sync's merge is in progress
@@ -199,6 +199,15 @@ def _push(git: Git, url: str, branch: str) -> int:
                         "run sync again") from exc
     git.run("update-ref", TRACKING, "HEAD")
     return ahead
+
+
+def remote_configured(vault_dir: Path) -> bool:
+    """Whether the vault at `vault_dir` has a remote, read from .git/config (no git process at start-up)."""
+    try:
+        text = (vault_dir / ".git" / "config").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return f'[remote "{REMOTE}"]' in text
 
 
 def clone_or_create(root: Path, url: str) -> str:

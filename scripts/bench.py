@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = Path("/work/shared/models/minilm-l6-m2v-256")
+DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "minilm-l6-m2v-256"  # the evaluation model beside the checkout
 SEED = 20261124
 MS = 1000.0
 
