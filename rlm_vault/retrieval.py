@@ -197,15 +197,15 @@ class SearchMixin(ServiceCore):
             raise InvalidInput("pattern is empty: send a regular expression or, with fuzzy=true, some words")
         limit = q.limit(limit)
         filters = self._filters(project, domain, date_from, date_to, entity, "")
+        if fuzzy and not 0 <= fuzzy_threshold <= 100:
+            raise InvalidInput(f"fuzzy_threshold {fuzzy_threshold!r} is not accepted: use 0 to 100 (80 is a good start)")
+        if fuzzy and not include_archived and self._ready():
+            return {"matches": self._fuzzy(pattern, fuzzy_threshold, limit, filters)}
         chunks, insights = self._candidates(filters, include_archived)
         notes: list[Chunk | Insight] = [*chunks, *q.newest(insights)]
-        if not fuzzy:
-            return {"matches": q.regex_lines(notes, pattern, limit, self.config.grep_timeout)}
-        if not 0 <= fuzzy_threshold <= 100:
-            raise InvalidInput(f"fuzzy_threshold {fuzzy_threshold!r} is not accepted: use 0 to 100 (80 is a good start)")
-        if include_archived or not self._ready():
+        if fuzzy:
             return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit)}
-        return {"matches": self._fuzzy(pattern, fuzzy_threshold, limit, filters)}
+        return {"matches": q.regex_lines(notes, pattern, limit, self.config.grep_timeout)}
 
     def _fuzzy(self, pattern: str, threshold: int, limit: int, filters: Filters) -> list[GrepMatch]:
         engine = self._synced()
