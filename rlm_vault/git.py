@@ -323,14 +323,7 @@ class Git:
 
     def remove_stale_index_lock(self, older_than: float) -> bool:
         """Delete `.git/index.lock` left by a crashed git; only call while holding the vault lock."""
-        lock = self.root / ".git" / "index.lock"
-        try:
-            if time.time() - lock.stat().st_mtime > older_than:
-                lock.unlink()
-                return True
-        except FileNotFoundError:
-            pass
-        return False
+        return _remove_if_older(self.root / ".git" / "index.lock", older_than)
 
 
 def _remove_if_older(lock: Path, seconds: float) -> bool:
