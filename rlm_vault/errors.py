@@ -7,6 +7,8 @@
     ├── InvalidNote             a file in the vault cannot be read as a note
     ├── Busy                    another writer held the vault lock for too long
     ├── GitError                a git command failed
+    ├── SyncError               a remote cannot be reached or refused a push; nothing changed locally
+    ├── InstallError            a Claude Code file cannot be read or changed safely
     └── CacheError              a cache (index, vectors) is missing or broken
 
 Front ends show `str(error)` to the person or the model as it is.
@@ -19,9 +21,11 @@ __all__ = [
     "CacheError",
     "GitError",
     "InvalidInput",
+    "InstallError",
     "InvalidNote",
     "NotFound",
     "SecretFound",
+    "SyncError",
     "VaultError",
 ]
 
@@ -67,3 +71,11 @@ class GitError(VaultError):
 
 class CacheError(VaultError):
     """A derived cache is missing or corrupt; it can be rebuilt from the vault."""
+
+
+class SyncError(VaultError):
+    """The remote could not be reached or refused the push; the local vault is unchanged."""
+
+
+class InstallError(VaultError):
+    """A Claude Code file cannot be read or changed safely; nothing was changed."""

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import VaultError
+from .errors import InstallError
 
 __all__ = [
     "HOOKS",
@@ -59,10 +59,6 @@ Long-term memory is the `rlm-vault` MCP server (a git repository of Markdown not
   the `/rlm-analyze` and `/rlm-parallel` skills, and cite chunk ids.
 - Never save secrets (keys, tokens, passwords).
 {END}"""
-
-
-class InstallError(VaultError):
-    """A Claude Code file cannot be read or changed safely; nothing was changed."""
 
 
 @dataclass(frozen=True, slots=True)

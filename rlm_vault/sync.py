@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .core import ServiceCore, external_message
-from .errors import GitError, InvalidInput, VaultError
+from .errors import GitError, InvalidInput, SyncError
 from .git import Git
 
 __all__ = ["SyncMixin", "clone_or_create", "remote_configured"]
@@ -20,10 +20,6 @@ __all__ = ["SyncMixin", "clone_or_create", "remote_configured"]
 REMOTE = "origin"
 MERGING = "merging"  # .rlm/merging exists while a sync's merge is in progress
 DEFAULT_BRANCH = "main"
-
-
-class SyncError(VaultError):
-    """The remote could not be reached or refused the push; the local vault is unchanged."""
 
 
 class SyncMixin(ServiceCore):
