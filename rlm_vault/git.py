@@ -7,15 +7,14 @@ or ten thousand, and never sweeps in files a person is editing.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import gitobjects
 from .errors import GitError
 
 __all__ = ["Commit", "Git", "FALLBACK_NAME", "FALLBACK_EMAIL"]
@@ -41,6 +40,8 @@ class Git:
         self._identity: dict[str, str] | None = None
         self._index_base: str | None = None  # the commit our private index was last in step with
         self._trees: dict[str, str] = {}  # commit -> tree, for commits this process made
+        self._tree_cache: dict[str, gitobjects.Tree] = {}
+        self._plain_attributes: bool | None = None
         self._index_lag: set[str] = set()  # paths the person's index could not take yet
 
     def run(self, *args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None,
@@ -132,17 +133,23 @@ class Git:
         out = self.run("rev-parse", "-q", "--verify", "HEAD^{commit}", check=False).strip()
         return out or None
 
-    def commit_paths(self, paths: Sequence[str], message: str) -> str | None:
+    def commit_paths(self, paths: Sequence[str], message: str, own: bool = False) -> str | None:
         """Commit exactly these paths (added, changed or removed) as they are on disk.
 
-        The tree is built in a private index, so whatever a person staged with `git add` stays theirs;
-        the person's index is then brought in step for these paths only. Returns the new commit, or
-        None when the paths already match HEAD.
+        The tree is built apart from the person's index (in-process for `own` files, which rlm-vault
+        has just written; else in a private index), so whatever a person staged with `git add` stays
+        theirs; the person's index is then brought in step for these paths only. Returns the new
+        commit, or None when the paths already match HEAD.
         """
         if not paths:
             return None
         for attempt in range(3):
             try:
+                if own and self._fast_path_safe():
+                    try:
+                        return self._commit_in_process(paths, message)
+                    except _NotHere:
+                        pass
                 return self._commit_once(paths, message)
             except GitError as exc:
                 # HEAD moved although we hold the vault lock: a git that a killed writer left running has just
@@ -180,6 +187,95 @@ class Git:
         self._sync_index(paths)
         return commit
 
+    def _commit_in_process(self, paths: Sequence[str], message: str) -> str | None:
+        """Hash the files, patch the trees on their paths, write the commit: only update-ref is a process."""
+        parent, parent_tree = self._head_and_tree()
+        if parent is None or parent_tree is None:
+            raise _NotHere("no commit yet")
+        changes = {path: self._blob_entry(path) for path in paths}
+        tree = self._patched(parent_tree, changes) or self._write_tree({})
+        if tree == parent_tree:
+            self._sync_index(paths)
+            return None
+        commit = self._commit_object(tree, parent, message)
+        self.run("update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD", commit, parent)
+        self._trees[commit] = tree
+        self._sync_index(paths)
+        return commit
+
+    def _blob_entry(self, path: str) -> tuple[str, str] | None:
+        full = self.root / path
+        if full.is_symlink() or (full.exists() and not full.is_file()):
+            raise _NotHere(f"{path} is not a regular file")
+        try:
+            data = full.read_bytes()
+        except FileNotFoundError:
+            return None
+        if b"\r" in data and not path.endswith(".gz"):
+            raise _NotHere("line endings git would normalise")  # .gitattributes says text eol=lf
+        mode = "100755" if os.access(full, os.X_OK) else "100644"
+        return mode, gitobjects.write_loose(self.root / ".git", "blob", data)
+
+    def _patched(self, tree: str | None, changes: dict[str, tuple[str, str] | None]) -> str | None:
+        """The tree `tree` with `changes` (relative paths -> entry or None) applied; None when empty."""
+        base = self._tree(tree) if tree else gitobjects.Tree.build({})
+        direct: dict[str, tuple[str, str] | None] = {}
+        nested: dict[str, dict[str, tuple[str, str] | None]] = {}
+        for path, entry in changes.items():
+            head, _, rest = path.partition("/")
+            if rest:
+                nested.setdefault(head, {})[rest] = entry
+            else:
+                direct[head] = entry
+        for name, sub in nested.items():
+            old = base.entries.get(name)
+            child = self._patched(old[1] if old and old[0] == gitobjects.DIR_MODE else None, sub)
+            direct[name] = None if child is None else (gitobjects.DIR_MODE, child)
+        new = base.patched(direct)
+        return self._store_tree(new) if new.entries else None
+
+    def _write_tree(self, entries: gitobjects.Entries) -> str:
+        return self._store_tree(gitobjects.Tree.build(entries))
+
+    def _store_tree(self, tree: gitobjects.Tree) -> str:
+        sha = gitobjects.write_loose(self.root / ".git", "tree", tree.data())
+        self._remember_tree(sha, tree)
+        return sha
+
+    def _tree(self, sha: str) -> gitobjects.Tree:
+        if sha in self._tree_cache:
+            return self._tree_cache[sha]
+        found = gitobjects.read_loose(self.root / ".git", sha)
+        if found is None:  # packed: git reads it
+            proc = subprocess.run(["git", "-C", str(self.root), "cat-file", "tree", sha], capture_output=True)
+            if proc.returncode != 0:
+                raise _NotHere(f"tree {sha} cannot be read")
+            found = ("tree", proc.stdout)
+        if found[0] != "tree":
+            raise _NotHere(f"{sha} is not a tree")
+        tree = gitobjects.Tree.parse(found[1])
+        self._remember_tree(sha, tree)
+        return tree
+
+    def _remember_tree(self, sha: str, tree: gitobjects.Tree) -> None:
+        if len(self._tree_cache) >= 64:  # the trees along the paths being written; a few suffice
+            self._tree_cache.pop(next(iter(self._tree_cache)))
+        self._tree_cache[sha] = tree
+
+    def _fast_path_safe(self) -> bool:
+        """True when git would store files exactly as they are: no filters beyond the vault's own rules."""
+        if self._plain_attributes is None:
+            try:
+                text = (self.root / ".gitattributes").read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = ""
+            except OSError:
+                text = "unreadable"
+            rules = {line.split("#")[0].strip() for line in text.splitlines()} - {""}
+            self._plain_attributes = rules <= {"*.md text eol=lf", "*.gz binary"} and not (
+                self.root / ".git" / "info" / "attributes").exists()
+        return self._plain_attributes
+
     def _commit_object(self, tree: str, parent: str | None, message: str) -> str:
         """Write the commit object in-process (a loose object, as git writes it): one process fewer per write.
 
@@ -195,18 +291,8 @@ class Git:
         stamp = f"{int(time.time())} {_utc_offset()}"
         lines = [f"tree {tree}", *([f"parent {parent}"] if parent else []),
                  f"author {idents[0][0]} <{idents[0][1]}> {stamp}", f"committer {idents[1][0]} <{idents[1][1]}> {stamp}"]
-        return self._write_object("commit", ("\n".join(lines) + f"\n\n{message}\n").encode("utf-8"))
-
-    def _write_object(self, kind: str, data: bytes) -> str:
-        raw = f"{kind} {len(data)}\0".encode() + data
-        sha = hashlib.sha1(raw).hexdigest()
-        path = self.root / ".git" / "objects" / sha[:2] / sha[2:]
-        if not path.exists():
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.parent / f"tmp_obj_{os.getpid()}_{sha[:8]}"
-            tmp.write_bytes(zlib.compress(raw))
-            os.replace(tmp, path)
-        return sha
+        return gitobjects.write_loose(self.root / ".git", "commit",
+                                      ("\n".join(lines) + f"\n\n{message}\n").encode("utf-8"))
 
     def _sync_index(self, paths: Sequence[str]) -> None:
         # Best effort: a person's git holding index.lock must not turn a made commit into a failure;
@@ -324,6 +410,10 @@ class Git:
     def remove_stale_index_lock(self, older_than: float) -> bool:
         """Delete `.git/index.lock` left by a crashed git; only call while holding the vault lock."""
         return _remove_if_older(self.root / ".git" / "index.lock", older_than)
+
+
+class _NotHere(Exception):
+    """The in-process commit does not apply (unusual file, packed or odd objects): git does it."""
 
 
 def _remove_if_older(lock: Path, seconds: float) -> bool:

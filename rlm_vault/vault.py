@@ -350,7 +350,7 @@ class Transaction:
     def commit(self) -> None:
         if self.paths:
             self.vault.git.remove_stale_index_lock(older_than=10.0)
-            self.commit_id = self.vault.git.commit_paths(self.paths, self.message)
+            self.commit_id = self.vault.git.commit_paths(self.paths, self.message, own=True)
         self._drop_journal()
 
     def rollback(self) -> None:

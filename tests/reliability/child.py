@@ -30,10 +30,10 @@ def die_before_commit() -> None:
 
     real = Git.commit_paths
 
-    def commit_paths(self: Git, paths: list[str], message: str) -> str | None:
+    def commit_paths(self: Git, paths: list[str], message: str, own: bool = False) -> str | None:
         if message.startswith("chunk:"):
             os._exit(137)
-        return real(self, paths, message)
+        return real(self, paths, message, own)
 
     Git.commit_paths = commit_paths  # type: ignore[method-assign]
 

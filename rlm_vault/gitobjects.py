@@ -1,0 +1,121 @@
+"""Git's object format, in-process: loose objects and tree entries, no git process.
+
+Used for the common case of a commit of files rlm-vault itself just wrote: hashing a blob, patching the
+few trees on its path and writing them as loose objects costs a few milliseconds even when a folder holds
+ten thousand notes, where `update-index` + `write-tree` rewrote an index and re-checked every entry.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import zlib
+from pathlib import Path
+
+__all__ = ["DIR_MODE", "Entries", "Tree", "parse_tree", "read_loose", "serialize_tree", "write_loose"]
+
+DIR_MODE = "40000"
+Entries = dict[str, tuple[str, str]]  # name -> (mode, hex sha)
+
+
+def object_path(git_dir: Path, sha: str) -> Path:
+    return git_dir / "objects" / sha[:2] / sha[2:]
+
+
+def write_loose(git_dir: Path, kind: str, data: bytes) -> str:
+    """Store an object as git does (zlib of '<kind> <size>\\0<data>', named by its SHA-1); returns the SHA-1."""
+    raw = f"{kind} {len(data)}\0".encode() + data
+    sha = hashlib.sha1(raw).hexdigest()
+    path = object_path(git_dir, sha)
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.parent / f"tmp_obj_{os.getpid()}_{sha[:12]}"
+        tmp.write_bytes(zlib.compress(raw, 1))
+        os.replace(tmp, path)
+    return sha
+
+
+def read_loose(git_dir: Path, sha: str) -> tuple[str, bytes] | None:
+    """(kind, data) of a loose object, or None when it is packed (or missing)."""
+    try:
+        raw = zlib.decompress(object_path(git_dir, sha).read_bytes())
+    except (OSError, zlib.error):
+        return None
+    header, _, data = raw.partition(b"\0")
+    kind, _, size = header.decode("ascii", "replace").partition(" ")
+    return (kind, data) if size.isdigit() and int(size) == len(data) else None
+
+
+def _key(name: str, mode: str) -> bytes:
+    # git orders entries by name, a folder as if its name ended with '/'.
+    raw = name.encode("utf-8", "surrogateescape")
+    return raw + b"/" if mode == DIR_MODE else raw
+
+
+def _item(name: str, mode: str, sha: str) -> bytes:
+    return mode.encode() + b" " + name.encode("utf-8", "surrogateescape") + b"\0" + bytes.fromhex(sha)
+
+
+class Tree:
+    """A tree object's entries, kept in git's order with each entry already serialised.
+
+    Patching one entry of a folder of ten thousand notes is a bisect and a list insert, and the object's
+    data one `join`: no re-sorting or re-encoding of every entry on each commit.
+    """
+
+    __slots__ = ("entries", "items", "keys")
+
+    def __init__(self, entries: Entries, keys: list[bytes], items: list[bytes]) -> None:
+        self.entries, self.keys, self.items = entries, keys, items
+
+    @classmethod
+    def build(cls, entries: Entries) -> Tree:
+        order = sorted(entries, key=lambda name: _key(name, entries[name][0]))
+        return cls(dict(entries), [_key(n, entries[n][0]) for n in order], [_item(n, *entries[n]) for n in order])
+
+    @classmethod
+    def parse(cls, data: bytes) -> Tree:
+        """A tree from a tree object's data (already in git's order)."""
+        entries: Entries = {}
+        keys: list[bytes] = []
+        items: list[bytes] = []
+        at = 0
+        while at < len(data):
+            space = data.index(b" ", at)
+            nul = data.index(b"\0", space)
+            mode = data[at:space].decode("ascii")
+            name = data[space + 1 : nul].decode("utf-8", "surrogateescape")
+            entries[name] = (mode, data[nul + 1 : nul + 21].hex())
+            keys.append(_key(name, mode))
+            items.append(data[at : nul + 21])
+            at = nul + 21
+        return cls(entries, keys, items)
+
+    def patched(self, changes: dict[str, tuple[str, str] | None]) -> Tree:
+        """A new tree with entries set (mode, sha) or removed (None)."""
+        entries, keys, items = dict(self.entries), list(self.keys), list(self.items)
+        for name, entry in changes.items():
+            if name in entries:
+                at = bisect.bisect_left(keys, _key(name, entries.pop(name)[0]))
+                del keys[at], items[at]
+            if entry is not None:
+                key = _key(name, entry[0])
+                at = bisect.bisect_left(keys, key)
+                keys.insert(at, key)
+                items.insert(at, _item(name, *entry))
+                entries[name] = entry
+        return Tree(entries, keys, items)
+
+    def data(self) -> bytes:
+        return b"".join(self.items)
+
+
+def parse_tree(data: bytes) -> Entries:
+    """The entries of a tree object's data."""
+    return Tree.parse(data).entries
+
+
+def serialize_tree(entries: Entries) -> bytes:
+    """A tree object's data, entries in git's order (a folder sorts as if its name ended with '/')."""
+    return Tree.build(entries).data()

@@ -1,0 +1,88 @@
+"""Commits built in-process must be the commits git itself would build from the same files."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rlm_vault import gitobjects
+from rlm_vault.vault import Vault
+
+from helpers import git, git_status
+
+# Names whose order differs between plain sorting and git's (a folder sorts as "name/").
+NAMES = ["a.md", "a-b.md", "a", "a0.md", "b.md", "é.md", "日本.md", "z.md", "a.b.md"]
+
+
+def git_tree_of_worktree(root: Path) -> str:
+    """The tree git builds from the work tree, in a throwaway index."""
+    env = {**os.environ, "GIT_INDEX_FILE": str(root / ".git" / "check-index")}
+    subprocess.run(["git", "-C", str(root), "add", "-A", "."], env=env, check=True, capture_output=True)
+    tree = subprocess.run(["git", "-C", str(root), "write-tree"], env=env, check=True, capture_output=True, text=True)
+    os.unlink(env["GIT_INDEX_FILE"])
+    return tree.stdout.strip()
+
+
+def test_random_writes_and_deletes_give_git_s_own_trees(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    rng = random.Random(7)
+    present: set[str] = set()
+    for step in range(60):
+        folder = rng.choice(["insights", "chunks/P", "chunks/P-2", "chunks/a", "archive/P"])
+        path = f"{folder}/{rng.choice(NAMES)}"
+        if folder == "chunks/a" and path.endswith("/a"):
+            continue
+        with vault.transaction() as tx:
+            tx.message = f"step {step}"
+            if path in present and rng.random() < 0.4:
+                tx.delete(path)
+                present.discard(path)
+            else:
+                tx.write(path, f"---\nid: {step}\n---\nbody {rng.random()}\n")
+                present.add(path)
+        assert git(vault.root, "rev-parse", "HEAD^{tree}").strip() == git_tree_of_worktree(vault.root), step
+        assert git_status(vault.root) == []
+    assert subprocess.run(["git", "-C", str(vault.root), "fsck", "--strict"], capture_output=True).returncode == 0
+
+
+def test_a_file_git_would_normalise_goes_through_git(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    with vault.transaction() as tx:
+        tx.message = "crlf"
+        tx.write("insights/crlf.md", "---\nid: crlf\n---\nline one\r\nline two\r\n")
+    assert git(vault.root, "rev-parse", "HEAD^{tree}").strip() == git_tree_of_worktree(vault.root)
+    assert git_status(vault.root) == []
+
+
+def test_custom_attributes_turn_the_in_process_path_off(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    (vault.root / ".gitattributes").write_text("*.md filter=something\n")
+    assert vault.git._fast_path_safe() is False
+
+
+def test_tree_entries_round_trip() -> None:
+    entries = {"b.md": ("100644", "1" * 40), "a": ("40000", "2" * 40), "a.md": ("100644", "3" * 40),
+               "日本.md": ("100755", "4" * 40)}
+    data = gitobjects.serialize_tree(entries)
+    assert gitobjects.parse_tree(data) == entries
+    assert list(gitobjects.parse_tree(data)) == ["a.md", "a", "b.md", "日本.md"]  # "a/" sorts after "a.md"
+
+
+@pytest.mark.parametrize("kind", ["blob", "tree", "commit"])
+def test_loose_objects_are_what_git_reads(tmp_path: Path, kind: str) -> None:
+    vault = Vault.open(tmp_path / "v")
+    if kind == "blob":
+        data = b"hello\n"
+    elif kind == "tree":
+        blob = gitobjects.write_loose(vault.root / ".git", "blob", b"x\n")
+        data = gitobjects.serialize_tree({"x.md": ("100644", blob)})
+    else:
+        tree = git(vault.root, "rev-parse", "HEAD^{tree}").strip()
+        data = f"tree {tree}\nauthor A <a@b> 1 +0000\ncommitter A <a@b> 1 +0000\n\nmsg\n".encode()
+    sha = gitobjects.write_loose(vault.root / ".git", kind, data)
+    assert git(vault.root, "cat-file", "-t", sha).strip() == kind
+    assert gitobjects.read_loose(vault.root / ".git", sha) == (kind, data)
