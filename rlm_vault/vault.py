@@ -89,6 +89,10 @@ class Vault:
         if (self.state / "merging").exists():
             with self.lock():
                 self.abort_interrupted_merge()
+        # State files (.rlm/*.json) are written without the vault lock: only a dead process's temp file goes.
+        for temp in self.state.glob(f".*{_TMP_SUFFIX}"):
+            if not _alive(_writer_pid(temp.name)):
+                temp.unlink(missing_ok=True)
         pending = sorted((self.state / "pending").glob("*.json"))
         # Journals are written under the write lock too, so a temp one can only be a killed writer's.
         temps = [p for d in [*self._note_dirs(), self.state / "pending"] for p in d.glob(f".*{_TMP_SUFFIX}")]
@@ -370,6 +374,24 @@ class Transaction:
     def _drop_journal(self) -> None:
         if self._journal is not None:
             self._journal.unlink(missing_ok=True)
+
+
+def _writer_pid(temp_name: str) -> int:
+    """The pid in a temp file's name (`.<name>.<pid>.<hex>.rlm-tmp`), 0 when there is none."""
+    parts = temp_name.removesuffix(_TMP_SUFFIX).split(".")
+    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else 0
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:

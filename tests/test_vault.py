@@ -430,3 +430,17 @@ def test_git_failure_at_commit_rolls_the_files_back(vault: Vault) -> None:
         tx.write("insights/b.md", NOTE.format(id="b", body="new"))
     assert git_log(vault.root)[0] == "after"
     assert git(vault.root, "show", "HEAD:insights/a.md") == NOTE.format(id="a", body="old")  # the failed change is gone
+
+
+def test_a_dead_writer_s_state_temp_file_is_removed_at_start(vault: Vault) -> None:
+    """A kill while .rlm/catalog.json or access.json was being replaced leaves a temp file beside it."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = vault.state / f".catalog.json.{dead.stdout.strip()}.abc123.rlm-tmp"
+    orphan.write_text("{half")
+    mine = vault.state / f".access.json.{os.getpid()}.def456.rlm-tmp"  # a live writer's: left alone
+    mine.write_text("{")
+    Vault.open(vault.root)
+    assert not orphan.exists() and mine.exists()
