@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ class Catalog:
         self._by_id: dict[str, str] = {}
         self._by_digest: dict[str, str] = {}  # a chunk's content hash -> its id, to spot duplicates
         self._hashes: dict[str, str] = {}  # id -> sha256 of the file, what the search caches key on
+        self._max_seq: dict[str, int] = {}
         self.version = 0  # bumped on every change, so readers can skip work when nothing moved
         self._folders: dict[str, tuple[Stamp, float]] = {}
         self._mutex = threading.Lock()
@@ -196,9 +198,18 @@ class Catalog:
             note = entry.note
             if note is not None and self._by_id.setdefault(note.id, path) == path:
                 self._hashes[note.id] = entry.sha256
-                if isinstance(note, Chunk) and note.sha256:
-                    self._by_digest.setdefault(note.sha256, note.id)
+                if isinstance(note, Chunk):
+                    if note.sha256:
+                        self._by_digest.setdefault(note.sha256, note.id)
+                    self._count_seq(note.id, path.split("/")[1])
         self.version += 1
+
+    def _count_seq(self, chunk_id: str, folder: str) -> None:
+        # `<day>_<project>_<seq>...`: the highest seq per day and project, so a new id needs no listing.
+        prefix = f"{chunk_id[:10]}_{folder}_"
+        digits = re.match(r"\d+", chunk_id[len(prefix):]) if chunk_id.startswith(prefix) else None
+        if digits:
+            self._max_seq[prefix] = max(self._max_seq.get(prefix, 0), int(digits.group(0)))
 
     def note(self, note_id: str) -> Insight | Chunk | None:
         """The note with this id, if any."""
@@ -227,8 +238,9 @@ class Catalog:
         note = self.note(self._by_digest.get(digest, ""))
         return note if isinstance(note, Chunk) else None
 
-    def ids_starting(self, prefix: str) -> list[str]:
-        return [i for i in self._by_id if i.startswith(prefix)]
+    def max_seq(self, prefix: str) -> int:
+        """The highest sequence number of chunk ids `<day>_<project>_<seq>` seen for that prefix."""
+        return self._max_seq.get(prefix, 0)
 
     def ids(self) -> set[str]:
         return set(self._by_id)

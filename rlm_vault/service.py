@@ -161,14 +161,17 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
 
     def _new_chunk_id(self, day: str, project: str, ticket: str, domain: str) -> str:
         prefix = f"{day}_{project}_"
-        # Under the write lock the catalog has just been refreshed: it knows every active chunk without
-        # listing a folder of thousands; a process that never read (a hook) lists the folder.
-        active = (self.catalog.ids_starting(prefix) if self.catalog.loaded
-                  else _names(self.vault.root / "chunks" / project, prefix))
+        # Under the write lock the catalog has just been refreshed: it knows the highest sequence number
+        # without listing a folder of thousands; a process that never read (a hook) lists the folder.
+        active = [] if self.catalog.loaded else _names(self.vault.root / "chunks" / project, prefix)
         taken = active + _names(self.vault.root / "archive" / project, prefix)
         seqs = [int(digits) for name in taken if (digits := q.leading_digits(name[len(prefix):]))]
+        seq = max([*seqs, self.catalog.max_seq(prefix) if self.catalog.loaded else 0]) + 1
         suffix = "".join(f"_{part}" for part in (ticket, domain) if part)
-        return f"{prefix}{max(seqs, default=0) + 1:03d}{suffix}"
+        # Never over an existing note, whatever the bookkeeping says.
+        while self.vault.exists(f"chunks/{project}/{prefix}{seq:03d}{suffix}.md"):
+            seq += 1
+        return f"{prefix}{seq:03d}{suffix}"
 
     def chunk_note(self, chunk_id: str) -> Chunk | Insight:
         """The chunk or insight with this id; an archived chunk is restored first."""
