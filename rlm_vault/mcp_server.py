@@ -218,9 +218,9 @@ def _untitled(schema: Any) -> Any:
 def _lifespan(get_service: Callable[[], MemoryService]) -> Callable[[MCPServer[Any]], Any]:
     @asynccontextmanager
     async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
-        # Open the vault now (a crash's uncommitted writes are committed at start), beside the handshake
-        # rather than before it; a tool call that comes first waits for the same opening.
-        threading.Thread(target=_open_logged, args=(get_service,), name="rlm-vault-open", daemon=True).start()
+        # Open (or create) the vault before serving: a client that sees the server up finds the vault there,
+        # and a crash's uncommitted writes are committed at start. It costs a few milliseconds.
+        _open_logged(get_service)
         yield None
 
     return lifespan

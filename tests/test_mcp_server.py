@@ -165,6 +165,8 @@ def test_stdio_server_subprocess(tmp_path: Path) -> None:
     async def session() -> tuple[set[str], dict[str, Any], dict[str, Any]]:
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
             await s.initialize()
+            # A client that sees the server up finds the vault created, with its first commit.
+            assert commit_count(vault) == 1
             names = {t.name for t in (await s.list_tools()).tools}
             written = await s.call_tool("rlm_chunk", {"content": "stdio chunk about pelicans"})
             found = await s.call_tool("rlm_search", {"query": "pelicans"})
