@@ -219,14 +219,16 @@ def _block_text(block: dict[str, Any]) -> str:
     return text if isinstance(text, str) else ""
 
 
-def _user_pieces(content: Any) -> Iterator[tuple[str, str]]:
+def _blocks(content: Any) -> Iterator[dict[str, Any]]:
+    """A message's content blocks: a plain string is one text block; anything malformed is skipped."""
     if isinstance(content, str):
         content = [{"type": "text", "text": content}]
-    if not isinstance(content, list):
-        return
-    for block in content:
-        if not isinstance(block, dict):
-            continue
+    if isinstance(content, list):
+        yield from (block for block in content if isinstance(block, dict))
+
+
+def _user_pieces(content: Any) -> Iterator[tuple[str, str]]:
+    for block in _blocks(content):
         kind = block.get("type")
         if kind == "tool_result":
             # Tool results come back on user lines, but they belong to the assistant's tool call.
@@ -244,13 +246,7 @@ def _clean_user_text(text: str) -> str:
 
 
 def _assistant_pieces(content: Any) -> Iterator[tuple[str, str]]:
-    if isinstance(content, str):
-        content = [{"type": "text", "text": content}]
-    if not isinstance(content, list):
-        return
-    for block in content:
-        if not isinstance(block, dict):
-            continue
+    for block in _blocks(content):
         kind = block.get("type")
         if kind == "text":
             text = _block_text(block).strip()
