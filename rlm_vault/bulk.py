@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import markdown
-from . import query as q
-from .models import Chunk, Insight, content_hash, slugify
+from .models import Chunk, Insight, chunk_id, chunk_prefix, content_hash, highest_seq, insight_id
 from .service import MemoryService
 
 __all__ = ["BulkResult", "NewChunk", "NewInsight", "write_many"]
@@ -90,31 +89,22 @@ class _Ids:
         self.seqs: dict[str, int] = {}
 
     def insight(self, created: str, content: str) -> str:
-        base = f"{created[:10]}-{slugify(content) or content_hash(content)[:8]}"
-        note_id, n = base, 1
-        while note_id in self.taken:
-            n += 1
-            note_id = f"{base}-{n}"
-        return self._take(note_id)
+        return self._take(insight_id(created[:10], content, self.taken.__contains__))
 
     def chunk(self, chunk: NewChunk) -> str:
         if chunk.wanted_id and _SAFE_ID.fullmatch(chunk.wanted_id) and chunk.wanted_id not in self.taken:
             return self._take(chunk.wanted_id)
-        prefix = f"{chunk.created[:10]}_{chunk.project}_"
-        suffix = "".join(f"_{part}" for part in (chunk.ticket, chunk.domain) if part)
-        while True:
-            if prefix not in self.seqs:
-                self.seqs[prefix] = self._max_seq(chunk.project, prefix)
-            self.seqs[prefix] += 1
-            note_id = f"{prefix}{self.seqs[prefix]:03d}{suffix}"
-            if note_id not in self.taken:
-                return self._take(note_id)
+        prefix = chunk_prefix(chunk.created[:10], chunk.project)
+        if prefix not in self.seqs:
+            self.seqs[prefix] = self._max_seq(chunk.project, prefix)
+        note_id = chunk_id(prefix, self.seqs[prefix], chunk.ticket, chunk.domain, self.taken.__contains__)
+        self.seqs[prefix] = highest_seq([note_id], prefix)
+        return self._take(note_id)
 
     def _max_seq(self, project: str, prefix: str) -> int:
         names = [name for top in ("chunks", "archive") if (folder := self.root / top / project).is_dir()
-                 for name in os.listdir(folder) if name.startswith(prefix)]
-        names += [i for i in self.taken if i.startswith(prefix)]
-        return max((int(d) for n in names if (d := q.leading_digits(n[len(prefix):]))), default=0)
+                 for name in os.listdir(folder)]
+        return highest_seq([*names, *self.taken], prefix)
 
     def _take(self, note_id: str) -> str:
         self.taken.add(note_id)

@@ -333,7 +333,7 @@ def _insights(config: Config) -> list[Insight]:
 
     vault = Vault(config.vault)  # no open(): a session start never creates or repairs the vault
     found: list[Insight] = []
-    for path in vault.scan("insights"):
+    for path in vault.scan_folder("insights"):
         try:
             note = note_from_file(path, vault.read_bytes(path))
         except (OSError, VaultError):
@@ -349,10 +349,9 @@ def _snapshot_pointer(event: HookEvent, config: Config) -> dict[str, Any] | None
         return None
     if event.source == "resume" and not _was_compacted(event.transcript_path):
         return None
-    try:
-        snapshots = json.loads((config.state_dir / STATE_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    from .vault import Vault
+
+    snapshots = Vault(config.vault).read_state(STATE_NAME, {})
     pointer = snapshots.get(event.session_id) if isinstance(snapshots, dict) else None
     return pointer if isinstance(pointer, dict) and pointer.get("chunk_id") else None
 

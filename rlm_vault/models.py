@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +17,12 @@ __all__ = [
     "IMPORTANCES",
     "Chunk",
     "Insight",
+    "chunk_id",
+    "chunk_prefix",
     "content_hash",
     "extract_entities",
+    "highest_seq",
+    "insight_id",
     "parse_tags",
     "safe_name",
     "slugify",
@@ -77,6 +82,36 @@ def slugify(text: str, max_len: int = 48) -> str:
             break
         slug = candidate
     return slug or (words[0][:max_len] if words else "")
+
+
+def insight_id(day: str, content: str, taken: Callable[[str], bool]) -> str:
+    """`<day>-<slug of the first words>` (a content hash when no word is ASCII), `-2`, `-3`... if taken."""
+    base = f"{day}-{slugify(content) or content_hash(content)[:8]}"
+    note_id, n = base, 1
+    while taken(note_id):
+        n += 1
+        note_id = f"{base}-{n}"
+    return note_id
+
+
+def chunk_prefix(day: str, project: str) -> str:
+    """What every chunk id of that day and project starts with: `<day>_<project>_`."""
+    return f"{day}_{project}_"
+
+
+def highest_seq(names: Iterable[str], prefix: str) -> int:
+    """The highest `<seq>` among ids or file names `<prefix><seq>...`, 0 when none."""
+    found = (re.match(r"\d+", name[len(prefix):]) for name in names if name.startswith(prefix))
+    return max((int(m.group(0)) for m in found if m), default=0)
+
+
+def chunk_id(prefix: str, after: int, ticket: str, domain: str, taken: Callable[[str], bool]) -> str:
+    """`<prefix><seq>[_<ticket>][_<domain>]` with the first sequence number above `after` not taken."""
+    suffix = "".join(f"_{part}" for part in (ticket, domain) if part)
+    seq = after + 1
+    while taken(f"{prefix}{seq:03d}{suffix}"):
+        seq += 1
+    return f"{prefix}{seq:03d}{suffix}"
 
 
 def safe_name(value: str, what: str, *, strict: bool = True) -> str:

@@ -18,7 +18,7 @@ from .results import GrepMatch, SearchHit
 
 __all__ = [
     "auto_summary", "choice", "date", "filter_chunks", "filter_insights", "fold", "fuzzy_lines",
-    "keyword_search", "leading_digits", "limit", "newest", "rank_insights", "regex_lines", "short",
+    "keyword_search", "limit", "newest", "rank_insights", "regex_lines", "short",
     "words",
 ]  # fmt: skip
 
@@ -57,11 +57,6 @@ def short(text: str, width: int = 60) -> str:
 def auto_summary(content: str) -> str:
     """The first non-empty line without Markdown heading marks, at most 100 characters."""
     return short(content.lstrip().lstrip("#").strip() if content.lstrip().startswith("#") else content, 100)
-
-
-def leading_digits(text: str) -> str:
-    match = re.match(r"\d+", text)
-    return match.group(0) if match else ""
 
 
 def newest(notes: Iterable[T]) -> list[T]:

@@ -17,8 +17,8 @@ from .errors import InvalidInput, NotFound
 from .lifecycle import LifecycleMixin
 from .retrieval import SearchMixin
 from .models import (
-    CATEGORIES, CHUNK_TYPES, IMPORTANCES, Chunk, Insight, content_hash, extract_entities, parse_tags,
-    safe_name, slugify,
+    CATEGORIES, CHUNK_TYPES, IMPORTANCES, Chunk, Insight, chunk_id, chunk_prefix, content_hash,
+    extract_entities, highest_seq, insight_id, parse_tags, safe_name,
 )  # fmt: skip
 from .results import (
     ChunkList, ChunkRow, Domains, Forgotten, InsightRow, Peek, Recall,
@@ -48,19 +48,11 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
         project = safe_name(project, "project") if project else ""
         now = self.now()
         with self.writing() as tx:
-            note_id = self._new_insight_id(content, now[:10])
+            note_id = insight_id(now[:10], content, lambda i: self.vault.exists(f"insights/{i}.md"))
             insight = Insight(note_id, content, category, importance, parse_tags(tags), project, now, now)
             tx.message = f"remember: {note_id} ({category}/{importance})"
             tx.write(insight.path, markdown.render(insight.to_meta(), insight.content))
         return {"id": note_id, "path": insight.path, "commit": tx.commit_id}
-
-    def _new_insight_id(self, content: str, day: str) -> str:
-        base = f"{day}-{slugify(content) or content_hash(content)[:8]}"
-        note_id, n = base, 1
-        while self.vault.exists(f"insights/{note_id}.md"):
-            n += 1
-            note_id = f"{base}-{n}"
-        return note_id
 
     def recall(self, query: str = "", category: str = "", importance: str = "", project: str = "",
                limit: int = 10) -> Recall:
@@ -160,18 +152,14 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
         return self.fresh().chunk_with_digest(digest)
 
     def _new_chunk_id(self, day: str, project: str, ticket: str, domain: str) -> str:
-        prefix = f"{day}_{project}_"
+        prefix = chunk_prefix(day, project)
         # Under the write lock the catalog has just been refreshed: it knows the highest sequence number
         # without listing a folder of thousands; a process that never read (a hook) lists the folder.
         active = [] if self.catalog.loaded else _names(self.vault.root / "chunks" / project, prefix)
-        taken = active + _names(self.vault.root / "archive" / project, prefix)
-        seqs = [int(digits) for name in taken if (digits := q.leading_digits(name[len(prefix):]))]
-        seq = max([*seqs, self.catalog.max_seq(prefix) if self.catalog.loaded else 0]) + 1
-        suffix = "".join(f"_{part}" for part in (ticket, domain) if part)
+        after = max(highest_seq(active + _names(self.vault.root / "archive" / project, prefix), prefix),
+                    self.catalog.max_seq(prefix) if self.catalog.loaded else 0)
         # Never over an existing note, whatever the bookkeeping says.
-        while self.vault.exists(f"chunks/{project}/{prefix}{seq:03d}{suffix}.md"):
-            seq += 1
-        return f"{prefix}{seq:03d}{suffix}"
+        return chunk_id(prefix, after, ticket, domain, lambda i: self.vault.exists(f"chunks/{project}/{i}.md"))
 
     def chunk_note(self, chunk_id: str) -> Chunk | Insight:
         """The chunk or insight with this id; an archived chunk is restored first."""

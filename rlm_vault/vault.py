@@ -221,22 +221,6 @@ class Vault:
                 found[f"{rel}/{entry.name}"] = Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
         return found
 
-    def scan(self, top: str) -> dict[str, Stamp]:
-        """Every `*.md` note under insights/ or chunks/<project>/, with its stamp."""
-        found: dict[str, Stamp] = {}
-        base = self.root / top
-        dirs = [(top, base)] if top == "insights" else _subdirs(top, base)
-        for rel, folder in dirs:
-            try:
-                entries = list(os.scandir(folder))
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.name.endswith(".md") and not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    found[f"{rel}/{entry.name}"] = Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
-        return found
-
     def read_bytes(self, relpath: str) -> bytes:
         """The raw bytes of a vault file (symlinks are not followed out of the vault)."""
         path = self.path(relpath)
@@ -411,14 +395,6 @@ def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
 def _entries(folder: Path) -> list[os.DirEntry[str]]:
     try:
         return list(os.scandir(folder))
-    except OSError:
-        return []
-
-
-def _subdirs(top: str, base: Path) -> list[tuple[str, Path]]:
-    try:
-        return [(f"{top}/{e.name}", Path(e.path)) for e in os.scandir(base)
-                if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
     except OSError:
         return []
 

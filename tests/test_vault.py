@@ -290,7 +290,7 @@ def test_symlinked_note_file_is_not_followed(vault: Vault, tmp_path: Path) -> No
     (vault.root / "insights" / "link.md").symlink_to(secret)
     with pytest.raises(InvalidNote):
         vault.read_note("insights/link.md")
-    assert "insights/link.md" not in vault.scan("insights")
+    assert "insights/link.md" not in vault.scan_folder("insights")
     with vault.transaction() as tx:
         tx.message = "write over the link"
         tx.write("insights/link.md", NOTE.format(id="link", body="mine"))
