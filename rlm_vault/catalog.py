@@ -233,6 +233,10 @@ class Catalog:
         """id -> sha256 of the file bytes, the key the search caches use."""
         return dict(self._hashes)
 
+    def sha_of(self, note_id: str) -> str:
+        """sha256 of the file holding `note_id` ("" when unknown)."""
+        return self._hashes.get(note_id, "")
+
     def chunk_with_digest(self, digest: str) -> Chunk | None:
         """The chunk whose content hash (front matter `sha256`) is `digest`, if any."""
         note = self.note(self._by_digest.get(digest, ""))

@@ -125,8 +125,8 @@ class SearchMixin(ServiceCore):
         return engine
 
     def _loader(self, ids: list[str]) -> list[SearchDoc]:
-        hashes = self.catalog.hashes()
-        return [to_doc(note, hashes[i]) for i in ids if (note := self.catalog.note(i)) is not None]
+        # Per-id lookups: fuzzy grep loads a few hundred candidates per query, not a copy of every hash.
+        return [to_doc(note, self.catalog.sha_of(i)) for i in ids if (note := self.catalog.note(i)) is not None]
 
     def _archive_engine(self) -> tuple[SearchEngine, dict[str, Chunk]]:
         archived = {c.id: c for c in self.archived_chunks()}
