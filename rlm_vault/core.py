@@ -90,6 +90,14 @@ class ServiceCore:
         for listener in self.after_commit:
             listener()
 
+    def prime(self) -> None:
+        """At server start, what the first write would otherwise do: the first tool call is then no slower
+        than the next ones (secret patterns compiled, a person's pending edits listed)."""
+        from . import secrets  # noqa: F401
+
+        if self._external is None:
+            self._external = set(self.vault.pending_paths("insights", "chunks"))
+
     def commit_external(self) -> str | None:
         """Commit notes a person added, edited or deleted (readable ones only); call under the lock."""
         if self._external is None:  # once per process: what git sees as changed

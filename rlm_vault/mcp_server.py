@@ -242,6 +242,7 @@ def serve_stdio() -> None:
         with opening:  # tool calls run in worker threads; open the vault once
             if not service:
                 service.append(open_service())
+                service[0].prime()
                 if service[0].config.auto_sync:
                     AutoSync(service[0], service[0].config.sync_delay).start()
                 # Model and caches load in the background once a search needs them: no call waits for them,
