@@ -62,8 +62,9 @@ class BulkResult:
     commit: str | None
 
 
-def write_many(service: MemoryService, insights: Sequence[NewInsight], chunks: Sequence[NewChunk],
-               message: str) -> BulkResult:
+def write_many(
+    service: MemoryService, insights: Sequence[NewInsight], chunks: Sequence[NewChunk], message: str
+) -> BulkResult:
     """Write every note, then make one commit with `message`."""
     if not insights and not chunks:
         return BulkResult((), (), None)
@@ -102,8 +103,12 @@ class _Ids:
         return self._take(note_id)
 
     def _max_seq(self, project: str, prefix: str) -> int:
-        names = [name for top in ("chunks", "archive") if (folder := self.root / top / project).is_dir()
-                 for name in os.listdir(folder)]
+        names = [
+            name
+            for top in ("chunks", "archive")
+            if (folder := self.root / top / project).is_dir()
+            for name in os.listdir(folder)
+        ]
         return highest_seq([*names, *self.taken], prefix)
 
     def _take(self, note_id: str) -> str:
@@ -113,8 +118,17 @@ class _Ids:
 
 def _insight_file(new: NewInsight, ids: _Ids) -> tuple[str, bytes, str]:
     note_id = ids.insight(new.created, new.content)
-    insight = Insight(note_id, new.content, new.category, new.importance, new.tags, new.project, new.created,
-                      new.created, dict(new.extra))
+    insight = Insight(
+        note_id,
+        new.content,
+        new.category,
+        new.importance,
+        new.tags,
+        new.project,
+        new.created,
+        new.created,
+        dict(new.extra),
+    )
     return insight.path, markdown.render(insight.to_meta(), insight.content).encode("utf-8"), note_id
 
 
@@ -122,9 +136,20 @@ def _chunk_file(new: NewChunk, ids: _Ids) -> tuple[str, bytes, str]:
     note_id = ids.chunk(new)
     day = new.created[:10]
     chunk = Chunk(
-        note_id, new.content, new.project, new.chunk_type, new.summary, new.tags, new.domain, new.ticket,
-        f"{day}_{new.project}" + (f"_{new.domain}" if new.domain else ""), new.created,
-        content_hash(new.content), len(new.content) // 4, new.entities, dict(new.extra),
+        note_id,
+        new.content,
+        new.project,
+        new.chunk_type,
+        new.summary,
+        new.tags,
+        new.domain,
+        new.ticket,
+        f"{day}_{new.project}" + (f"_{new.domain}" if new.domain else ""),
+        new.created,
+        content_hash(new.content),
+        len(new.content) // 4,
+        new.entities,
+        dict(new.extra),
     )
     raw = markdown.render(chunk.to_meta(), chunk.content).encode("utf-8")
     if new.archived:

@@ -94,8 +94,14 @@ class Catalog:
 
     def _rescan(self, rel: str, listing: dict[str, Stamp]) -> set[str]:
         prefix = rel + "/"
-        gone = [p for p in self._entries if p.startswith(prefix) and "/" not in p[len(prefix):] and p not in listing]
-        changed = [p for p, stamp in listing.items() if (e := self._entries.get(p)) is None or e.stamp != stamp]
+        gone = [
+            p
+            for p in self._entries
+            if p.startswith(prefix) and "/" not in p[len(prefix) :] and p not in listing
+        ]
+        changed = [
+            p for p, stamp in listing.items() if (e := self._entries.get(p)) is None or e.stamp != stamp
+        ]
         for path in gone:
             self._put(path, None)
         for path in changed:
@@ -105,7 +111,7 @@ class Catalog:
     def _drop_folder(self, rel: str) -> set[str]:
         del self._folders[rel]
         prefix = rel + "/"
-        gone = {p for p in self._entries if p.startswith(prefix) and "/" not in p[len(prefix):]}
+        gone = {p for p in self._entries if p.startswith(prefix) and "/" not in p[len(prefix) :]}
         for path in gone:
             self._put(path, None)
         return gone
@@ -122,7 +128,9 @@ class Catalog:
                     self._put(path, None)
                     continue
                 if path.endswith(".md") and path.split("/")[0] in ("insights", "chunks"):
-                    self._put(path, self._load(path, Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)))
+                    self._put(
+                        path, self._load(path, Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino))
+                    )
             self._restamp_folders(paths)
 
     def _restamp_folders(self, paths: list[str]) -> None:
@@ -133,8 +141,10 @@ class Catalog:
                     st = os.stat(self.vault.root / rel, follow_symlinks=False)
                 except OSError:
                     continue
-                self._folders[rel] = (Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino),
-                                      self._folders[rel][1])
+                self._folders[rel] = (
+                    Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino),
+                    self._folders[rel][1],
+                )
 
     # ------------------------------------------------------------------ the on-disk cache
 
@@ -153,8 +163,11 @@ class Catalog:
             return None
 
     def _write_cache(self) -> None:
-        rows = {p: [list(e.stamp.astuple()), e.sha256, e.note.to_meta(), e.note.content]
-                for p, e in self._entries.items() if e.note is not None}
+        rows = {
+            p: [list(e.stamp.astuple()), e.sha256, e.note.to_meta(), e.note.content]
+            for p, e in self._entries.items()
+            if e.note is not None
+        }
         try:
             self.vault.write_state(self.CACHE, {"version": 1, "entries": rows})
         except OSError:
@@ -207,7 +220,7 @@ class Catalog:
     def _count_seq(self, chunk_id: str, folder: str) -> None:
         # `<day>_<project>_<seq>...`: the highest seq per day and project, so a new id needs no listing.
         prefix = f"{chunk_id[:10]}_{folder}_"
-        digits = re.match(r"\d+", chunk_id[len(prefix):]) if chunk_id.startswith(prefix) else None
+        digits = re.match(r"\d+", chunk_id[len(prefix) :]) if chunk_id.startswith(prefix) else None
         if digits:
             self._max_seq[prefix] = max(self._max_seq.get(prefix, 0), int(digits.group(0)))
 

@@ -105,7 +105,12 @@ def progress_bar(label: str) -> Callable[[int, int], None] | None:
         width = 30
         filled = width * done // max(total, 1)
         end = "\n" if done >= total else ""
-        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+        print(
+            f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
 
     return show
 
@@ -175,7 +180,9 @@ def cmd_import(args: argparse.Namespace) -> None:
     if args.source == "rlm-claude":
         report = migrate.import_rlm_claude(svc, Path(args.dir).expanduser() if args.dir else None)
     else:
-        report = migrate.import_transcripts(svc, Path(args.projects_dir).expanduser() if args.projects_dir else None)
+        report = migrate.import_transcripts(
+            svc, Path(args.projects_dir).expanduser() if args.projects_dir else None
+        )
     print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else report.text())
 
 
@@ -186,8 +193,11 @@ def cmd_hook(args: argparse.Namespace) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rlm-vault", description="Persistent memory for Claude Code, kept as "
-                                     "a git repository of Markdown notes. With no command: serve MCP on stdio.")
+    parser = argparse.ArgumentParser(
+        prog="rlm-vault",
+        description="Persistent memory for Claude Code, kept as "
+        "a git repository of Markdown notes. With no command: serve MCP on stdio.",
+    )
     parser.add_argument("--version", action="version", version=f"rlm-vault {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -201,7 +211,9 @@ def _parser() -> argparse.ArgumentParser:
     command("serve", cmd_serve, "serve the MCP tools over stdio (what Claude Code runs)", json_flag=False)
     p = command("init", cmd_init, "create the vault (a git repository) if it does not exist")
     p.add_argument("path", nargs="?", help="where (default: RLM_VAULT_DIR or ~/.claude/rlm/vault)")
-    p.add_argument("--remote", default="", help="git remote to sync with: cloned when it already holds a vault")
+    p.add_argument(
+        "--remote", default="", help="git remote to sync with: cloned when it already holds a vault"
+    )
     p = command("remote", cmd_remote, "show or set the git remote the vault syncs with")
     p.add_argument("action", choices=["show", "set"], nargs="?", default="show")
     p.add_argument("url", nargs="?", help="with 'set': a git URL or a path to a repository")
@@ -242,9 +254,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--start", type=int, default=0, help="first line, 0-based")
     p.add_argument("--end", type=int, default=-1, help="line after the last one; -1 = to the end")
-    p = command("install", cmd_install, "register the MCP server, hooks and skills with Claude Code (idempotent)")
-    p.add_argument("--scope", choices=["user", "project"], default="user",
-                   help="user: ~/.claude.json and ~/.claude/ (default); project: .mcp.json and .claude/ here")
+    p = command(
+        "install", cmd_install, "register the MCP server, hooks and skills with Claude Code (idempotent)"
+    )
+    p.add_argument(
+        "--scope",
+        choices=["user", "project"],
+        default="user",
+        help="user: ~/.claude.json and ~/.claude/ (default); project: .mcp.json and .claude/ here",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would change and change nothing")
     p.add_argument("--no-claude-md", action="store_true", help="do not add the rlm-vault block to CLAUDE.md")
     p = command("uninstall", cmd_uninstall, "remove what install added; the vault is kept unless --all")
@@ -253,12 +271,20 @@ def _parser() -> argparse.ArgumentParser:
     data = p.add_mutually_exclusive_group()
     data.add_argument("--keep-data", action="store_true", help="keep the vault (the default)")
     data.add_argument("--all", action="store_true", help="also delete the vault folder")
-    p = command("import", cmd_import, "import memories from rlm-claude or past Claude Code transcripts (one commit)")
+    p = command(
+        "import", cmd_import, "import memories from rlm-claude or past Claude Code transcripts (one commit)"
+    )
     p.add_argument("source", choices=["rlm-claude", "transcripts"])
     p.add_argument("dir", nargs="?", help="rlm-claude context folder (default: ~/.claude/rlm/context)")
-    p.add_argument("--projects-dir", help="transcripts: Claude Code projects folder (default: ~/.claude/projects)")
-    p = command("hook", cmd_hook, "run a Claude Code hook, reading its JSON on stdin (what the installed hooks "
-                "run; always exits 0)", json_flag=False)
+    p.add_argument(
+        "--projects-dir", help="transcripts: Claude Code projects folder (default: ~/.claude/projects)"
+    )
+    p = command(
+        "hook",
+        cmd_hook,
+        "run a Claude Code hook, reading its JSON on stdin (what the installed hooks run; always exits 0)",
+        json_flag=False,
+    )
     p.add_argument("event", nargs="?", default="", help="pre-compact, session-start or post-tool-use")
     return parser
 

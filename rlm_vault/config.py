@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Config", "DEFAULT_MODEL", "default_vault_dir"]
+__all__ = ["DEFAULT_MODEL", "Config", "default_vault_dir"]
 
 DEFAULT_MODEL = "minishlab/potion-multilingual-128M"
 MIB = 1024 * 1024

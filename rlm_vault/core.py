@@ -11,7 +11,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .access import AccessLog
@@ -27,20 +27,24 @@ Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(moment: datetime) -> str:
     """ISO-8601 UTC to the second, as the notes store it."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def detect_project(cwd: str | os.PathLike[str] | None = None) -> str:
     """The git top-level folder name of `cwd`, else the folder name (RLM_PROJECT is read by Config)."""
     folder = Path(cwd or os.getcwd())
     try:
-        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, timeout=5)
+        top = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if top.returncode == 0 and top.stdout.strip():
             folder = Path(top.stdout.strip())
     except (OSError, subprocess.SubprocessError):
@@ -128,8 +132,10 @@ class ServiceCore:
             raise InvalidInput(f"{what} is empty: send the text to save")
         size = len(content.encode("utf-8", "surrogatepass"))  # counted before the check below names the spot
         if size > self.config.max_content_bytes:
-            raise InvalidInput(f"{what} is {size} bytes; the limit is {self.config.max_content_bytes} bytes: "
-                               "split it into several parts")
+            raise InvalidInput(
+                f"{what} is {size} bytes; the limit is {self.config.max_content_bytes} bytes: "
+                "split it into several parts"
+            )
         if "\x00" in content:
             raise InvalidInput(f"{what} contains NUL characters; send plain text")
         return valid_text(content, what).strip("\n")
@@ -140,9 +146,11 @@ class ServiceCore:
 
         findings = scan(text, self.config.secret_allowlist)
         if findings:
-            raise SecretFound(f"{what} holds {describe(findings)}; secrets must not enter the vault's git "
-                              "history: send it again without them (or allow-list a known-safe value with "
-                              "RLM_SECRET_ALLOWLIST); nothing was written")
+            raise SecretFound(
+                f"{what} holds {describe(findings)}; secrets must not enter the vault's git "
+                "history: send it again without them (or allow-list a known-safe value with "
+                "RLM_SECRET_ALLOWLIST); nothing was written"
+            )
         return text
 
     def redacted(self, text: str) -> tuple[str, list[str]]:
@@ -158,8 +166,10 @@ def valid_text(text: str, what: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidInput(f"{what} has an invalid character at position {exc.start} (a lone UTF-16 surrogate, "
-                           "often half of an emoji): remove it or send the whole character") from None
+        raise InvalidInput(
+            f"{what} has an invalid character at position {exc.start} (a lone UTF-16 surrogate, "
+            "often half of an emoji): remove it or send the whole character"
+        ) from None
     return text
 
 

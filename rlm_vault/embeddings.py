@@ -237,7 +237,11 @@ class VectorStore:
         self._unsaved += len(stale) + len(doomed)
         # Rewriting megabytes for every note written one at a time would dominate a write-then-search:
         # small changes are saved in batches (and at close); a lost batch is re-embedded next time.
-        if self._unsaved >= SAVE_BATCH or not self.path.exists() or time.monotonic() - self._saved_at > SAVE_SECONDS:
+        if (
+            self._unsaved >= SAVE_BATCH
+            or not self.path.exists()
+            or time.monotonic() - self._saved_at > SAVE_SECONDS
+        ):
             self.save()
         return len(stale)
 

@@ -48,15 +48,19 @@ def _grep(r: Mapping[str, Any]) -> str:
     rows = r["matches"]
     if not rows:
         return "No line matches."
-    return "\n".join(f"{m['id']}:{m['line']}: {m['text']}" + (f" ({m['score']:g})" if m["score"] != 1.0 else "")
-                     for m in rows)
+    return "\n".join(
+        f"{m['id']}:{m['line']}: {m['text']}" + (f" ({m['score']:g})" if m["score"] != 1.0 else "")
+        for m in rows
+    )
 
 
 def _search(r: Mapping[str, Any]) -> str:
     rows = r["results"]
     if not rows:
         return "Nothing found."
-    return "\n".join(f"{n}. [{h['kind']}] {h['id']} ({h['score']:.3f}) {h['summary']}" for n, h in enumerate(rows, 1))
+    return "\n".join(
+        f"{n}. [{h['kind']}] {h['id']} ({h['score']:.3f}) {h['summary']}" for n, h in enumerate(rows, 1)
+    )
 
 
 def _chunks(r: Mapping[str, Any]) -> str:
@@ -96,20 +100,29 @@ _RENDER = {
     "list_chunks": _chunks,
     "sessions": _sessions,
     "domains": lambda r: "Domains: " + ", ".join(r["domains"]),
-    "retention_preview": lambda r: (f"To archive: {', '.join(r['archive']) or 'nothing'}\n"
-                                    f"To purge: {', '.join(r['purge']) or 'nothing'}"),
-    "retention_run": lambda r: (f"Archived {len(r['archived'])}, purged {len(r['purged'])} "
-                                "(git history keeps purged archives)."),
+    "retention_preview": lambda r: (
+        f"To archive: {', '.join(r['archive']) or 'nothing'}\nTo purge: {', '.join(r['purge']) or 'nothing'}"
+    ),
+    "retention_run": lambda r: (
+        f"Archived {len(r['archived'])}, purged {len(r['purged'])} (git history keeps purged archives)."
+    ),
     "restore": lambda r: _written("Restored", r),
-    "history": lambda r: "\n".join(f"{c['commit'][:10]} {c['date'][:16]} {c['message']}" for c in r["commits"]),
+    "history": lambda r: "\n".join(
+        f"{c['commit'][:10]} {c['date'][:16]} {c['message']}" for c in r["commits"]
+    ),
     "revert": lambda r: f"Reverted {r['id']} to {r.get('from', '')[:10]} ({r['path']}).",
-    "sync": lambda r: (f"Synced with {r['remote']}: pulled {r['pulled']}, pushed {r['pushed']} commit(s)"
-                       + (f"; conflicts kept as {', '.join(r['conflicts'])}" if r["conflicts"] else "") + "."),
+    "sync": lambda r: (
+        f"Synced with {r['remote']}: pulled {r['pulled']}, pushed {r['pushed']} commit(s)"
+        + (f"; conflicts kept as {', '.join(r['conflicts'])}" if r["conflicts"] else "")
+        + "."
+    ),
     "remote": lambda r: f"Remote set to {r['remote']}.",
     "reindex": lambda r: f"Indexed {r['indexed']} notes. Semantic search: {r['semantic']['reason']}",
     "doctor": _doctor,
-    "init": lambda r: (f"Vault ready at {r['vault']} ({(r['head'] or '')[:12]})."
-                       + (f" Syncing with {r['remote']}." if r.get("remote") else "")),
+    "init": lambda r: (
+        f"Vault ready at {r['vault']} ({(r['head'] or '')[:12]})."
+        + (f" Syncing with {r['remote']}." if r.get("remote") else "")
+    ),
 }
 
 

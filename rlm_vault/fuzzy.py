@@ -128,7 +128,12 @@ class FuzzyIndex:
             return []
         ids = self.candidates(pattern, allowed)
         bodies = self._bodies(ids) if self._bodies is not None else self._kept
-        hits = [hit for doc_id in ids if doc_id in bodies for hit in self._score(doc_id, bodies[doc_id], needle, threshold)]
+        hits = [
+            hit
+            for doc_id in ids
+            if doc_id in bodies
+            for hit in self._score(doc_id, bodies[doc_id], needle, threshold)
+        ]
         hits.sort(key=lambda hit: (-hit.score, hit.id, hit.line_no))
         return hits[:limit]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import gitobjects
 from .errors import GitError
 
-__all__ = ["Commit", "Git", "FALLBACK_NAME", "FALLBACK_EMAIL"]
+__all__ = ["FALLBACK_EMAIL", "FALLBACK_NAME", "Commit", "Git"]
 
 FALLBACK_NAME = "rlm-vault"
 FALLBACK_EMAIL = "rlm-vault@localhost"
@@ -44,8 +44,14 @@ class Git:
         self._plain_attributes: bool | None = None
         self._index_lag: set[str] = set()  # paths the person's index could not take yet
 
-    def run(self, *args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None,
-            timeout: float | None = None) -> str:
+    def run(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> str:
         """Run `git <args>` in the repository and return its stdout."""
         proc = self._spawn(args, input, env, timeout)
         if check and proc.returncode != 0:
@@ -62,8 +68,12 @@ class Git:
         while their editor is open (`remove_stale_index_lock` handles it after 10 s).
         """
         git_dir = self.root / ".git"
-        locks = [git_dir / "HEAD.lock", git_dir / "config.lock", git_dir / "rlm-vault-index.lock",
-                 *(git_dir / "refs").rglob("*.lock")]
+        locks = [
+            git_dir / "HEAD.lock",
+            git_dir / "config.lock",
+            git_dir / "rlm-vault-index.lock",
+            *(git_dir / "refs").rglob("*.lock"),
+        ]
         removed = []
         for lock in (p for p in locks if p.exists()):
             deadline = time.monotonic() + 1.0
@@ -77,14 +87,23 @@ class Git:
         """Run `git <args>` and return only its exit code (for yes/no questions such as is-ancestor)."""
         return self._spawn(args, None, env, None).returncode
 
-    def _spawn(self, args: Sequence[str], input: str | None, env: dict[str, str] | None,
-               timeout: float | None) -> subprocess.CompletedProcess[str]:
+    def _spawn(
+        self, args: Sequence[str], input: str | None, env: dict[str, str] | None, timeout: float | None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = ["git", "-C", str(self.root), *args]
         # Never wait for a password prompt: a remote that needs one fails with a message instead.
         env = {**(env or os.environ), "GIT_TERMINAL_PROMPT": "0"}
         try:
-            return subprocess.run(cmd, input=input, capture_output=True, text=True, env=env, encoding="utf-8",
-                                  errors="replace", timeout=timeout)
+            return subprocess.run(
+                cmd,
+                input=input,
+                capture_output=True,
+                text=True,
+                env=env,
+                encoding="utf-8",
+                errors="replace",
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired as exc:
             raise GitError(list(args), -1, f"timed out after {timeout:g} s") from exc
         except OSError as exc:
@@ -174,11 +193,15 @@ class Git:
             tree = self.run("write-tree", "--missing-ok", env=private).strip()
             if parent and parent_tree == tree:
                 self._index_base = parent
-                self._sync_index(paths)  # a commit made just before a kill may not have reached the person's index
+                self._sync_index(
+                    paths
+                )  # a commit made just before a kill may not have reached the person's index
                 return None
             commit = self._commit_object(tree, parent, message)
             # Compare-and-swap: if HEAD moved under us the update fails loudly instead of losing a commit.
-            self.run("update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD", commit, parent or "0" * 40)
+            self.run(
+                "update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD", commit, parent or "0" * 40
+            )
         except GitError:
             self._index_base = None  # the private index may hold the failed change: rebuild it from HEAD
             raise
@@ -272,8 +295,10 @@ class Git:
             except OSError:
                 text = "unreadable"
             rules = {line.split("#")[0].strip() for line in text.splitlines()} - {""}
-            self._plain_attributes = rules <= {"*.md text eol=lf", "*.gz binary"} and not (
-                self.root / ".git" / "info" / "attributes").exists()
+            self._plain_attributes = (
+                rules <= {"*.md text eol=lf", "*.gz binary"}
+                and not (self.root / ".git" / "info" / "attributes").exists()
+            )
         return self._plain_attributes
 
     def _commit_object(self, tree: str, parent: str | None, message: str) -> str:
@@ -283,23 +308,36 @@ class Git:
         an identity git would have to clean up).
         """
         env = self.identity_env()
-        idents = [(env["GIT_AUTHOR_NAME"], env["GIT_AUTHOR_EMAIL"]), (env["GIT_COMMITTER_NAME"], env["GIT_COMMITTER_EMAIL"])]
-        if "GIT_AUTHOR_DATE" in env or "GIT_COMMITTER_DATE" in env or any(
-                ch in "".join(map("".join, idents)) for ch in "<>\n\0") or "\0" in message:
+        idents = [
+            (env["GIT_AUTHOR_NAME"], env["GIT_AUTHOR_EMAIL"]),
+            (env["GIT_COMMITTER_NAME"], env["GIT_COMMITTER_EMAIL"]),
+        ]
+        if (
+            "GIT_AUTHOR_DATE" in env
+            or "GIT_COMMITTER_DATE" in env
+            or any(ch in "".join(map("".join, idents)) for ch in "<>\n\0")
+            or "\0" in message
+        ):
             parents = ["-p", parent] if parent else []
             return self.run("commit-tree", tree, *parents, "-F", "-", input=message + "\n", env=env).strip()
         stamp = f"{int(time.time())} {_utc_offset()}"
-        lines = [f"tree {tree}", *([f"parent {parent}"] if parent else []),
-                 f"author {idents[0][0]} <{idents[0][1]}> {stamp}", f"committer {idents[1][0]} <{idents[1][1]}> {stamp}"]
-        return gitobjects.write_loose(self.root / ".git", "commit",
-                                      ("\n".join(lines) + f"\n\n{message}\n").encode("utf-8"))
+        lines = [
+            f"tree {tree}",
+            *([f"parent {parent}"] if parent else []),
+            f"author {idents[0][0]} <{idents[0][1]}> {stamp}",
+            f"committer {idents[1][0]} <{idents[1][1]}> {stamp}",
+        ]
+        return gitobjects.write_loose(
+            self.root / ".git", "commit", ("\n".join(lines) + f"\n\n{message}\n").encode("utf-8")
+        )
 
     def _sync_index(self, paths: Sequence[str]) -> None:
         # Best effort: a person's git holding index.lock must not turn a made commit into a failure;
         # paths it could not take are retried with the next commit.
         pending = sorted(self._index_lag.union(paths))
-        code = self._spawn(["update-index", "--add", "--remove", "-z", "--stdin"], "\0".join(pending) + "\0",
-                           None, None).returncode
+        code = self._spawn(
+            ["update-index", "--add", "--remove", "-z", "--stdin"], "\0".join(pending) + "\0", None, None
+        ).returncode
         self._index_lag = set() if code == 0 else set(pending)
 
     def _head_and_tree(self) -> tuple[str | None, str | None]:

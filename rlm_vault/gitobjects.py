@@ -72,7 +72,9 @@ class Tree:
     @classmethod
     def build(cls, entries: Entries) -> Tree:
         order = sorted(entries, key=lambda name: _key(name, entries[name][0]))
-        return cls(dict(entries), [_key(n, entries[n][0]) for n in order], [_item(n, *entries[n]) for n in order])
+        return cls(
+            dict(entries), [_key(n, entries[n][0]) for n in order], [_item(n, *entries[n]) for n in order]
+        )
 
     @classmethod
     def parse(cls, data: bytes) -> Tree:

@@ -43,42 +43,42 @@ MESSAGES: dict[str, dict[str, str]] = {
     "en": {
         "header": "rlm-vault memory (persistent; search it with rlm_search, list insights with rlm_recall):",
         "snapshot": "Before the last compaction, rlm-vault saved this session's conversation as snapshot {id} "
-                    "({summary}). Read it with rlm_peek(\"{id}\") when you need details the summary lost.",
+        '({summary}). Read it with rlm_peek("{id}") when you need details the summary lost.',
         "critical": "Critical insights (always apply):",
         "high": "Important insights for project {project}:",
         "more": "{count} more: use rlm_recall.",
         "nudge": "rlm-vault: {file} is Claude Code's built-in memory, local to this machine and not searchable. "
-                 "Also save what is worth keeping with rlm_remember (one fact, decision or preference, with "
-                 "category and importance), or longer context with rlm_chunk: it is versioned in git and comes "
-                 "back after /compact and in new sessions.",
+        "Also save what is worth keeping with rlm_remember (one fact, decision or preference, with "
+        "category and importance), or longer context with rlm_chunk: it is versioned in git and comes "
+        "back after /compact and in new sessions.",
         "summary": "Snapshot before /compact ({trigger}): {prompt}",
     },
     "fr": {
         "header": "Mémoire rlm-vault (persistante ; cherchez avec rlm_search, listez les insights avec rlm_recall) :",
         "snapshot": "Avant la dernière compaction, rlm-vault a enregistré la conversation de cette session dans "
-                    "l'instantané {id} ({summary}). Lisez-le avec rlm_peek(\"{id}\") s'il vous manque un détail "
-                    "que le résumé a perdu.",
+        "l'instantané {id} ({summary}). Lisez-le avec rlm_peek(\"{id}\") s'il vous manque un détail "
+        "que le résumé a perdu.",
         "critical": "Insights critiques (toujours applicables) :",
         "high": "Insights importants du projet {project} :",
         "more": "{count} de plus : utilisez rlm_recall.",
         "nudge": "rlm-vault : {file} est la mémoire intégrée de Claude Code, locale à cette machine et sans "
-                 "recherche. Enregistrez aussi ce qui mérite d'être gardé avec rlm_remember (un fait, une "
-                 "décision ou une préférence, avec catégorie et importance), ou un contexte plus long avec "
-                 "rlm_chunk : c'est versionné dans git et cela revient après /compact et dans les nouvelles "
-                 "sessions.",
+        "recherche. Enregistrez aussi ce qui mérite d'être gardé avec rlm_remember (un fait, une "
+        "décision ou une préférence, avec catégorie et importance), ou un contexte plus long avec "
+        "rlm_chunk : c'est versionné dans git et cela revient après /compact et dans les nouvelles "
+        "sessions.",
         "summary": "Instantané avant /compact ({trigger}) : {prompt}",
     },
     "ja": {
         "header": "rlm-vault のメモリ（永続。rlm_search で検索、rlm_recall で insight を一覧）:",
         "snapshot": "直前のコンパクション前に、rlm-vault はこのセッションの会話をスナップショット {id}（{summary}）"
-                    "として保存しました。要約で失われた詳細が必要なときは rlm_peek(\"{id}\") で読めます。",
+        'として保存しました。要約で失われた詳細が必要なときは rlm_peek("{id}") で読めます。',
         "critical": "重要度 critical の insight（常に適用）:",
         "high": "プロジェクト {project} の重要な insight:",
         "more": "ほかに {count} 件: rlm_recall を使ってください。",
         "nudge": "rlm-vault: {file} は Claude Code 組み込みのメモリで、このマシンだけにあり検索できません。"
-                 "残すべき内容は rlm_remember（事実・決定・好みを1件ずつ、category と importance 付き）、"
-                 "長い文脈は rlm_chunk でも保存してください。git でバージョン管理され、/compact 後や新しい"
-                 "セッションでも戻ってきます。",
+        "残すべき内容は rlm_remember（事実・決定・好みを1件ずつ、category と importance 付き）、"
+        "長い文脈は rlm_chunk でも保存してください。git でバージョン管理され、/compact 後や新しい"
+        "セッションでも戻ってきます。",
         "summary": "/compact 前のスナップショット ({trigger}): {prompt}",
     },
 }
@@ -137,8 +137,12 @@ def _field(data: Mapping[str, Any], key: str) -> str:
 Handler = Callable[[HookEvent, Config], "dict[str, Any] | None"]
 
 
-def main(event: str, stdin: IO[str] | None = None, stdout: IO[str] | None = None,
-         env: Mapping[str, str] | None = None) -> int:
+def main(
+    event: str,
+    stdin: IO[str] | None = None,
+    stdout: IO[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
     """Run the hook `event` (pre-compact, session-start, post-tool-use); always returns 0."""
     handler = EVENTS.get(event)
     if handler is None:
@@ -218,7 +222,9 @@ def pre_compact(event: HookEvent, config: Config) -> None:
         svc.vault.write_state(STATE_NAME, _newest(snapshots))
 
 
-def _save_snapshot(svc: MemoryService, event: HookEvent, config: Config, convo: Conversation, session: str) -> dict[str, Any]:
+def _save_snapshot(
+    svc: MemoryService, event: HookEvent, config: Config, convo: Conversation, session: str
+) -> dict[str, Any]:
     """Write the chunk; returns the pointer SessionStart shows after the compaction."""
     from .core import detect_project
 
@@ -231,11 +237,23 @@ def _save_snapshot(svc: MemoryService, event: HookEvent, config: Config, convo: 
     if convo.truncated:
         extra["transcript_truncated"] = True
     result = svc.chunk(
-        convo.text, summary=summary, project=config.project or detect_project(event.cwd or convo.cwd or None),
-        chunk_type="snapshot", tags=f"snapshot,compact-{trigger}", redact=True, dedup=False, extra=extra,
+        convo.text,
+        summary=summary,
+        project=config.project or detect_project(event.cwd or convo.cwd or None),
+        chunk_type="snapshot",
+        tags=f"snapshot,compact-{trigger}",
+        redact=True,
+        dedup=False,
+        extra=extra,
     )
-    return {"last_uuid": convo.last_uuid, "chunk_id": result["id"], "path": result["path"],
-            "summary": svc.redacted(summary)[0], "trigger": trigger, "saved": svc.now()}
+    return {
+        "last_uuid": convo.last_uuid,
+        "chunk_id": result["id"],
+        "path": result["path"],
+        "summary": svc.redacted(summary)[0],
+        "trigger": trigger,
+        "saved": svc.now(),
+    }
 
 
 def _newest(snapshots: dict[str, Any]) -> dict[str, Any]:
@@ -274,7 +292,9 @@ def session_start(event: HookEvent, config: Config) -> dict[str, Any] | None:
     return _output("SessionStart", text) if text else None
 
 
-def session_context(config: Config, project: str, insights: list[Insight], pointer: dict[str, Any] | None) -> str:
+def session_context(
+    config: Config, project: str, insights: list[Insight], pointer: dict[str, Any] | None
+) -> str:
     """The additionalContext text within `config.session_budget_tokens` (1 token ~ 4 chars); "" if empty."""
     t = messages(config.lang)
     critical = _newest_first(i for i in insights if i.importance == "critical")
@@ -391,12 +411,17 @@ def is_memory_file(file_path: str, cwd: str = "") -> bool:
     if path.name in MEMORY_FILES:
         return True
     parts = path.parts
-    if any(parts[i : i + 2] == (".claude", "projects") and parts[i + 3] == "memory" for i in range(len(parts) - 4)):
+    if any(
+        parts[i : i + 2] == (".claude", "projects") and parts[i + 3] == "memory"
+        for i in range(len(parts) - 4)
+    ):
         return True
     config_dir = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
     if not config_dir:
         return False
-    inside = path.relative_to(base).parts if path.is_relative_to(base := Path(config_dir).expanduser()) else ()
+    inside = (
+        path.relative_to(base).parts if path.is_relative_to(base := Path(config_dir).expanduser()) else ()
+    )
     return len(inside) > 3 and inside[0] == "projects" and inside[2] == "memory"
 
 

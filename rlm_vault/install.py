@@ -117,8 +117,9 @@ class Targets:
         if scope == "project":
             root = project or Path.cwd()
             claude = root / ".claude"
-            return cls(scope, root / ".mcp.json", claude / "settings.json", claude / "skills",
-                       root / "CLAUDE.md")
+            return cls(
+                scope, root / ".mcp.json", claude / "settings.json", claude / "skills", root / "CLAUDE.md"
+            )
         if scope != "user":
             raise InstallError(f"unknown scope {scope!r}: use 'user' or 'project'")
         home = home or Path.home()
@@ -179,9 +180,14 @@ OnStep = Callable[[Step], None]
 # ---------------------------------------------------------------------- public entry points
 
 
-def install(scope: str = "user", dry_run: bool = False, claude_md: bool = True,
-            launcher: Launcher | None = None, targets: Targets | None = None,
-            on_step: OnStep | None = None) -> Report:
+def install(
+    scope: str = "user",
+    dry_run: bool = False,
+    claude_md: bool = True,
+    launcher: Launcher | None = None,
+    targets: Targets | None = None,
+    on_step: OnStep | None = None,
+) -> Report:
     """Register the MCP server, merge the hooks, copy the skills, add the CLAUDE.md block, make the vault."""
     launcher = launcher or Launcher.detect()
     targets = targets or Targets.for_scope(scope)
@@ -194,12 +200,21 @@ def install(scope: str = "user", dry_run: bool = False, claude_md: bool = True,
     return run.report()
 
 
-def uninstall(scope: str = "user", dry_run: bool = False, remove_data: bool = False,
-              targets: Targets | None = None, on_step: OnStep | None = None) -> Report:
+def uninstall(
+    scope: str = "user",
+    dry_run: bool = False,
+    remove_data: bool = False,
+    targets: Targets | None = None,
+    on_step: OnStep | None = None,
+) -> Report:
     """Remove exactly what install added; the vault stays unless `remove_data`."""
     targets = targets or Targets.for_scope(scope)
-    edits = [_plan_mcp(targets, None), _plan_settings(targets, None), *_plan_skills(targets, False),
-             _plan_claude_md(targets, False)]
+    edits = [
+        _plan_mcp(targets, None),
+        _plan_settings(targets, None),
+        *_plan_skills(targets, False),
+        _plan_claude_md(targets, False),
+    ]
     run = _Run("uninstall", targets.scope, dry_run, on_step)
     run.apply(edits)
     run.delete_vault() if remove_data else run.keep_vault()
@@ -218,8 +233,10 @@ def _plan_mcp(targets: Targets, launcher: Launcher | None) -> Edit:
     before, data = _read_json(targets.mcp_file)
     servers = data.get("mcpServers", {})
     if not isinstance(servers, dict):
-        raise InstallError(f"{targets.mcp_file}: \"mcpServers\" is not a JSON object; fix it by hand, then "
-                           "run the command again (nothing was changed)")
+        raise InstallError(
+            f'{targets.mcp_file}: "mcpServers" is not a JSON object; fix it by hand, then '
+            "run the command again (nothing was changed)"
+        )
     new = copy.deepcopy(data)
     if launcher is not None:
         new["mcpServers"] = {**servers, SERVER_NAME: _server_entry(launcher, servers.get(SERVER_NAME))}
@@ -236,10 +253,16 @@ def _plan_mcp(targets: Targets, launcher: Launcher | None) -> Edit:
 def _mcp_texts(adding: bool, shown: str) -> tuple[str, str, str]:
     name = f"MCP server '{SERVER_NAME}'"
     if adding:
-        return (f"Registered {name} in {shown}", f"Would register {name} in {shown}",
-                f"{name} already registered in {shown}")
-    return (f"Removed {name} from {shown}", f"Would remove {name} from {shown}",
-            f"{name} not registered in {shown}")
+        return (
+            f"Registered {name} in {shown}",
+            f"Would register {name} in {shown}",
+            f"{name} already registered in {shown}",
+        )
+    return (
+        f"Removed {name} from {shown}",
+        f"Would remove {name} from {shown}",
+        f"{name} not registered in {shown}",
+    )
 
 
 def _server_entry(launcher: Launcher, old: Any) -> dict[str, Any]:
@@ -259,8 +282,14 @@ def merge_hooks(settings: dict[str, Any], launcher: Launcher) -> dict[str, Any]:
     wanted = list(HOOKS)
 
     def replace(event: str, matcher: Any, hook: dict[str, Any]) -> dict[str, Any] | None:
-        spec = next((s for s in wanted if s.event == event and s.matcher == (matcher or None)
-                     and s.subcommand == _subcommand(hook)), None)
+        spec = next(
+            (
+                s
+                for s in wanted
+                if s.event == event and s.matcher == (matcher or None) and s.subcommand == _subcommand(hook)
+            ),
+            None,
+        )
         if spec is None:
             return None  # a duplicate or an old hook of ours
         wanted.remove(spec)
@@ -270,7 +299,7 @@ def merge_hooks(settings: dict[str, Any], launcher: Launcher) -> dict[str, Any]:
     for spec in wanted:
         groups = hooks.setdefault(spec.event, [])
         if not isinstance(groups, list):
-            raise InstallError(f"\"hooks\".\"{spec.event}\" is not a list")
+            raise InstallError(f'"hooks"."{spec.event}" is not a list')
         groups.append(_hook_group(spec, launcher))
     return out
 
@@ -344,21 +373,29 @@ def _hook_group(spec: HookSpec, launcher: Launcher) -> dict[str, Any]:
 def _plan_settings(targets: Targets, launcher: Launcher | None) -> Edit:
     before, data = _read_json(targets.settings)
     if "hooks" in data and not isinstance(data["hooks"], dict):
-        raise InstallError(f"{targets.settings}: \"hooks\" is not a JSON object; fix it by hand, then run "
-                           "the command again (nothing was changed)")
+        raise InstallError(
+            f'{targets.settings}: "hooks" is not a JSON object; fix it by hand, then run '
+            "the command again (nothing was changed)"
+        )
     try:
         new = merge_hooks(data, launcher) if launcher else remove_hooks(data)
     except InstallError as exc:
-        raise InstallError(f"{targets.settings}: {exc}; fix it by hand, then run the command again "
-                           "(nothing was changed)") from exc
+        raise InstallError(
+            f"{targets.settings}: {exc}; fix it by hand, then run the command again (nothing was changed)"
+        ) from exc
     shown = _display(targets.settings)
     if launcher:
-        texts = (f"Added hooks PreCompact, SessionStart, PostToolUse to {shown}",
-                 f"Would add hooks PreCompact, SessionStart, PostToolUse to {shown}",
-                 f"Hooks already up to date in {shown}")
+        texts = (
+            f"Added hooks PreCompact, SessionStart, PostToolUse to {shown}",
+            f"Would add hooks PreCompact, SessionStart, PostToolUse to {shown}",
+            f"Hooks already up to date in {shown}",
+        )
     else:
-        texts = (f"Removed rlm-vault hooks from {shown}", f"Would remove rlm-vault hooks from {shown}",
-                 f"No rlm-vault hooks in {shown}")
+        texts = (
+            f"Removed rlm-vault hooks from {shown}",
+            f"Would remove rlm-vault hooks from {shown}",
+            f"No rlm-vault hooks in {shown}",
+        )
     after = _dump_json(before, data, new)
     return Edit(targets.settings, before, after, *texts, mode=_mode(targets.settings, 0o644))
 
@@ -381,12 +418,25 @@ def _plan_skill(targets: Targets, name: str, add: bool) -> Edit:
     after = (skills_source() / name / "SKILL.md").read_bytes() if add else None
     shown = _display(path)
     if add:
-        return Edit(path, before, after, f"Installed skill /{name} in {shown}",
-                    f"Would install skill /{name} in {shown}", f"Skill /{name} already up to date in {shown}",
-                    backup=False)
-    return Edit(path, before, None, f"Removed skill /{name} ({shown})",
-                f"Would remove skill /{name} ({shown})", f"Skill /{name} not installed", backup=False,
-                prune_dir=True)
+        return Edit(
+            path,
+            before,
+            after,
+            f"Installed skill /{name} in {shown}",
+            f"Would install skill /{name} in {shown}",
+            f"Skill /{name} already up to date in {shown}",
+            backup=False,
+        )
+    return Edit(
+        path,
+        before,
+        None,
+        f"Removed skill /{name} ({shown})",
+        f"Would remove skill /{name} ({shown})",
+        f"Skill /{name} not installed",
+        backup=False,
+        prune_dir=True,
+    )
 
 
 # ---------------------------------------------------------------------- CLAUDE.md
@@ -401,10 +451,22 @@ def _plan_claude_md(targets: Targets, add: bool) -> Edit:
     after = new.encode("utf-8") if add or (before is not None and new.strip()) else None
     shown = _display(path)
     if add:
-        return Edit(path, before, after, f"Added the rlm-vault block to {shown}",
-                    f"Would add the rlm-vault block to {shown}", f"The rlm-vault block is already in {shown}")
-    return Edit(path, before, after, f"Removed the rlm-vault block from {shown}",
-                f"Would remove the rlm-vault block from {shown}", f"No rlm-vault block in {shown}")
+        return Edit(
+            path,
+            before,
+            after,
+            f"Added the rlm-vault block to {shown}",
+            f"Would add the rlm-vault block to {shown}",
+            f"The rlm-vault block is already in {shown}",
+        )
+    return Edit(
+        path,
+        before,
+        after,
+        f"Removed the rlm-vault block from {shown}",
+        f"Would remove the rlm-vault block from {shown}",
+        f"No rlm-vault block in {shown}",
+    )
 
 
 def _block_span(path: Path, text: str) -> tuple[int, int] | None:
@@ -413,8 +475,10 @@ def _block_span(path: Path, text: str) -> tuple[int, int] | None:
         return None
     end = text.find(END, start)
     if end == -1:
-        raise InstallError(f"{path} has '{BEGIN}' but no '{END}' after it; remove or close the block by "
-                           "hand, then run the command again (nothing was changed)")
+        raise InstallError(
+            f"{path} has '{BEGIN}' but no '{END}' after it; remove or close the block by "
+            "hand, then run the command again (nothing was changed)"
+        )
     return start, end + len(END)
 
 
@@ -486,19 +550,28 @@ class _Run:
         path = Config.from_env().vault
         existed = (path / ".git").exists()
         if self.dry_run:
-            self.step("vault", path, f"Vault already at {_display(path)}" if existed
-                      else f"Would create the vault at {_display(path)}")
+            self.step(
+                "vault",
+                path,
+                f"Vault already at {_display(path)}"
+                if existed
+                else f"Would create the vault at {_display(path)}",
+            )
             return
         Vault.open(path)
-        self.step("vault", path, f"Vault ready at {_display(path)}" if existed
-                  else f"Created the vault at {_display(path)}")
+        self.step(
+            "vault",
+            path,
+            f"Vault ready at {_display(path)}" if existed else f"Created the vault at {_display(path)}",
+        )
 
     def keep_vault(self) -> None:
         from .config import Config
 
         path = Config.from_env().vault
-        self.step("vault", path, f"Kept the vault at {_display(path)} "
-                  "(`rlm-vault uninstall --all` deletes it)")
+        self.step(
+            "vault", path, f"Kept the vault at {_display(path)} (`rlm-vault uninstall --all` deletes it)"
+        )
 
     def delete_vault(self) -> None:
         from .config import Config
@@ -529,8 +602,10 @@ def _check_is_vault(path: Path) -> None:
     # A mistyped RLM_VAULT_DIR must never make `--all` delete a home or project folder.
     looks_right = (path / ".git").is_dir() and ((path / ".rlm").is_dir() or (path / "insights").is_dir())
     if not looks_right or path.resolve() in (Path.home().resolve(), Path("/")):
-        raise InstallError(f"{path} does not look like an rlm-vault vault (.git/ with insights/ or .rlm/); "
-                           "it was not deleted: check RLM_VAULT_DIR, or delete it by hand")
+        raise InstallError(
+            f"{path} does not look like an rlm-vault vault (.git/ with insights/ or .rlm/); "
+            "it was not deleted: check RLM_VAULT_DIR, or delete it by hand"
+        )
 
 
 # ---------------------------------------------------------------------- files
@@ -549,8 +624,10 @@ def _decode(path: Path, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InstallError(f"{path} is not UTF-8 text (byte {exc.start}); fix or move it, then run the "
-                           "command again (nothing was changed)") from exc
+        raise InstallError(
+            f"{path} is not UTF-8 text (byte {exc.start}); fix or move it, then run the "
+            "command again (nothing was changed)"
+        ) from exc
 
 
 def _read_json(path: Path) -> tuple[bytes | None, dict[str, Any]]:
@@ -561,17 +638,21 @@ def _read_json(path: Path) -> tuple[bytes | None, dict[str, Any]]:
     try:
         data = json.loads(_decode(path, raw))
     except json.JSONDecodeError as exc:
-        raise InstallError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}; "
-                           "fix it (or move it away), then run the command again (nothing was changed)"
-                           ) from exc
+        raise InstallError(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}; "
+            "fix it (or move it away), then run the command again (nothing was changed)"
+        ) from exc
     if not isinstance(data, dict):
-        raise InstallError(f"{path} holds a JSON {type(data).__name__}, not an object; fix it, then run the "
-                           "command again (nothing was changed)")
+        raise InstallError(
+            f"{path} holds a JSON {type(data).__name__}, not an object; fix it, then run the "
+            "command again (nothing was changed)"
+        )
     return raw, data
 
 
-def _dump_json(before: bytes | None, old: dict[str, Any], new: dict[str, Any],
-               drop_empty: bool = True) -> bytes | None:
+def _dump_json(
+    before: bytes | None, old: dict[str, Any], new: dict[str, Any], drop_empty: bool = True
+) -> bytes | None:
     """New file bytes; the old bytes when the content is the same (no reformatting, no backup).
 
     With `drop_empty`, a file this change leaves as `{}` is deleted (uninstall of a file install created).

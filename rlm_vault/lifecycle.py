@@ -31,8 +31,15 @@ class LifecycleMixin(ServiceCore):
     def archived(self) -> dict[str, str]:
         """id -> `archive/<project>/<id>.md.gz` for every archived chunk."""
         base = self.vault.root / "archive"
-        return {p.name.removesuffix(".md.gz"): p.relative_to(self.vault.root).as_posix()
-                for p in base.glob("*/*.md.gz") if not p.name.startswith(".")} if base.is_dir() else {}
+        return (
+            {
+                p.name.removesuffix(".md.gz"): p.relative_to(self.vault.root).as_posix()
+                for p in base.glob("*/*.md.gz")
+                if not p.name.startswith(".")
+            }
+            if base.is_dir()
+            else {}
+        )
 
     def read_archive(self, relpath: str) -> tuple[bytes, Chunk]:
         """The exact original bytes of an archived chunk, and the chunk they hold."""
@@ -48,14 +55,20 @@ class LifecycleMixin(ServiceCore):
         access = self.access.all()
         archive = self.policy.to_archive(self.fresh().chunks(), access, now)
         purge = self.policy.to_purge(self._archived_with_dates(), access, now)
-        return {"archive": [c.id for c in archive], "purge": [c.id for c in purge],
-                "archive_after_days": self.policy.archive_days, "purge_after_days": self.policy.purge_days}
+        return {
+            "archive": [c.id for c in archive],
+            "purge": [c.id for c in purge],
+            "archive_after_days": self.policy.archive_days,
+            "purge_after_days": self.policy.purge_days,
+        }
 
     def retention_run(self, archive: bool = True, purge: bool = False) -> dict[str, Any]:
         """Archive due chunks (one commit) and, when asked, purge due archives (one commit)."""
         now = self.clock()
         access = self.access.all()
-        archived = self._archive(self.policy.to_archive(self.fresh().chunks(), access, now)) if archive else []
+        archived = (
+            self._archive(self.policy.to_archive(self.fresh().chunks(), access, now)) if archive else []
+        )
         commit = self.vault.git.head() if archived else None
         purged = self._purge(self.policy.to_purge(self._archived_with_dates(), access, now)) if purge else []
         if purged:
@@ -67,7 +80,8 @@ class LifecycleMixin(ServiceCore):
             return []
         with self.writing() as tx:
             tx.message = f"archive: {len(due)} chunk{'s' if len(due) > 1 else ''}\n\n" + "\n".join(
-                f"- {c.id} {c.summary[:70]}" for c in due)
+                f"- {c.id} {c.summary[:70]}" for c in due
+            )
             tx.expect([p for c in due for p in (c.path, _archive_path(c))])
             for chunk in due:
                 raw = self.vault.read_bytes(chunk.path)
@@ -82,7 +96,9 @@ class LifecycleMixin(ServiceCore):
         if not due:
             return []
         with self.writing() as tx:
-            tx.message = f"purge: {len(due)} archived chunk{'s' if len(due) > 1 else ''} (git history keeps them)"
+            tx.message = (
+                f"purge: {len(due)} archived chunk{'s' if len(due) > 1 else ''} (git history keeps them)"
+            )
             for chunk in due:
                 tx.delete(_archive_path(chunk))
         return [c.id for c in due]
@@ -106,8 +122,10 @@ class LifecycleMixin(ServiceCore):
         if relpath is None:
             if self.fresh().note(chunk_id) is not None:
                 raise InvalidInput(f"{chunk_id} is not archived: it is already active")
-            raise NotFound(f"no archived chunk with id {chunk_id!r}: rlm_retention_preview and rlm_status "
-                           "show what is archived")
+            raise NotFound(
+                f"no archived chunk with id {chunk_id!r}: rlm_retention_preview and rlm_status "
+                "show what is archived"
+            )
         raw, chunk = self.read_archive(relpath)
         with self.writing() as tx:
             tx.message = f"restore: {chunk.id} {chunk.summary[:60]}".rstrip()
@@ -127,8 +145,10 @@ class LifecycleMixin(ServiceCore):
         commits = self.vault.git.log_paths(specs, limit)
         if not commits:
             raise NotFound(f"no memory with id {note_id!r} in the vault's history")
-        return {"id": note_id, "commits": [{"commit": c.commit, "date": c.date, "message": c.message}
-                                           for c in commits]}
+        return {
+            "id": note_id,
+            "commits": [{"commit": c.commit, "date": c.date, "message": c.message} for c in commits],
+        }
 
     def revert(self, note_id: str, commit: str) -> dict[str, Any]:
         """Bring back a memory as it was at `commit` (from rlm_history), as a new commit."""
@@ -157,11 +177,15 @@ class LifecycleMixin(ServiceCore):
             full = ""
         if not full:
             raise InvalidInput(f"commit {commit!r} is not in the vault's history: use one from rlm_history")
-        names = self.vault.git.run("ls-tree", "-r", "--name-only", full, "--", "insights", "chunks").split("\n")
+        names = self.vault.git.run("ls-tree", "-r", "--name-only", full, "--", "insights", "chunks").split(
+            "\n"
+        )
         match = next((n for n in names if n.endswith(f"/{note_id}.md")), None)
         if match is None:
-            raise NotFound(f"{note_id} did not exist at {full[:10]} (that commit may have deleted or archived "
-                           f"it): pick an older commit from rlm_history, e.g. {full[:10]}^")
+            raise NotFound(
+                f"{note_id} did not exist at {full[:10]} (that commit may have deleted or archived "
+                f"it): pick an older commit from rlm_history, e.g. {full[:10]}^"
+            )
         return full, match
 
     # ------------------------------------------------------------------ archived reads
@@ -177,7 +201,9 @@ def _archive_path(chunk: Chunk) -> str:
 
 def _check_id(note_id: str) -> None:
     if not note_id or "/" in note_id or "\\" in note_id or ".." in note_id or "\x00" in note_id:
-        raise InvalidInput(f"id {note_id!r} is not accepted: use an id as rlm_recall or rlm_list_chunks show it")
+        raise InvalidInput(
+            f"id {note_id!r} is not accepted: use an id as rlm_recall or rlm_list_chunks show it"
+        )
 
 
 def _gunzip(data: bytes, limit: int, path: str) -> bytes:

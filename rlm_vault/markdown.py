@@ -14,7 +14,7 @@ import yaml
 
 from .errors import InvalidNote
 
-__all__ = ["parse", "render", "MAX_FRONT_MATTER"]
+__all__ = ["MAX_FRONT_MATTER", "parse", "render"]
 
 # A hand-written note with megabytes of YAML is a mistake or an attack (alias bombs).
 MAX_FRONT_MATTER = 64 * 1024

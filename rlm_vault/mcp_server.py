@@ -20,13 +20,26 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from . import __version__
 from .autosync import AutoSync
+from .config import Config
 from .errors import VaultError
 from .formatting import render
 from .results import (
-    ChunkList, Domains, Forgotten, GrepResult, History, Peek, Recall, RetentionPreview, RetentionRun,
-    Reverted, SearchResult, Sessions, Status, Synced, Written,
+    ChunkList,
+    Domains,
+    Forgotten,
+    GrepResult,
+    History,
+    Peek,
+    Recall,
+    RetentionPreview,
+    RetentionRun,
+    Reverted,
+    SearchResult,
+    Sessions,
+    Status,
+    Synced,
+    Written,
 )  # fmt: skip
-from .config import Config
 from .service import MemoryService, open_service
 from .sync import remote_configured
 
@@ -46,8 +59,9 @@ DELETE = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world
 
 
 def _reply(kind: str, result: Mapping[str, Any]) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=render(kind, result))],
-                          structured_content=dict(result))
+    return CallToolResult(
+        content=[TextContent(type="text", text=render(kind, result))], structured_content=dict(result)
+    )
 
 
 def _translating(fn: F) -> F:
@@ -66,18 +80,21 @@ def _translating(fn: F) -> F:
 def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = False) -> MCPServer[Any]:
     """An MCP server whose tools run against the service `get_service()` returns; `sync_tool` adds
     rlm_sync (offered when the vault has a remote)."""
-    server: MCPServer[Any] = MCPServer("rlm-vault", instructions=INSTRUCTIONS, version=__version__,
-                                       lifespan=_lifespan(get_service))
+    server: MCPServer[Any] = MCPServer(
+        "rlm-vault", instructions=INSTRUCTIONS, version=__version__, lifespan=_lifespan(get_service)
+    )
 
     def tool(annotations: ToolAnnotations) -> Callable[[F], F]:
         def register(fn: F) -> F:
             server.tool(annotations=annotations)(_translating(fn))
             return fn
+
         return register
 
     @tool(WRITE)
-    def rlm_remember(content: str, category: str = "general", importance: str = "medium", tags: str = "",
-                     project: str = "") -> Annotated[CallToolResult, Written]:
+    def rlm_remember(
+        content: str, category: str = "general", importance: str = "medium", tags: str = "", project: str = ""
+    ) -> Annotated[CallToolResult, Written]:
         """Save an insight (a durable decision, fact, preference, finding or todo) as its own note.
 
         category: decision|fact|preference|finding|todo|general. importance: critical|high|medium|low
@@ -86,8 +103,9 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
         return _reply("remember", get_service().remember(content, category, importance, tags, project))
 
     @tool(READ)
-    def rlm_recall(query: str = "", category: str = "", importance: str = "", project: str = "",
-                   limit: int = 10) -> Annotated[CallToolResult, Recall]:
+    def rlm_recall(
+        query: str = "", category: str = "", importance: str = "", project: str = "", limit: int = 10
+    ) -> Annotated[CallToolResult, Recall]:
         """List insights whose text or tags contain the query words (accents and case ignored), best first.
         Empty query lists the newest. Filters: category, importance, project."""
         return _reply("recall", get_service().recall(query, category, importance, project, limit))
@@ -98,8 +116,9 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
         return _reply("forget", get_service().forget(insight_id))
 
     @tool(WRITE)
-    def rlm_update(insight_id: str, content: str = "", category: str = "", importance: str = "",
-                   tags: str = "") -> Annotated[CallToolResult, Written]:
+    def rlm_update(
+        insight_id: str, content: str = "", category: str = "", importance: str = "", tags: str = ""
+    ) -> Annotated[CallToolResult, Written]:
         """Edit an insight in place; empty arguments keep the current value. tags replaces all tags."""
         return _reply("update", get_service().update(insight_id, content, category, importance, tags))
 
@@ -109,15 +128,24 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
         return _reply("status", get_service().status())
 
     @tool(WRITE)
-    def rlm_chunk(content: str, summary: str = "", tags: str = "", project: str = "", ticket: str = "",
-                  domain: str = "", chunk_type: str = "session") -> Annotated[CallToolResult, Written]:
+    def rlm_chunk(
+        content: str,
+        summary: str = "",
+        tags: str = "",
+        project: str = "",
+        ticket: str = "",
+        domain: str = "",
+        chunk_type: str = "session",
+    ) -> Annotated[CallToolResult, Written]:
         """Save a conversation segment (context, reasoning, results) as a chunk to read back later.
 
         chunk_type: session|snapshot|debug. summary: one line (default: first line). project defaults to
         the current project; domain e.g. feature, bugfix (see rlm_domains); ticket e.g. API-12.
         Identical content is not saved twice: the existing id is returned.
         """
-        return _reply("chunk", get_service().chunk(content, summary, tags, project, ticket, domain, chunk_type))
+        return _reply(
+            "chunk", get_service().chunk(content, summary, tags, project, ticket, domain, chunk_type)
+        )
 
     @tool(READ)
     def rlm_peek(chunk_id: str, start: int = 0, end: int = -1) -> Annotated[CallToolResult, Peek]:
@@ -125,23 +153,57 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
         return _reply("peek", get_service().peek(chunk_id, start, end))
 
     @tool(READ)
-    def rlm_grep(pattern: str, limit: int = 10, project: str = "", domain: str = "", fuzzy: bool = False,
-                 fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "", entity: str = "",
-                 include_archived: bool = False) -> Annotated[CallToolResult, GrepResult]:
+    def rlm_grep(
+        pattern: str,
+        limit: int = 10,
+        project: str = "",
+        domain: str = "",
+        fuzzy: bool = False,
+        fuzzy_threshold: int = 80,
+        date_from: str = "",
+        date_to: str = "",
+        entity: str = "",
+        include_archived: bool = False,
+    ) -> Annotated[CallToolResult, GrepResult]:
         """Find lines in chunks and insights: a case-insensitive regex, or with fuzzy=true words despite typos
         (score 0-100 >= fuzzy_threshold). Each match gives the id and line (pass it to rlm_peek as start).
         Dates are YYYY-MM-DD; entity matches a file, version, module, ticket or function name."""
-        return _reply("grep", get_service().grep(pattern, limit, project, domain, fuzzy, fuzzy_threshold,
-                                                 date_from, date_to, entity, include_archived))
+        return _reply(
+            "grep",
+            get_service().grep(
+                pattern,
+                limit,
+                project,
+                domain,
+                fuzzy,
+                fuzzy_threshold,
+                date_from,
+                date_to,
+                entity,
+                include_archived,
+            ),
+        )
 
     @tool(READ)
-    def rlm_search(query: str, limit: int = 5, project: str = "", domain: str = "", date_from: str = "",
-                   date_to: str = "", entity: str = "", include_insights: bool = True,
-                   include_archived: bool = False) -> Annotated[CallToolResult, SearchResult]:
+    def rlm_search(
+        query: str,
+        limit: int = 5,
+        project: str = "",
+        domain: str = "",
+        date_from: str = "",
+        date_to: str = "",
+        entity: str = "",
+        include_insights: bool = True,
+        include_archived: bool = False,
+    ) -> Annotated[CallToolResult, SearchResult]:
         """Search chunks and insights by meaning and keywords, best first; filters apply before ranking.
         Each result has its id and kind (chunk or insight): read it with rlm_peek."""
-        return _reply("search", get_service().search(query, limit, project, domain, date_from, date_to, entity,
-                                                     include_insights, include_archived))
+        return _reply(
+            "search",
+            get_service().search(
+                query, limit, project, domain, date_from, date_to, entity, include_insights, include_archived
+            ),
+        )
 
     @tool(READ)
     def rlm_list_chunks(limit: int = 20, project: str = "") -> Annotated[CallToolResult, ChunkList]:
@@ -149,7 +211,9 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
         return _reply("list_chunks", get_service().list_chunks(limit, project))
 
     @tool(READ)
-    def rlm_sessions(project: str = "", domain: str = "", limit: int = 10) -> Annotated[CallToolResult, Sessions]:
+    def rlm_sessions(
+        project: str = "", domain: str = "", limit: int = 10
+    ) -> Annotated[CallToolResult, Sessions]:
         """List work sessions (day x project x domain) with their chunk counts, newest first."""
         return _reply("sessions", get_service().sessions(project, domain, limit))
 
@@ -165,7 +229,9 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
         return _reply("retention_preview", get_service().retention_preview())
 
     @tool(WRITE)
-    def rlm_retention_run(archive: bool = True, purge: bool = False) -> Annotated[CallToolResult, RetentionRun]:
+    def rlm_retention_run(
+        archive: bool = True, purge: bool = False
+    ) -> Annotated[CallToolResult, RetentionRun]:
         """Archive due chunks to archive/<project>/<id>.md.gz (one commit); purge=true also deletes due archives
         (git history still keeps them). Archived chunks stay readable with rlm_peek and rlm_restore."""
         return _reply("retention_run", get_service().retention_run(archive, purge))
@@ -208,8 +274,11 @@ def _compact(server: MCPServer[Any]) -> None:
 
 def _untitled(schema: Any) -> Any:
     if isinstance(schema, dict):
-        return {k: _untitled(v) for k, v in schema.items()
-                if k != "title" and not (k == "description" and isinstance(v, str) and "properties" in schema)}
+        return {
+            k: _untitled(v)
+            for k, v in schema.items()
+            if k != "title" and not (k == "description" and isinstance(v, str) and "properties" in schema)
+        }
     if isinstance(schema, list):
         return [_untitled(v) for v in schema]
     return schema

@@ -12,7 +12,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,13 @@ from . import query as q
 from .bulk import NewChunk, NewInsight, write_many
 from .errors import InvalidInput
 from .models import (
-    CATEGORIES, CHUNK_TYPES, IMPORTANCES, content_hash, extract_entities, parse_tags, safe_name,
+    CATEGORIES,
+    CHUNK_TYPES,
+    IMPORTANCES,
+    content_hash,
+    extract_entities,
+    parse_tags,
+    safe_name,
 )  # fmt: skip
 from .service import MemoryService
 
@@ -37,10 +43,39 @@ __all__ = [
 MAX_GUNZIP = 64 * 1024 * 1024
 _HEADER_KEY = re.compile(r"^([A-Za-z_][\w-]*):(?:[ \t](.*))?$")
 _RLM_ID = re.compile(r"^(\d{4}-\d{2}-\d{2})_(.+?)_(\d{3,})(?:_.*)?$")
-_KNOWN_HEADER = frozenset({"id", "summary", "tags", "chunk_type", "entities", "project", "ticket", "domain",
-                           "created_at", "tokens_estimate", "content_hash", "format_version"})
-_DEFAULT_DOMAINS = frozenset({"dev", "research", "planning", "debug", "test", "docs", "review", "deploy",
-                              "feature", "bugfix", "refactor", "meeting", "decision"})
+_KNOWN_HEADER = frozenset(
+    {
+        "id",
+        "summary",
+        "tags",
+        "chunk_type",
+        "entities",
+        "project",
+        "ticket",
+        "domain",
+        "created_at",
+        "tokens_estimate",
+        "content_hash",
+        "format_version",
+    }
+)
+_DEFAULT_DOMAINS = frozenset(
+    {
+        "dev",
+        "research",
+        "planning",
+        "debug",
+        "test",
+        "docs",
+        "review",
+        "deploy",
+        "feature",
+        "bugfix",
+        "refactor",
+        "meeting",
+        "decision",
+    }
+)
 
 
 def default_context_dir() -> Path:
@@ -77,11 +112,17 @@ class ImportReport:
     notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "folder": self.folder, "insights": self.insights,
-                "chunks": self.chunks, "archived": self.archived, "already": self.already,
-                "commit": self.commit,
-                "problems": [{"path": p.path, "reason": p.reason} for p in self.problems],
-                "notes": list(self.notes)}
+        return {
+            "source": self.source,
+            "folder": self.folder,
+            "insights": self.insights,
+            "chunks": self.chunks,
+            "archived": self.archived,
+            "already": self.already,
+            "commit": self.commit,
+            "problems": [{"path": p.path, "reason": p.reason} for p in self.problems],
+            "notes": list(self.notes),
+        }
 
     def text(self) -> str:
         lines = [self._headline(), f"Already in the vault (skipped): {self.already}"]
@@ -95,8 +136,10 @@ class ImportReport:
         if not self.commit:
             return f"Nothing new to import from {self.folder} ({self.source})."
         archived = f" ({self.archived} archived)" if self.archived else ""
-        return (f"Imported from {self.folder} ({self.source}): {self.insights} insights, {self.chunks} chunks"
-                f"{archived} in commit {self.commit[:10]}.")
+        return (
+            f"Imported from {self.folder} ({self.source}): {self.insights} insights, {self.chunks} chunks"
+            f"{archived} in commit {self.commit[:10]}."
+        )
 
 
 @dataclass
@@ -121,15 +164,22 @@ def import_rlm_claude(service: MemoryService, folder: Path | None = None) -> Imp
     """Import an rlm-claude context folder (session_memory.json, index.json, chunks/, archive/)."""
     folder = folder or default_context_dir()
     if not folder.is_dir():
-        raise InvalidInput(f"{folder} is not a folder: give the rlm-claude context folder (the one holding "
-                           "index.json and chunks/): rlm-vault import rlm-claude ~/.claude/rlm/context")
+        raise InvalidInput(
+            f"{folder} is not a folder: give the rlm-claude context folder (the one holding "
+            "index.json and chunks/): rlm-vault import rlm-claude ~/.claude/rlm/context"
+        )
     known = _Known.of(service)
     batch = _Batch()
     _collect_insights(folder, known, batch, service)
     _collect_chunks(folder, known, batch, service)
     _collect_notes(folder, batch)
-    return _write(service, batch, "rlm-claude", folder,
-                  f"import: {len(batch.insights)} insights, {len(batch.chunks)} chunks from rlm-claude")
+    return _write(
+        service,
+        batch,
+        "rlm-claude",
+        folder,
+        f"import: {len(batch.insights)} insights, {len(batch.chunks)} chunks from rlm-claude",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +215,7 @@ def _collect_insights(folder: Path, known: _Known, batch: _Batch, service: Memor
     data = _read_json(folder / "session_memory.json", batch)
     items = data.get("insights") if isinstance(data, dict) else None
     if data is not None and not isinstance(items, list):
-        batch.problem("session_memory.json", "has no \"insights\" list; no insight imported")
+        batch.problem("session_memory.json", 'has no "insights" list; no insight imported')
         return
     seen: set[str] = set()
     for n, item in enumerate(items or []):
@@ -219,8 +269,11 @@ def _collect_chunks(folder: Path, known: _Known, batch: _Batch, service: MemoryS
             continue
         origin = str(new.extra["rlm_claude_id"])
         digest = content_hash(new.content)
-        if origin in known.ids or origin in seen_ids or (new.content.strip() and (
-                digest in known.hashes or digest in seen_hashes)):
+        if (
+            origin in known.ids
+            or origin in seen_ids
+            or (new.content.strip() and (digest in known.hashes or digest in seen_hashes))
+        ):
             batch.already += 1
             continue
         seen_ids.add(origin)
@@ -241,8 +294,15 @@ def _files(folder: Path, pattern: str) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if p.is_file()) if folder.is_dir() else []
 
 
-def _chunk_from_file(path: Path, rel: str, stem: str, meta: dict[str, Any], archived: bool, batch: _Batch,
-                     service: MemoryService) -> NewChunk | None:
+def _chunk_from_file(
+    path: Path,
+    rel: str,
+    stem: str,
+    meta: dict[str, Any],
+    archived: bool,
+    batch: _Batch,
+    service: MemoryService,
+) -> NewChunk | None:
     text = _read_text(path, rel, batch)
     if text is None:
         return None
@@ -311,8 +371,17 @@ def _entity_line(line: str, entities: dict[str, list[str]]) -> None:
         entities[kind.strip()] = [v.strip() for v in values.split(",") if v.strip()]
 
 
-def _chunk(header: dict[str, Any], body: str, meta: dict[str, Any], stem: str, archived: bool, rel: str,
-           batch: _Batch, service: MemoryService, raw: bool = False) -> NewChunk:
+def _chunk(
+    header: dict[str, Any],
+    body: str,
+    meta: dict[str, Any],
+    stem: str,
+    archived: bool,
+    rel: str,
+    batch: _Batch,
+    service: MemoryService,
+    raw: bool = False,
+) -> NewChunk:
     def pick(key: str) -> str:
         value = meta.get(key)
         return str(value if value not in (None, "") else header.get(key) or "").strip()
@@ -368,25 +437,34 @@ def _note_access(origin: str, meta: dict[str, Any], batch: _Batch) -> None:
         batch.access.setdefault(origin, {})["archived"] = _utc(meta["archived_at"])
 
 
-def _missing_files(index: dict[str, Any], archive_index: dict[str, Any], found: set[str],
-                   batch: _Batch) -> None:
+def _missing_files(
+    index: dict[str, Any], archive_index: dict[str, Any], found: set[str], batch: _Batch
+) -> None:
     for name, entries in (("index.json", index), ("archive_index.json", archive_index)):
         for chunk_id, entry in entries.items():
             if chunk_id not in found:
                 summary = str(entry.get("summary") or "")[:60]
-                batch.problem(name, f"entry {chunk_id} ({summary!r}) has no chunk file; only its metadata "
-                              "existed, nothing to import")
+                batch.problem(
+                    name,
+                    f"entry {chunk_id} ({summary!r}) has no chunk file; only its metadata "
+                    "existed, nothing to import",
+                )
 
 
 def _collect_notes(folder: Path, batch: _Batch) -> None:
     purged = _read_json(folder / "purge_log.json", batch)
     if isinstance(purged, dict) and isinstance(purged.get("purged"), list) and purged["purged"]:
-        batch.notes.append(f"purge_log.json lists {len(purged['purged'])} chunks rlm-claude had already "
-                           "purged; their text was gone, so there is nothing to import")
+        batch.notes.append(
+            f"purge_log.json lists {len(purged['purged'])} chunks rlm-claude had already "
+            "purged; their text was gone, so there is nothing to import"
+        )
     domains = _custom_domains(_read_json(folder / "domains.json", batch))
     if domains:
-        batch.notes.append("domains.json has domains rlm-vault does not suggest: " + ", ".join(domains)
-                           + "; add them to domains.yaml in the vault if you want them suggested")
+        batch.notes.append(
+            "domains.json has domains rlm-vault does not suggest: "
+            + ", ".join(domains)
+            + "; add them to domains.yaml in the vault if you want them suggested"
+        )
     if (folder / "embeddings.npz").exists():
         batch.notes.append("embeddings.npz was not imported: it is a cache, and rlm-vault builds its own")
 
@@ -410,8 +488,10 @@ def import_transcripts(service: MemoryService, projects_dir: Path | None = None)
 
     folder = projects_dir or default_projects_dir()
     if not folder.is_dir():
-        raise InvalidInput(f"{folder} is not a folder: give Claude Code's projects folder with "
-                           "--projects-dir (default ~/.claude/projects)")
+        raise InvalidInput(
+            f"{folder} is not a folder: give Claude Code's projects folder with "
+            "--projects-dir (default ~/.claude/projects)"
+        )
     known = _Known.of(service)
     batch = _Batch()
     for path in sorted(folder.glob("*/*.jsonl")):
@@ -422,12 +502,18 @@ def import_transcripts(service: MemoryService, projects_dir: Path | None = None)
             batch.already += 1
             continue
         batch.chunks.append(new)
-    return _write(service, batch, "Claude Code transcripts", folder,
-                  f"import: {len(batch.chunks)} sessions from Claude Code transcripts")
+    return _write(
+        service,
+        batch,
+        "Claude Code transcripts",
+        folder,
+        f"import: {len(batch.chunks)} sessions from Claude Code transcripts",
+    )
 
 
-def _session_chunk(path: Path, folder: Path, parse: Any, batch: _Batch,
-                   service: MemoryService) -> NewChunk | None:
+def _session_chunk(
+    path: Path, folder: Path, parse: Any, batch: _Batch, service: MemoryService
+) -> NewChunk | None:
     rel = path.relative_to(folder).as_posix()
     try:
         data = path.read_bytes()
@@ -443,11 +529,17 @@ def _session_chunk(path: Path, folder: Path, parse: Any, batch: _Batch,
     project = safe_name(Path(last.cwd).name, "project", strict=False) if last.cwd else ""
     created = _utc(parts[0].first_timestamp) or service.now()
     return NewChunk(
-        content=content, project=project or _project_from_folder(path.parent.name), created=created,
-        chunk_type="session", summary=parts[0].summary_line() or f"Claude Code session {path.stem}",
-        tags=("claude-code", "transcript"), entities=extract_entities(content),
-        extra={"claude_session": last.session_id or path.stem,
-               "transcript_turns": sum(p.turns for p in parts)},
+        content=content,
+        project=project or _project_from_folder(path.parent.name),
+        created=created,
+        chunk_type="session",
+        summary=parts[0].summary_line() or f"Claude Code session {path.stem}",
+        tags=("claude-code", "transcript"),
+        entities=extract_entities(content),
+        extra={
+            "claude_session": last.session_id or path.stem,
+            "transcript_turns": sum(p.turns for p in parts),
+        },
     )
 
 
@@ -457,8 +549,11 @@ def _join_parts(parts: list[Any], rel: str, batch: _Batch, limit: int) -> str:
     while len(texts) > 1 and len("\n\n---\n\n".join(texts).encode("utf-8")) > limit * 3 // 4:
         texts.pop(0)
     if len(texts) < len(parts):
-        batch.problem(rel, f"too long for one chunk: kept the last {len(texts)} of {len(parts)} parts "
-                      "(between compactions); the file itself is untouched")
+        batch.problem(
+            rel,
+            f"too long for one chunk: kept the last {len(texts)} of {len(parts)} parts "
+            "(between compactions); the file itself is untouched",
+        )
     return "\n\n---\n\n".join(texts)
 
 
@@ -494,9 +589,17 @@ def _write(service: MemoryService, batch: _Batch, source: str, folder: Path, mes
     access = {new: batch.access[old] for old, new in pairs if old in batch.access}
     if access:
         service.access.update(access)
-    return ImportReport(source, str(folder), len(result.insight_ids), len(result.chunk_ids),
-                        sum(1 for c in batch.chunks if c.archived), batch.already, result.commit,
-                        tuple(batch.problems), tuple(batch.notes))
+    return ImportReport(
+        source,
+        str(folder),
+        len(result.insight_ids),
+        len(result.chunk_ids),
+        sum(1 for c in batch.chunks if c.archived),
+        batch.already,
+        result.commit,
+        tuple(batch.problems),
+        tuple(batch.notes),
+    )
 
 
 def _redact(text: str, where: str, batch: _Batch, service: MemoryService) -> str:
@@ -516,10 +619,9 @@ def _utc(value: Any) -> str:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         return ""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _utc_id_day(origin: str) -> str:
     match = _RLM_ID.match(origin)
     return f"{match.group(1)}T00:00:00Z" if match else ""
-

@@ -101,7 +101,7 @@ def chunk_prefix(day: str, project: str) -> str:
 
 def highest_seq(names: Iterable[str], prefix: str) -> int:
     """The highest `<seq>` among ids or file names `<prefix><seq>...`, 0 when none."""
-    found = (re.match(r"\d+", name[len(prefix):]) for name in names if name.startswith(prefix))
+    found = (re.match(r"\d+", name[len(prefix) :]) for name in names if name.startswith(prefix))
     return max((int(m.group(0)) for m in found if m), default=0)
 
 
@@ -128,7 +128,9 @@ def safe_name(value: str, what: str, *, strict: bool = True) -> str:
         )
     name = _NAME_BAD.sub("-", fold_ascii(value)).strip("-.")[:64].strip("-.")
     if not name and value and strict:
-        raise InvalidInput(f"{what} {value[:80]!r} has no usable characters: use letters, digits, '.', '_' or '-'")
+        raise InvalidInput(
+            f"{what} {value[:80]!r} has no usable characters: use letters, digits, '.', '_' or '-'"
+        )
     return name
 
 

@@ -73,24 +73,34 @@ def words(text: str) -> list[str]:
     return _WORD.findall(fold(text))
 
 
-def filter_chunks(chunks: Iterable[Chunk], project: str, domain: str, date_from: str, date_to: str,
-                  entity: str) -> list[Chunk]:
+def filter_chunks(
+    chunks: Iterable[Chunk], project: str, domain: str, date_from: str, date_to: str, entity: str
+) -> list[Chunk]:
     """Chunks passing every filter given; newest first."""
     date_from, date_to = date(date_from, "date_from"), date(date_to, "date_to")
     needle = fold(entity.strip())
 
     def keep(c: Chunk) -> bool:
-        return ((not project or c.project == project) and (not domain or c.domain == domain)
-                and (not date_from or c.created[:10] >= date_from) and (not date_to or c.created[:10] <= date_to)
-                and (not needle or any(needle in fold(v) for vs in c.entities.values() for v in vs)))
+        return (
+            (not project or c.project == project)
+            and (not domain or c.domain == domain)
+            and (not date_from or c.created[:10] >= date_from)
+            and (not date_to or c.created[:10] <= date_to)
+            and (not needle or any(needle in fold(v) for vs in c.entities.values() for v in vs))
+        )
 
     return newest(c for c in chunks if keep(c))
 
 
 def filter_insights(insights: Iterable[Insight], project: str, date_from: str, date_to: str) -> list[Insight]:
     date_from, date_to = date(date_from, "date_from"), date(date_to, "date_to")
-    return [i for i in insights if (not project or i.project == project)
-            and (not date_from or i.created[:10] >= date_from) and (not date_to or i.created[:10] <= date_to)]
+    return [
+        i
+        for i in insights
+        if (not project or i.project == project)
+        and (not date_from or i.created[:10] >= date_from)
+        and (not date_to or i.created[:10] <= date_to)
+    ]
 
 
 def rank_insights(insights: Sequence[Insight], query: str) -> list[tuple[Insight, float]]:
@@ -122,13 +132,17 @@ def _analysed(text: str) -> tuple[frozenset[str], str]:
     return frozenset(tokens(text)), fold(text)
 
 
-def regex_lines(chunks: Sequence[Chunk | Insight], pattern: str, limit: int, budget: float) -> list[GrepMatch]:
+def regex_lines(
+    chunks: Sequence[Chunk | Insight], pattern: str, limit: int, budget: float
+) -> list[GrepMatch]:
     """Lines matching a case-insensitive regex, with a time budget against runaway patterns."""
     try:
         compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
     except (regex.error, ValueError, OverflowError, RecursionError) as exc:  # deep nesting: "((((...))))"
-        raise InvalidInput(f"pattern {pattern[:200]!r} is not a valid regular expression ({exc}); escape special "
-                           "characters with '\\' or use fuzzy=true") from exc
+        raise InvalidInput(
+            f"pattern {pattern[:200]!r} is not a valid regular expression ({exc}); escape special "
+            "characters with '\\' or use fuzzy=true"
+        ) from exc
     deadline = time.monotonic() + budget
     matches: list[GrepMatch] = []
     for chunk in chunks:
@@ -136,8 +150,10 @@ def regex_lines(chunks: Sequence[Chunk | Insight], pattern: str, limit: int, bud
             if not compiled.search(chunk.content, timeout=max(deadline - time.monotonic(), 0.001)):
                 continue
         except TimeoutError:
-            raise InvalidInput(f"pattern {pattern[:200]!r} took longer than {budget:g} s over the notes; use a "
-                               "simpler pattern (avoid nested repeats like (a+)+)") from None
+            raise InvalidInput(
+                f"pattern {pattern[:200]!r} took longer than {budget:g} s over the notes; use a "
+                "simpler pattern (avoid nested repeats like (a+)+)"
+            ) from None
         for n, line in enumerate(chunk.content.split("\n")):
             remaining = deadline - time.monotonic()
             try:
@@ -146,14 +162,18 @@ def regex_lines(chunks: Sequence[Chunk | Insight], pattern: str, limit: int, bud
                         raise TimeoutError
                     matches.append(_match(chunk, n, line, 1.0))
             except TimeoutError:
-                raise InvalidInput(f"pattern {pattern[:200]!r} took longer than {budget:g} s over the notes; use a "
-                                   "simpler pattern (avoid nested repeats like (a+)+)") from None
+                raise InvalidInput(
+                    f"pattern {pattern[:200]!r} took longer than {budget:g} s over the notes; use a "
+                    "simpler pattern (avoid nested repeats like (a+)+)"
+                ) from None
             if len(matches) >= limit:
                 return matches
     return matches
 
 
-def fuzzy_lines(chunks: Sequence[Chunk | Insight], pattern: str, threshold: int, limit: int) -> list[GrepMatch]:
+def fuzzy_lines(
+    chunks: Sequence[Chunk | Insight], pattern: str, threshold: int, limit: int
+) -> list[GrepMatch]:
     """Lines close to the pattern despite typos, best first."""
     from rapidfuzz import fuzz
 
@@ -170,21 +190,38 @@ def fuzzy_lines(chunks: Sequence[Chunk | Insight], pattern: str, threshold: int,
 
 
 def _match(note: Chunk | Insight, line_no: int, line: str, score: float) -> GrepMatch:
-    return {"id": note.id, "line": line_no, "text": line.strip()[:200], "score": score,
-            "kind": "chunk" if isinstance(note, Chunk) else "insight", "project": note.project or None}
+    return {
+        "id": note.id,
+        "line": line_no,
+        "text": line.strip()[:200],
+        "score": score,
+        "kind": "chunk" if isinstance(note, Chunk) else "insight",
+        "project": note.project or None,
+    }
 
 
-def keyword_search(chunks: Sequence[Chunk], insights: Sequence[Insight], query: str, limit: int) -> list[SearchHit]:
+def keyword_search(
+    chunks: Sequence[Chunk], insights: Sequence[Insight], query: str, limit: int
+) -> list[SearchHit]:
     """A plain tf-idf ranking over the given notes (used when the search caches are unavailable)."""
     terms = set(words(query))
     docs: list[tuple[Chunk | Insight, list[str]]] = [
-        (n, words(f"{n.summary} {' '.join(n.tags)} {n.content}" if isinstance(n, Chunk) else f"{' '.join(n.tags)} {n.content}"))
+        (
+            n,
+            words(
+                f"{n.summary} {' '.join(n.tags)} {n.content}"
+                if isinstance(n, Chunk)
+                else f"{' '.join(n.tags)} {n.content}"
+            ),
+        )
         for n in [*chunks, *insights]
     ]
     df = {t: sum(1 for _, ws in docs if t in ws) for t in terms}
     hits = []
     for note, ws in docs:
-        score = sum(ws.count(t) / (1 + len(ws)) ** 0.5 * math.log(1 + len(docs) / (1 + df[t])) for t in terms if df[t])
+        score = sum(
+            ws.count(t) / (1 + len(ws)) ** 0.5 * math.log(1 + len(docs) / (1 + df[t])) for t in terms if df[t]
+        )
         if score > 0:
             hits.append((score, note))
     hits.sort(key=lambda pair: -pair[0])
@@ -193,7 +230,19 @@ def keyword_search(chunks: Sequence[Chunk], insights: Sequence[Insight], query: 
 
 def _hit(note: Chunk | Insight, score: float) -> SearchHit:
     if isinstance(note, Chunk):
-        return {"id": note.id, "kind": "chunk", "score": round(score, 4), "summary": note.summary,
-                "project": note.project, "created": note.created}
-    return {"id": note.id, "kind": "insight", "score": round(score, 4), "summary": short(note.content, 100),
-            "project": note.project or None, "created": note.created}
+        return {
+            "id": note.id,
+            "kind": "chunk",
+            "score": round(score, 4),
+            "summary": note.summary,
+            "project": note.project,
+            "created": note.created,
+        }
+    return {
+        "id": note.id,
+        "kind": "insight",
+        "score": round(score, 4),
+        "summary": short(note.content, 100),
+        "project": note.project or None,
+        "created": note.created,
+    }

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
-from typing_extensions import NotRequired, TypedDict
+from typing import NotRequired
+
+from typing_extensions import TypedDict
 
 __all__ = [
-    "ChunkList", "ChunkRow", "Domains", "Forgotten", "GrepMatch", "GrepResult", "InsightRow", "Peek",
-    "Problem", "Recall", "SearchHit", "SearchResult", "SemanticStatus", "SessionRow", "Sessions",
-    "Status", "Written", "RetentionPreview", "RetentionRun", "CommitRow", "History", "Reverted", "Synced",
+    "ChunkList",
+    "ChunkRow",
+    "CommitRow",
+    "Domains",
+    "Forgotten",
+    "GrepMatch",
+    "GrepResult",
+    "History",
+    "InsightRow",
+    "Peek",
+    "Problem",
+    "Recall",
+    "RetentionPreview",
+    "RetentionRun",
+    "Reverted",
+    "SearchHit",
+    "SearchResult",
+    "SemanticStatus",
+    "SessionRow",
+    "Sessions",
+    "Status",
+    "Synced",
+    "Written",
 ]  # fmt: skip
 
 

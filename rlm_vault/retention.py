@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .models import Chunk
@@ -28,7 +28,7 @@ def parse_time(value: Any) -> datetime | None:
             moment = datetime.fromisoformat(text[:10])
         except ValueError:
             return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def immune_reason(chunk: Chunk, accesses: int) -> str | None:
@@ -50,8 +50,9 @@ class Policy:
     archive_days: int = 30
     purge_days: int = 180
 
-    def to_archive(self, chunks: Iterable[Chunk], access: Mapping[str, Mapping[str, Any]],
-                   now: datetime) -> list[Chunk]:
+    def to_archive(
+        self, chunks: Iterable[Chunk], access: Mapping[str, Mapping[str, Any]], now: datetime
+    ) -> list[Chunk]:
         """Active chunks unused for longer than the archive delay and not immune, oldest first."""
         limit = now - timedelta(days=self.archive_days)
         due = []
@@ -62,10 +63,18 @@ class Policy:
                 due.append(chunk)
         return sorted(due, key=lambda c: (c.created, c.id))
 
-    def to_purge(self, archived: Iterable[tuple[Chunk, datetime | None]], access: Mapping[str, Mapping[str, Any]],
-                 now: datetime) -> list[Chunk]:
+    def to_purge(
+        self,
+        archived: Iterable[tuple[Chunk, datetime | None]],
+        access: Mapping[str, Mapping[str, Any]],
+        now: datetime,
+    ) -> list[Chunk]:
         """Archived chunks archived longer ago than the purge delay and not immune."""
         limit = now - timedelta(days=self.purge_days)
-        return [chunk for chunk, since in archived
-                if since is not None and since < limit
-                and not immune_reason(chunk, int(access.get(chunk.id, {}).get("count", 0)))]
+        return [
+            chunk
+            for chunk, since in archived
+            if since is not None
+            and since < limit
+            and not immune_reason(chunk, int(access.get(chunk.id, {}).get("count", 0)))
+        ]

@@ -38,11 +38,37 @@ def to_doc(note: Insight | Chunk, sha256: str) -> SearchDoc:
     from .index import SearchDoc
 
     if isinstance(note, Insight):
-        return SearchDoc(note.id, "insight", note.project, "", note.category, note.importance, "", note.tags, (),
-                         note.created, q.short(note.content, 100), note.content, sha256)
+        return SearchDoc(
+            note.id,
+            "insight",
+            note.project,
+            "",
+            note.category,
+            note.importance,
+            "",
+            note.tags,
+            (),
+            note.created,
+            q.short(note.content, 100),
+            note.content,
+            sha256,
+        )
     entities = tuple(v for values in note.entities.values() for v in values)
-    return SearchDoc(note.id, "chunk", note.project, note.domain, "", "", note.chunk_type, note.tags, entities,
-                     note.created, note.summary, note.content, sha256)
+    return SearchDoc(
+        note.id,
+        "chunk",
+        note.project,
+        note.domain,
+        "",
+        "",
+        note.chunk_type,
+        note.tags,
+        entities,
+        note.created,
+        note.summary,
+        note.content,
+        sha256,
+    )
 
 
 class SearchMixin(ServiceCore):
@@ -126,7 +152,9 @@ class SearchMixin(ServiceCore):
 
     def _loader(self, ids: list[str]) -> list[SearchDoc]:
         # Per-id lookups: fuzzy grep loads a few hundred candidates per query, not a copy of every hash.
-        return [to_doc(note, self.catalog.sha_of(i)) for i in ids if (note := self.catalog.note(i)) is not None]
+        return [
+            to_doc(note, self.catalog.sha_of(i)) for i in ids if (note := self.catalog.note(i)) is not None
+        ]
 
     def _archive_engine(self) -> tuple[SearchEngine, dict[str, Chunk]]:
         archived = {c.id: c for c in self.archived_chunks()}
@@ -137,41 +165,78 @@ class SearchMixin(ServiceCore):
 
     # ------------------------------------------------------------------ search
 
-    def search(self, query: str, limit: int = 5, project: str = "", domain: str = "", date_from: str = "",
-               date_to: str = "", entity: str = "", include_insights: bool = True,
-               include_archived: bool = False) -> SearchResult:
+    def search(
+        self,
+        query: str,
+        limit: int = 5,
+        project: str = "",
+        domain: str = "",
+        date_from: str = "",
+        date_to: str = "",
+        entity: str = "",
+        include_insights: bool = True,
+        include_archived: bool = False,
+    ) -> SearchResult:
         """Chunks and insights ranked by relevance (BM25 + meaning), filters applied inside the ranking."""
         if not query or not query.strip():
             raise InvalidInput("query is empty: send a few words describing what to find")
         limit = q.limit(limit)
-        filters = self._filters(project, domain, date_from, date_to, entity, "" if include_insights else "chunk")
+        filters = self._filters(
+            project, domain, date_from, date_to, entity, "" if include_insights else "chunk"
+        )
         if not self._ready():  # caches still building in the background: answer from the catalog
             return {"results": self._plain_search(query, filters, limit, include_archived)}
-        hits = [self._hit(h.id, h.score, self.catalog.note(h.id)) for h in self._synced().search(query, filters, limit)]
+        hits = [
+            self._hit(h.id, h.score, self.catalog.note(h.id))
+            for h in self._synced().search(query, filters, limit)
+        ]
         if include_archived:
             engine, archived = self._archive_engine()
-            hits += [self._hit(h.id, h.score, archived.get(h.id)) for h in engine.search(query, filters, limit)]
+            hits += [
+                self._hit(h.id, h.score, archived.get(h.id)) for h in engine.search(query, filters, limit)
+            ]
             hits.sort(key=lambda h: -h["score"])
         return {"results": [h for h in hits if h["summary"] is not None][:limit]}
 
-    def _filters(self, project: str, domain: str, date_from: str, date_to: str, entity: str, kind: str) -> Filters:
+    def _filters(
+        self, project: str, domain: str, date_from: str, date_to: str, entity: str, kind: str
+    ) -> Filters:
         from .index import Filters
 
-        return Filters(project=_name(project), domain=_name(domain), kind=kind,
-                       date_from=q.date(date_from, "date_from"), date_to=q.date(date_to, "date_to"),
-                       entity=entity.strip())
+        return Filters(
+            project=_name(project),
+            domain=_name(domain),
+            kind=kind,
+            date_from=q.date(date_from, "date_from"),
+            date_to=q.date(date_to, "date_to"),
+            entity=entity.strip(),
+        )
 
     @staticmethod
     def _hit(note_id: str, score: float, note: Insight | Chunk | None) -> SearchHit:
         if note is None:  # indexed but gone from the vault since: dropped by the caller
             return {"id": note_id, "kind": "", "score": score, "summary": None, "project": None}  # type: ignore[typeddict-item]
         if isinstance(note, Chunk):
-            return {"id": note.id, "kind": "chunk", "score": round(score, 4), "summary": note.summary,
-                    "project": note.project, "created": note.created}
-        return {"id": note.id, "kind": "insight", "score": round(score, 4), "summary": q.short(note.content, 100),
-                "project": note.project or None, "created": note.created}
+            return {
+                "id": note.id,
+                "kind": "chunk",
+                "score": round(score, 4),
+                "summary": note.summary,
+                "project": note.project,
+                "created": note.created,
+            }
+        return {
+            "id": note.id,
+            "kind": "insight",
+            "score": round(score, 4),
+            "summary": q.short(note.content, 100),
+            "project": note.project or None,
+            "created": note.created,
+        }
 
-    def _plain_search(self, query: str, filters: Filters, limit: int, include_archived: bool) -> list[SearchHit]:
+    def _plain_search(
+        self, query: str, filters: Filters, limit: int, include_archived: bool
+    ) -> list[SearchHit]:
         chunks, insights = self._candidates(filters, include_archived)
         return q.keyword_search(chunks, insights, query, limit)
 
@@ -180,14 +245,26 @@ class SearchMixin(ServiceCore):
         chunks = cat.chunks() + (self.archived_chunks() if include_archived else [])
         chunks = q.filter_chunks(chunks, f.project, f.domain, f.date_from, f.date_to, f.entity)
         with_insights = f.kind != "chunk" and not (f.domain or f.entity)
-        insights = q.filter_insights(cat.insights(), f.project, f.date_from, f.date_to) if with_insights else []
+        insights = (
+            q.filter_insights(cat.insights(), f.project, f.date_from, f.date_to) if with_insights else []
+        )
         return chunks, insights
 
     # ------------------------------------------------------------------ grep
 
-    def grep(self, pattern: str, limit: int = 10, project: str = "", domain: str = "", fuzzy: bool = False,
-             fuzzy_threshold: int = 80, date_from: str = "", date_to: str = "", entity: str = "",
-             include_archived: bool = False) -> GrepResult:
+    def grep(
+        self,
+        pattern: str,
+        limit: int = 10,
+        project: str = "",
+        domain: str = "",
+        fuzzy: bool = False,
+        fuzzy_threshold: int = 80,
+        date_from: str = "",
+        date_to: str = "",
+        entity: str = "",
+        include_archived: bool = False,
+    ) -> GrepResult:
         """Lines of chunks and insights matching a regex (case-insensitive) or, with fuzzy, close to the words.
 
         Regex matches come newest note first; fuzzy ones best first. Insights are searched unless a
@@ -198,7 +275,9 @@ class SearchMixin(ServiceCore):
         limit = q.limit(limit)
         filters = self._filters(project, domain, date_from, date_to, entity, "")
         if fuzzy and not 0 <= fuzzy_threshold <= 100:
-            raise InvalidInput(f"fuzzy_threshold {fuzzy_threshold!r} is not accepted: use 0 to 100 (80 is a good start)")
+            raise InvalidInput(
+                f"fuzzy_threshold {fuzzy_threshold!r} is not accepted: use 0 to 100 (80 is a good start)"
+            )
         if fuzzy and not include_archived and self._ready():
             return {"matches": self._fuzzy(pattern, fuzzy_threshold, limit, filters)}
         chunks, insights = self._candidates(filters, include_archived)
@@ -213,10 +292,16 @@ class SearchMixin(ServiceCore):
         for hit in engine.grep_fuzzy(pattern, threshold, limit, filters):
             note = self.catalog.note(hit.id)
             if note is not None:
-                matches.append({"id": hit.id, "line": hit.line_no, "text": hit.text.strip()[:200],
-                                "score": round(float(hit.score), 1),
-                                "kind": "chunk" if isinstance(note, Chunk) else "insight",
-                                "project": note.project or None})
+                matches.append(
+                    {
+                        "id": hit.id,
+                        "line": hit.line_no,
+                        "text": hit.text.strip()[:200],
+                        "score": round(float(hit.score), 1),
+                        "kind": "chunk" if isinstance(note, Chunk) else "insight",
+                        "project": note.project or None,
+                    }
+                )
         return matches
 
     # ------------------------------------------------------------------ caches as a whole
@@ -226,7 +311,11 @@ class SearchMixin(ServiceCore):
         model = self.config.embedding_model
         embedder = self.embedder()
         if embedder is None:
-            return {"enabled": False, "model": model, "reason": "RLM_EMBEDDING_MODEL is 'none': search is BM25-only"}
+            return {
+                "enabled": False,
+                "model": model,
+                "reason": "RLM_EMBEDDING_MODEL is 'none': search is BM25-only",
+            }
         enabled, reason = embedder.status()
         return {"enabled": enabled, "model": model, "reason": reason}
 
@@ -235,7 +324,9 @@ class SearchMixin(ServiceCore):
         embedder = self.embedder()
         return embedder is not None and embedder.wait(timeout=timeout)
 
-    def reindex(self, progress: Callable[[int, int], None] | None = None, wait_model: bool = True) -> dict[str, Any]:
+    def reindex(
+        self, progress: Callable[[int, int], None] | None = None, wait_model: bool = True
+    ) -> dict[str, Any]:
         """Rebuild the search caches from the vault alone."""
         if wait_model:
             self.wait_for_model(timeout=600)
@@ -260,9 +351,14 @@ class SearchMixin(ServiceCore):
         semantic = self.semantic_status()
         broken_model = "could not be loaded" in semantic["reason"]
         # Caches that lag behind catch up at the next search; only what needs a person fails doctor.
-        return {"notes": problems, "caches": cache, "semantic": semantic,
-                "git": "ok" if git_ok else fsck.strip()[:500], "conflicts": self.conflict_files(),
-                "ok": not problems and git_ok and not broken_model}
+        return {
+            "notes": problems,
+            "caches": cache,
+            "semantic": semantic,
+            "git": "ok" if git_ok else fsck.strip()[:500],
+            "conflicts": self.conflict_files(),
+            "ok": not problems and git_ok and not broken_model,
+        }
 
     def conflict_files(self) -> list[str]:
         return self.vault.conflict_files()
@@ -275,4 +371,6 @@ def _cache_problems(status: dict[str, Any]) -> list[str]:
         (status["index_extra"], "text index: {} entries for notes no longer in the vault"),
         (status["vectors_missing_or_stale"], "vectors: {} notes not embedded yet"),
     ]
-    return [text.format(n) for n, text in found if n] + [f"rebuilt a broken cache: {r}" for r in status["repairs"]]
+    return [text.format(n) for n, text in found if n] + [
+        f"rebuilt a broken cache: {r}" for r in status["repairs"]
+    ]

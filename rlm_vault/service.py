@@ -15,15 +15,35 @@ from .config import Config
 from .core import Clock, ServiceCore, detect_project, iso, utc_now, valid_text
 from .errors import InvalidInput, NotFound
 from .lifecycle import LifecycleMixin
-from .retrieval import SearchMixin
 from .models import (
-    CATEGORIES, CHUNK_TYPES, IMPORTANCES, Chunk, Insight, chunk_id, chunk_prefix, content_hash,
-    extract_entities, highest_seq, insight_id, parse_tags, safe_name,
+    CATEGORIES,
+    CHUNK_TYPES,
+    IMPORTANCES,
+    Chunk,
+    Insight,
+    chunk_id,
+    chunk_prefix,
+    content_hash,
+    extract_entities,
+    highest_seq,
+    insight_id,
+    parse_tags,
+    safe_name,
 )  # fmt: skip
 from .results import (
-    ChunkList, ChunkRow, Domains, Forgotten, InsightRow, Peek, Recall,
-    SessionRow, Sessions, Status, Written,
+    ChunkList,
+    ChunkRow,
+    Domains,
+    Forgotten,
+    InsightRow,
+    Peek,
+    Recall,
+    SessionRow,
+    Sessions,
+    Status,
+    Written,
 )  # fmt: skip
+from .retrieval import SearchMixin
 from .sync import SyncMixin
 from .vault import Vault
 
@@ -38,8 +58,14 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
 
     # ------------------------------------------------------------------ insights
 
-    def remember(self, content: str, category: str = "general", importance: str = "medium",
-                 tags: str = "", project: str = "") -> Written:
+    def remember(
+        self,
+        content: str,
+        category: str = "general",
+        importance: str = "medium",
+        tags: str = "",
+        project: str = "",
+    ) -> Written:
         """Save an insight as `insights/<id>.md`, one commit."""
         content = self.no_secrets(self.checked_content(content), "content")
         tags = self.no_secrets(valid_text(tags, "tags"), "tags")
@@ -54,16 +80,21 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
             tx.write(insight.path, markdown.render(insight.to_meta(), insight.content))
         return {"id": note_id, "path": insight.path, "commit": tx.commit_id}
 
-    def recall(self, query: str = "", category: str = "", importance: str = "", project: str = "",
-               limit: int = 10) -> Recall:
+    def recall(
+        self, query: str = "", category: str = "", importance: str = "", project: str = "", limit: int = 10
+    ) -> Recall:
         """Insights matching words of the query (accents and case ignored), best first."""
         limit = q.limit(limit)
         project = _name(project)
         category = q.choice(category, CATEGORIES, "category") if category else ""
         importance = q.choice(importance, IMPORTANCES, "importance") if importance else ""
-        rows = [i for i in self.fresh().insights()
-                if (not category or i.category == category) and (not importance or i.importance == importance)
-                and (not project or i.project == project)]
+        rows = [
+            i
+            for i in self.fresh().insights()
+            if (not category or i.category == category)
+            and (not importance or i.importance == importance)
+            and (not project or i.project == project)
+        ]
         scored = q.rank_insights(rows, query)
         return {"insights": [insight_row(i, score) for i, score in scored[:limit]]}
 
@@ -81,8 +112,9 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
             tx.delete(insight.path)
         return {"id": insight.id, "removed": True, "commit": tx.commit_id}
 
-    def update(self, insight_id: str, content: str = "", category: str = "", importance: str = "",
-               tags: str = "") -> Written:
+    def update(
+        self, insight_id: str, content: str = "", category: str = "", importance: str = "", tags: str = ""
+    ) -> Written:
         """Edit an insight in place; empty arguments keep what is there."""
         old = self.insight(insight_id)
         new = Insight(
@@ -91,9 +123,17 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
             q.choice(category, CATEGORIES, "category") if category else old.category,
             q.choice(importance, IMPORTANCES, "importance") if importance else old.importance,
             parse_tags(self.no_secrets(valid_text(tags, "tags"), "tags")) if tags else old.tags,
-            old.project, old.created, self.now(), old.extra,
+            old.project,
+            old.created,
+            self.now(),
+            old.extra,
         )
-        if (new.content, new.category, new.importance, new.tags) == (old.content, old.category, old.importance, old.tags):
+        if (new.content, new.category, new.importance, new.tags) == (
+            old.content,
+            old.category,
+            old.importance,
+            old.tags,
+        ):
             return {"id": old.id, "path": old.path, "changed": False, "commit": None}
         with self.writing() as tx:
             tx.message = f"update: {old.id} ({new.category}/{new.importance})"
@@ -102,17 +142,29 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
 
     # ------------------------------------------------------------------ chunks
 
-    def chunk(self, content: str, summary: str = "", tags: str = "", project: str = "", ticket: str = "",
-              domain: str = "", chunk_type: str = "session", extra: dict[str, object] | None = None,
-              dedup: bool = True, redact: bool = False) -> Written:
+    def chunk(
+        self,
+        content: str,
+        summary: str = "",
+        tags: str = "",
+        project: str = "",
+        ticket: str = "",
+        domain: str = "",
+        chunk_type: str = "session",
+        extra: dict[str, object] | None = None,
+        dedup: bool = True,
+        redact: bool = False,
+    ) -> Written:
         """Save a conversation segment as `chunks/<project>/<id>.md`, one commit.
 
         A secret in the text is refused (tool calls), or with `redact` replaced by [REDACTED:<kind>]
         and recorded in the front matter (automatic snapshots and imports).
         """
         if chunk_type.strip().lower() == "insight":
-            raise InvalidInput("chunk_type 'insight' is not a chunk: call rlm_remember(content, category, "
-                               "importance) to save an insight")
+            raise InvalidInput(
+                "chunk_type 'insight' is not a chunk: call rlm_remember(content, category, "
+                "importance) to save an insight"
+            )
         chunk_type = q.choice(chunk_type or "session", CHUNK_TYPES, "chunk_type")
         content = self.checked_content(content)
         extra = dict(extra or {})
@@ -137,9 +189,20 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
         with self.writing() as tx:
             chunk_id = self._new_chunk_id(iso(now)[:10], project, ticket, domain)
             chunk = Chunk(
-                chunk_id, content, project, chunk_type, summary, parse_tags(tags), domain, ticket,
-                f"{iso(now)[:10]}_{project}" + (f"_{domain}" if domain else ""), iso(now), digest,
-                len(content) // 4, extract_entities(content), extra,
+                chunk_id,
+                content,
+                project,
+                chunk_type,
+                summary,
+                parse_tags(tags),
+                domain,
+                ticket,
+                f"{iso(now)[:10]}_{project}" + (f"_{domain}" if domain else ""),
+                iso(now),
+                digest,
+                len(content) // 4,
+                extract_entities(content),
+                extra,
             )
             tx.message = f"chunk: {chunk_id} {q.short(summary)}"
             tx.write(chunk.path, markdown.render(chunk.to_meta(), chunk.content))
@@ -156,10 +219,14 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
         # Under the write lock the catalog has just been refreshed: it knows the highest sequence number
         # without listing a folder of thousands; a process that never read (a hook) lists the folder.
         active = [] if self.catalog.loaded else _names(self.vault.root / "chunks" / project, prefix)
-        after = max(highest_seq(active + _names(self.vault.root / "archive" / project, prefix), prefix),
-                    self.catalog.max_seq(prefix) if self.catalog.loaded else 0)
+        after = max(
+            highest_seq(active + _names(self.vault.root / "archive" / project, prefix), prefix),
+            self.catalog.max_seq(prefix) if self.catalog.loaded else 0,
+        )
         # Never over an existing note, whatever the bookkeeping says.
-        return chunk_id(prefix, after, ticket, domain, lambda i: self.vault.exists(f"chunks/{project}/{i}.md"))
+        return chunk_id(
+            prefix, after, ticket, domain, lambda i: self.vault.exists(f"chunks/{project}/{i}.md")
+        )
 
     def chunk_note(self, chunk_id: str) -> Chunk | Insight:
         """The chunk or insight with this id; an archived chunk is restored first."""
@@ -168,8 +235,9 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
             self.restore(chunk_id)
             note = self.fresh().note(chunk_id)
         if note is None:
-            raise NotFound(f"no chunk or insight with id {chunk_id!r}: use rlm_list_chunks or rlm_search "
-                           "to find ids")
+            raise NotFound(
+                f"no chunk or insight with id {chunk_id!r}: use rlm_list_chunks or rlm_search to find ids"
+            )
         return note
 
     def peek(self, chunk_id: str, start: int = 0, end: int = -1) -> Peek:
@@ -183,8 +251,16 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
         self.access.touch(note.id, self.now())
         kind = "chunk" if isinstance(note, Chunk) else "insight"
         summary = note.summary if isinstance(note, Chunk) else q.short(note.content)
-        return {"id": note.id, "content": "\n".join(lines[lo:hi]), "start": lo, "end": hi, "total_lines": total,
-                "kind": kind, "summary": summary, "path": note.path}
+        return {
+            "id": note.id,
+            "content": "\n".join(lines[lo:hi]),
+            "start": lo,
+            "end": hi,
+            "total_lines": total,
+            "kind": kind,
+            "summary": summary,
+            "path": note.path,
+        }
 
     def list_chunks(self, limit: int = 20, project: str = "") -> ChunkList:
         """Chunks newest first."""
@@ -202,8 +278,14 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
             if (not project or c.project == project) and (not domain or c.domain == domain):
                 groups.setdefault(c.session or f"{c.created[:10]}_{c.project}", []).append(c)
         rows: list[SessionRow] = [
-            {"id": sid, "project": cs[0].project, "domain": cs[0].domain or None, "chunks": len(cs),
-             "started": min(c.created for c in cs)} for sid, cs in groups.items()
+            {
+                "id": sid,
+                "project": cs[0].project,
+                "domain": cs[0].domain or None,
+                "chunks": len(cs),
+                "started": min(c.created for c in cs),
+            }
+            for sid, cs in groups.items()
         ]
         rows.sort(key=lambda r: (r["started"], r["id"]), reverse=True)
         return {"sessions": rows[:limit]}
@@ -222,8 +304,11 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
         insights, chunks = cat.insights(), cat.chunks()
         archived = len(self.archived())
         return {
-            "insights": len(insights), "chunks": len(chunks), "archived": archived,
-            "vault": str(self.vault.root), "head": self.vault.git.head(),
+            "insights": len(insights),
+            "chunks": len(chunks),
+            "archived": archived,
+            "vault": str(self.vault.root),
+            "head": self.vault.git.head(),
             "semantic": self.semantic_status(),
             "problems": [{"path": p.path, "reason": p.reason} for p in cat.problems()],
             "by_category": dict(Counter(i.category for i in insights)),
@@ -247,16 +332,31 @@ def _name(value: str) -> str:
 
 
 def insight_row(i: Insight, score: float | None = None) -> InsightRow:
-    row: InsightRow = {"id": i.id, "content": i.content, "category": i.category, "importance": i.importance,
-                       "tags": list(i.tags), "project": i.project or None, "created": i.created}
+    row: InsightRow = {
+        "id": i.id,
+        "content": i.content,
+        "category": i.category,
+        "importance": i.importance,
+        "tags": list(i.tags),
+        "project": i.project or None,
+        "created": i.created,
+    }
     if score is not None:
         row["score"] = round(score, 4)
     return row
 
 
 def chunk_row(c: Chunk) -> ChunkRow:
-    return {"id": c.id, "summary": c.summary, "tags": list(c.tags), "project": c.project, "created": c.created,
-            "tokens": c.tokens, "chunk_type": c.chunk_type, "domain": c.domain or None}
+    return {
+        "id": c.id,
+        "summary": c.summary,
+        "tags": list(c.tags),
+        "project": c.project,
+        "created": c.created,
+        "tokens": c.tokens,
+        "chunk_type": c.chunk_type,
+        "domain": c.domain or None,
+    }
 
 
 def open_service(config: Config | None = None) -> MemoryService:

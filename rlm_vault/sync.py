@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,10 @@ class SyncMixin(ServiceCore):
         with self.vault.lock():
             self.vault.abort_interrupted_merge()
             if git.merging():
-                raise SyncError("a git merge is in progress in the vault (not one of rlm-vault's): finish it or "
-                                "run `git merge --abort` there, then sync again")
+                raise SyncError(
+                    "a git merge is in progress in the vault (not one of rlm-vault's): finish it or "
+                    "run `git merge --abort` there, then sync again"
+                )
             external = self._commit_everything_external()
             before = git.head()
             branch = _remote_branch(git, url)
@@ -58,14 +61,22 @@ class SyncMixin(ServiceCore):
             pulled = _count(git, f"{before}..HEAD") if before else 0
             pushed = _push(git, url, branch)
         self.fresh()
-        return {"remote": url, "head": git.head(), "pulled": pulled, "pushed": pushed,
-                "conflicts": conflicts, "external": external}
+        return {
+            "remote": url,
+            "head": git.head(),
+            "pulled": pulled,
+            "pushed": pushed,
+            "conflicts": conflicts,
+            "external": external,
+        }
 
     def _commit_everything_external(self) -> str | None:
         """Commit every change in the work tree except notes that cannot be read (left for the person)."""
         self.fresh()
         paths = sorted({p for _, p in self.vault.git.status() if not p.startswith(".rlm/")})
-        ready = [p for p in paths if self.catalog.problem(p) is None and not Path(p).name.endswith(".rlm-tmp")]
+        ready = [
+            p for p in paths if self.catalog.problem(p) is None and not Path(p).name.endswith(".rlm-tmp")
+        ]
         commit = self.vault.git.commit_paths(ready, external_message(ready)) if ready else None
         if self._external is not None:
             self._external -= set(ready)
@@ -107,7 +118,9 @@ def _remote_branch(git: Git, url: str) -> str:
     except GitError as exc:
         raise SyncError(f"cannot reach {url}: {exc.stderr or exc}; the local vault is unchanged") from exc
     line = next((ln for ln in out.splitlines() if ln.startswith("ref: refs/heads/")), "")
-    branch = line.removeprefix("ref: refs/heads/").split("\t")[0] or _unborn_branch(git, url) or DEFAULT_BRANCH
+    branch = (
+        line.removeprefix("ref: refs/heads/").split("\t")[0] or _unborn_branch(git, url) or DEFAULT_BRANCH
+    )
     git.run("config", "rlm-vault.branch", branch)
     return branch
 
@@ -128,15 +141,20 @@ def _fetch(git: Git, url: str, branch: str) -> None:
     except GitError as exc:
         if "couldn't find remote ref" in exc.stderr:
             return  # an empty remote has no branch yet
-        raise SyncError(f"cannot fetch from {url}: {exc.stderr or exc}; the local vault is unchanged") from exc
+        raise SyncError(
+            f"cannot fetch from {url}: {exc.stderr or exc}; the local vault is unchanged"
+        ) from exc
 
 
 def _merge(git: Git, theirs: str) -> bool:
-    code = git.run_status("merge", "--no-ff", "--no-commit", "--allow-unrelated-histories", "-q", theirs,
-                          env=git.identity_env())
+    code = git.run_status(
+        "merge", "--no-ff", "--no-commit", "--allow-unrelated-histories", "-q", theirs, env=git.identity_env()
+    )
     if code != 0 and not git.merging():
-        raise SyncError("git could not merge the remote changes (a file you are editing may be in the way: "
-                        "commit or move it and sync again); the local vault is unchanged")
+        raise SyncError(
+            "git could not merge the remote changes (a file you are editing may be in the way: "
+            "commit or move it and sync again); the local vault is unchanged"
+        )
     return code == 0
 
 
@@ -174,9 +192,9 @@ def conflict_name(path: str, stamp: str) -> str:
 
 
 def _stamp() -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _count(git: Git, spec: str) -> int:
@@ -191,8 +209,9 @@ def _push(git: Git, url: str, branch: str) -> int:
     try:
         git.run("push", "-q", REMOTE, f"HEAD:refs/heads/{branch}", timeout=120)
     except GitError as exc:
-        raise SyncError(f"cannot push to {url}: {exc.stderr or exc}; your commits are kept locally, "
-                        "run sync again") from exc
+        raise SyncError(
+            f"cannot push to {url}: {exc.stderr or exc}; your commits are kept locally, run sync again"
+        ) from exc
     git.run("update-ref", TRACKING, "HEAD")
     return ahead
 

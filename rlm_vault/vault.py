@@ -27,7 +27,7 @@ from . import markdown
 from .errors import Busy, InvalidInput, InvalidNote
 from .git import Git
 
-__all__ = ["Stamp", "Transaction", "Vault", "NOTE_DIRS"]
+__all__ = ["NOTE_DIRS", "Stamp", "Transaction", "Vault"]
 
 NOTE_DIRS = ("insights", "chunks", "archive")
 _TMP_SUFFIX = ".rlm-tmp"
@@ -82,8 +82,10 @@ class Vault:
     def recover(self) -> list[str]:
         """Commit writes a crash left uncommitted and remove its temp files; returns the messages."""
         git_dir = self.root / ".git"
-        if any(p.exists() for p in (git_dir / "HEAD.lock", git_dir / "config.lock", git_dir / "rlm-vault-index.lock")) \
-                or any((git_dir / "refs").rglob("*.lock")):
+        if any(
+            p.exists()
+            for p in (git_dir / "HEAD.lock", git_dir / "config.lock", git_dir / "rlm-vault-index.lock")
+        ) or any((git_dir / "refs").rglob("*.lock")):
             with self.lock():
                 self.git.clear_stale_locks()  # a killed writer's git left them; they would refuse every write
         if (self.state / "merging").exists():
@@ -161,8 +163,10 @@ class Vault:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
             if time.monotonic() > deadline:
-                raise Busy(f"the vault is busy: another writer held {self.state / 'write.lock'} "
-                           f"for more than {self.lock_timeout:.0f} s; try again")
+                raise Busy(
+                    f"the vault is busy: another writer held {self.state / 'write.lock'} "
+                    f"for more than {self.lock_timeout:.0f} s; try again"
+                )
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -200,8 +204,14 @@ class Vault:
     def note_folders(self) -> dict[str, Stamp]:
         """insights/ and every chunks/<project>/ folder, with the folder's own stamp."""
         found = {}
-        for rel in ["insights", *(f"chunks/{e.name}" for e in _entries(self.root / "chunks")
-                                  if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))]:
+        for rel in [
+            "insights",
+            *(
+                f"chunks/{e.name}"
+                for e in _entries(self.root / "chunks")
+                if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+            ),
+        ]:
             try:
                 st = os.stat(self.root / rel, follow_symlinks=False)
             except OSError:
@@ -213,7 +223,11 @@ class Vault:
         """Every `*.md` note directly in one folder, with its stamp."""
         found: dict[str, Stamp] = {}
         for entry in _entries(self.root / rel):
-            if entry.name.endswith(".md") and not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+            if (
+                entry.name.endswith(".md")
+                and not entry.name.startswith(".")
+                and entry.is_file(follow_symlinks=False)
+            ):
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
@@ -255,8 +269,12 @@ class Vault:
 
     def conflict_files(self) -> list[str]:
         """Conflict copies a sync left beside their notes (`*.conflict-<host>-<time>.*`)."""
-        return sorted(p.relative_to(self.root).as_posix() for top in NOTE_DIRS
-                      for p in (self.root / top).rglob("*.conflict-*") if p.is_file())
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for top in NOTE_DIRS
+            for p in (self.root / top).rglob("*.conflict-*")
+            if p.is_file()
+        )
 
     def read_domains(self) -> list[str]:
         """The domains listed in `domains.yaml` (a person may edit it; a broken file gives none)."""

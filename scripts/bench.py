@@ -39,11 +39,100 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = ROOT.parent / "shared" / "models" / "minilm-l6-m2v-256"  # the evaluation model beside the checkout
+DEFAULT_MODEL = (
+    ROOT.parent / "shared" / "models" / "minilm-l6-m2v-256"
+)  # the evaluation model beside the checkout
 SEED = 20261124
 MS = 1000.0
 
-PYDOC_MODULES = ["os", "re", "json", "collections", "itertools", "functools", "pathlib", "subprocess", "threading", "asyncio", "logging", "argparse", "datetime", "decimal", "fractions", "statistics", "random", "string", "textwrap", "difflib", "csv", "sqlite3", "email", "http.client", "urllib.parse", "socket", "ssl", "hashlib", "base64", "struct", "array", "heapq", "bisect", "queue", "contextlib", "dataclasses", "enum", "typing", "abc", "inspect", "ast", "dis", "tokenize", "unittest", "doctest", "pdb", "timeit", "shutil", "tempfile", "glob", "fnmatch", "zipfile", "tarfile", "gzip", "bz2", "lzma", "configparser", "pickle", "copy", "pprint", "traceback", "warnings", "weakref", "gc", "io", "codecs", "unicodedata", "locale", "gettext", "calendar", "zoneinfo", "operator", "math", "cmath", "numbers", "uuid", "ipaddress", "mimetypes", "html", "xml.etree.ElementTree", "sched", "selectors", "signal", "mmap", "platform", "sysconfig"]
+PYDOC_MODULES = [
+    "os",
+    "re",
+    "json",
+    "collections",
+    "itertools",
+    "functools",
+    "pathlib",
+    "subprocess",
+    "threading",
+    "asyncio",
+    "logging",
+    "argparse",
+    "datetime",
+    "decimal",
+    "fractions",
+    "statistics",
+    "random",
+    "string",
+    "textwrap",
+    "difflib",
+    "csv",
+    "sqlite3",
+    "email",
+    "http.client",
+    "urllib.parse",
+    "socket",
+    "ssl",
+    "hashlib",
+    "base64",
+    "struct",
+    "array",
+    "heapq",
+    "bisect",
+    "queue",
+    "contextlib",
+    "dataclasses",
+    "enum",
+    "typing",
+    "abc",
+    "inspect",
+    "ast",
+    "dis",
+    "tokenize",
+    "unittest",
+    "doctest",
+    "pdb",
+    "timeit",
+    "shutil",
+    "tempfile",
+    "glob",
+    "fnmatch",
+    "zipfile",
+    "tarfile",
+    "gzip",
+    "bz2",
+    "lzma",
+    "configparser",
+    "pickle",
+    "copy",
+    "pprint",
+    "traceback",
+    "warnings",
+    "weakref",
+    "gc",
+    "io",
+    "codecs",
+    "unicodedata",
+    "locale",
+    "gettext",
+    "calendar",
+    "zoneinfo",
+    "operator",
+    "math",
+    "cmath",
+    "numbers",
+    "uuid",
+    "ipaddress",
+    "mimetypes",
+    "html",
+    "xml.etree.ElementTree",
+    "sched",
+    "selectors",
+    "signal",
+    "mmap",
+    "platform",
+    "sysconfig",
+]
 
 FRENCH = [
     "Nous avons décidé de garder la base de données locale pour le moment.",
@@ -57,8 +146,28 @@ FRENCH = [
     "La réunion de vendredi a validé l'architecture de l'API version deux.",
     "Les tests d'intégration tournent dans un conteneur éphémère créé pour chaque branche.",
 ]
-TAGS = ["api", "auth", "db", "deploy", "perf", "bug", "refactor", "docs", "test", "ci", "cache", "search",
-        "git", "infra", "ui", "security", "python", "memory", "migration", "release"]
+TAGS = [
+    "api",
+    "auth",
+    "db",
+    "deploy",
+    "perf",
+    "bug",
+    "refactor",
+    "docs",
+    "test",
+    "ci",
+    "cache",
+    "search",
+    "git",
+    "infra",
+    "ui",
+    "security",
+    "python",
+    "memory",
+    "migration",
+    "release",
+]
 DOMAINS = ["feature", "bugfix", "refactor", "infra", "research"]
 PROJECTS = ["BenchApp", "BenchApp", "BenchApp", "Payments", "DocsSite"]  # mostly the default project
 CATEGORIES = ["decision", "fact", "preference", "finding", "todo", "general"]
@@ -68,6 +177,7 @@ IMMUNE_MARKERS = ("DECISION:", "IMPORTANT:", "A RETENIR:", "À RETENIR:", "CRITI
 
 
 # ---------------------------------------------------------------------------------------------- utils
+
 
 def pct(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty list."""
@@ -114,6 +224,7 @@ class Clock:
 
 
 # ---------------------------------------------------------------------------------------------- corpus
+
 
 def _pydoc_paragraphs(out: Path) -> None:
     """Render stdlib pydoc to plain text and save its paragraphs (run in a child: imports stay out of our RSS)."""
@@ -202,13 +313,19 @@ class Corpus:
     def insight(self, n: int) -> InsightSpec:
         rng = self.rng
         para = rng.choice(self.paragraphs)
-        sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(para.split())) if len(s.strip()) > 20]
+        sentences = [
+            s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(para.split())) if len(s.strip()) > 20
+        ]
         text = " ".join(sentences[:2]) if sentences else para[:200]
         if rng.random() < 0.1:
             text = rng.choice(FRENCH) + " " + text
         text = f"{text[:280]} (insight {n})"
-        return InsightSpec(text, rng.choice(CATEGORIES), rng.choice(IMPORTANCES),
-                           ",".join(rng.sample(TAGS, rng.randint(1, 3))))
+        return InsightSpec(
+            text,
+            rng.choice(CATEGORIES),
+            rng.choice(IMPORTANCES),
+            ",".join(rng.sample(TAGS, rng.randint(1, 3))),
+        )
 
 
 def queries(paragraphs: list[str], n: int, seed: int) -> list[str]:
@@ -227,8 +344,20 @@ def queries(paragraphs: list[str], n: int, seed: int) -> list[str]:
 def regex_patterns(paragraphs: list[str], n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     words = sorted({w for p in paragraphs[:600] for w in re.findall(r"[a-z_]{6,}", p)})
-    fixed = [r"\bdef \w+\(", r"Return\w* the", r"socket\.\w+", r"d[ée]cid[ée]", r"DECISION:", r"\d+\.\d+",
-             r"raise \w+Error", r"^\s+\|", r"self, \w+", r"(?i)deprecated", r"API-\d+", r"[A-Z]{3,}_[A-Z]+"]
+    fixed = [
+        r"\bdef \w+\(",
+        r"Return\w* the",
+        r"socket\.\w+",
+        r"d[ée]cid[ée]",
+        r"DECISION:",
+        r"\d+\.\d+",
+        r"raise \w+Error",
+        r"^\s+\|",
+        r"self, \w+",
+        r"(?i)deprecated",
+        r"API-\d+",
+        r"[A-Z]{3,}_[A-Z]+",
+    ]
     out = fixed[:]
     while len(out) < n:
         out.append(rng.choice(words) if len(out) % 4 else "zzq" + rng.choice(words))  # some never match
@@ -242,12 +371,18 @@ def typo_words(paragraphs: list[str], n: int, seed: int) -> list[str]:
     for w in rng.sample(words, n):
         i = rng.randrange(1, len(w) - 1)
         op = rng.randrange(3)
-        out.append(w[:i] + w[i + 1:] if op == 0 else w[:i] + w[i + 1] + w[i] + w[i + 2:] if op == 1
-                   else w[:i] + rng.choice("aeiourst") + w[i + 1:])
+        out.append(
+            w[:i] + w[i + 1 :]
+            if op == 0
+            else w[:i] + w[i + 1] + w[i] + w[i + 2 :]
+            if op == 1
+            else w[:i] + rng.choice("aeiourst") + w[i + 1 :]
+        )
     return out
 
 
 # ---------------------------------------------------------------------------------------------- results
+
 
 @dataclass
 class Row:
@@ -286,8 +421,16 @@ class Report:
         log(f"{row.label}: {row.shown()} [{status}] {row.note}")
         return row
 
-    def lat(self, key: str, label: str, samples: list[float], target_ms: float | None = None, target: str = "",
-            anchor: str = "", note: str = "") -> Row:
+    def lat(
+        self,
+        key: str,
+        label: str,
+        samples: list[float],
+        target_ms: float | None = None,
+        target: str = "",
+        anchor: str = "",
+        note: str = "",
+    ) -> Row:
         """A latency row from samples in seconds; pass when p50 <= target_ms."""
         p50 = pct(samples, 50) * MS if samples else None
         p95 = pct(samples, 95) * MS if samples else None
@@ -296,23 +439,41 @@ class Report:
         ok = None if target_ms is None or p50 is None else p50 <= target_ms
         if target_ms is not None and not target:
             target = f"p50 <= {target_ms:g} ms"
-        return self.add(Row(key, label, target, anchor, len(samples), p50, p95, cpu50=cpu50, ok=ok, note=note))
+        return self.add(
+            Row(key, label, target, anchor, len(samples), p50, p95, cpu50=cpu50, ok=ok, note=note)
+        )
 
     def table(self) -> str:
         head = ("Measure", "N", "p50 / p95 (or value)", "CPU p50", "Target", "rlm-claude", "Result")
-        lines = [[r.label, str(r.n or ""), r.shown(), f"{r.cpu50:,.1f} ms" if r.cpu50 is not None else "-",
-                  r.target or "-", r.anchor or "-", "PASS" if r.ok else "-" if r.ok is None else "MISS"]
-                 for r in self.rows.values()]
+        lines = [
+            [
+                r.label,
+                str(r.n or ""),
+                r.shown(),
+                f"{r.cpu50:,.1f} ms" if r.cpu50 is not None else "-",
+                r.target or "-",
+                r.anchor or "-",
+                "PASS" if r.ok else "-" if r.ok is None else "MISS",
+            ]
+            for r in self.rows.values()
+        ]
         if any(r.side is not None for r in self.rows.values()):
             head = (*head, "anchor p50 here", "anchor/ours")
             for line, r in zip(lines, self.rows.values(), strict=True):
                 ours = r.p50
-                line += ([f"{r.side:,.1f} {r.unit}", f"{r.side / ours:.2g}x" if ours else "-"]
-                         if r.side is not None else ["-", "-"])
+                line += (
+                    [f"{r.side:,.1f} {r.unit}", f"{r.side / ours:.2g}x" if ours else "-"]
+                    if r.side is not None
+                    else ["-", "-"]
+                )
         widths = [max(len(head[i]), *(len(line[i]) for line in lines)) for i in range(len(head))]
-        out = ["| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
-               "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-        out += ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in lines]
+        out = [
+            "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
+            "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+        ]
+        out += [
+            "| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in lines
+        ]
         notes = [f"- {r.label}: {r.note}" for r in self.rows.values() if r.note]
         return "\n".join(out + (["", "Notes:"] + notes if notes else []))
 
@@ -321,6 +482,7 @@ class Report:
 
 
 # ---------------------------------------------------------------------------------------------- setup
+
 
 @dataclass
 class Plan:
@@ -337,10 +499,20 @@ class Plan:
 
 def make_env(base: Path, vault: Path, model: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
-    env.update(HOME=str(base / "home"), XDG_CONFIG_HOME=str(base / "home" / ".config"), RLM_VAULT_DIR=str(vault),
-               RLM_EMBEDDING_MODEL=model, RLM_PROJECT="BenchApp", GIT_CONFIG_NOSYSTEM="1",
-               GIT_AUTHOR_NAME="Bench", GIT_AUTHOR_EMAIL="bench@example.com", GIT_COMMITTER_NAME="Bench",
-               GIT_COMMITTER_EMAIL="bench@example.com", PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
+    env.update(
+        HOME=str(base / "home"),
+        XDG_CONFIG_HOME=str(base / "home" / ".config"),
+        RLM_VAULT_DIR=str(vault),
+        RLM_EMBEDDING_MODEL=model,
+        RLM_PROJECT="BenchApp",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="Bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="Bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+        PYTHONPATH=str(ROOT),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     return env
 
 
@@ -350,7 +522,9 @@ def open_service(vault: Path, model: str, clock: Clock | None = None) -> Any:
     from rlm_vault.vault import Vault
 
     config = Config(vault=vault, project="BenchApp", embedding_model=model)
-    return MemoryService(Vault.open(vault, config.lock_timeout), config, **({"clock": clock} if clock else {}))
+    return MemoryService(
+        Vault.open(vault, config.lock_timeout), config, **({"clock": clock} if clock else {})
+    )
 
 
 class CommitTimer:
@@ -373,12 +547,19 @@ class CommitTimer:
 
 
 def commit_count(vault: Path) -> int:
-    out = subprocess.run(["git", "-C", str(vault), "rev-list", "--count", "HEAD"], capture_output=True, check=False, text=True)
+    out = subprocess.run(
+        ["git", "-C", str(vault), "rev-list", "--count", "HEAD"], capture_output=True, check=False, text=True
+    )
     return int(out.stdout.strip() or 0)
 
 
-def write_chunks(svc: Any, specs: Iterable[ChunkSpec], clock: Clock | None = None,
-                 old_until: int = -1, shift: timedelta = timedelta(0)) -> tuple[list[float], list[str]]:
+def write_chunks(
+    svc: Any,
+    specs: Iterable[ChunkSpec],
+    clock: Clock | None = None,
+    old_until: int = -1,
+    shift: timedelta = timedelta(0),
+) -> tuple[list[float], list[str]]:
     times, ids = [], []
     for i, spec in enumerate(specs):
         if clock is not None and i == old_until:
@@ -393,13 +574,23 @@ def write_chunks(svc: Any, specs: Iterable[ChunkSpec], clock: Clock | None = Non
 
 # ---------------------------------------------------------------------------------------------- stdio MCP
 
+
 class StdioMCP:
     """A minimal newline-delimited JSON-RPC client for an MCP server on stdio (no mcp import here)."""
 
     def __init__(self, cmd: list[str], env: dict[str, str], cwd: Path) -> None:
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     env=env, cwd=cwd, text=True, encoding="utf-8", bufsize=1)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+        )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self._next = 0
         threading.Thread(target=self._pump, daemon=True).start()
@@ -442,8 +633,15 @@ class StdioMCP:
         return self.wait(self.send(method, params), timeout)
 
     def handshake(self, timeout: float = 60) -> dict[str, Any]:
-        self.call("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
-                                 "clientInfo": {"name": "rlm-vault-bench", "version": "1"}}, timeout)
+        self.call(
+            "initialize",
+            {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "rlm-vault-bench", "version": "1"},
+            },
+            timeout,
+        )
         self.send("notifications/initialized", notify=True)
         return self.call("tools/list", {}, timeout)
 
@@ -480,8 +678,11 @@ def _vm(pid: int) -> dict[str, float]:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return {}
-    return {k: int(v.split()[0]) / 1024 for k, v in (line.split(":", 1) for line in text.splitlines())
-            if k in ("VmRSS", "VmHWM")}
+    return {
+        k: int(v.split()[0]) / 1024
+        for k, v in (line.split(":", 1) for line in text.splitlines())
+        if k in ("VmRSS", "VmHWM")
+    }
 
 
 def server_memory(env: dict[str, str], cwd: Path) -> tuple[float, str]:
@@ -505,12 +706,20 @@ def server_memory(env: dict[str, str], cwd: Path) -> tuple[float, str]:
 
 # ---------------------------------------------------------------------------------------------- transcript
 
+
 def make_transcript(path: Path, corpus: Corpus, megabytes: float, tag: str) -> None:
     """A Claude Code transcript (JSONL, format of shared/claude-code/*.jsonl) of about `megabytes` MB."""
     rng = random.Random(SEED + 7)
     sid = "5b0c2f8e-bench-4e1a-9c77-0d9f3a1b2c3d"
-    base = {"isSidechain": False, "userType": "external", "entrypoint": "cli", "cwd": "/home/dev/proj",
-            "sessionId": sid, "version": "2.1.328", "gitBranch": "main"}
+    base = {
+        "isSidechain": False,
+        "userType": "external",
+        "entrypoint": "cli",
+        "cwd": "/home/dev/proj",
+        "sessionId": sid,
+        "version": "2.1.328",
+        "gitBranch": "main",
+    }
     lines: list[str] = []
     parent: str | None = None
     size = 0
@@ -536,40 +745,108 @@ def make_transcript(path: Path, corpus: Corpus, megabytes: float, tag: str) -> N
         turn += 1
         prompt = f"({tag}) turn {turn}: " + " ".join(corpus.rng.choice(corpus.paragraphs).split()[:40])
         emit({"type": "user", "message": {"role": "user", "content": prompt}, "promptId": f"p{turn}"})
-        emit({"type": "attachment", "attachment": {"type": "date", "text": "2026-11-24"},
-              "rendered": [{"content": "<system-reminder>\nToday is 2026-11-24.\n</system-reminder>"}]})
+        emit(
+            {
+                "type": "attachment",
+                "attachment": {"type": "date", "text": "2026-11-24"},
+                "rendered": [{"content": "<system-reminder>\nToday is 2026-11-24.\n</system-reminder>"}],
+            }
+        )
         tool_id = f"toolu_{turn:020d}"
-        emit({"type": "assistant", "requestId": f"req_{turn}", "message": {
-            "id": f"msg_{turn}", "model": "claude-opus-5-5", "role": "assistant", "stop_reason": "tool_use",
-            "content": [{"type": "text", "text": corpus.rng.choice(corpus.paragraphs)},
-                        {"type": "tool_use", "id": tool_id, "name": "Read", "input": {"file_path": f"/src/m{turn}.py"}}],
-            "usage": {"input_tokens": 1200 + turn, "output_tokens": 300}}})
+        emit(
+            {
+                "type": "assistant",
+                "requestId": f"req_{turn}",
+                "message": {
+                    "id": f"msg_{turn}",
+                    "model": "claude-opus-5-5",
+                    "role": "assistant",
+                    "stop_reason": "tool_use",
+                    "content": [
+                        {"type": "text", "text": corpus.rng.choice(corpus.paragraphs)},
+                        {
+                            "type": "tool_use",
+                            "id": tool_id,
+                            "name": "Read",
+                            "input": {"file_path": f"/src/m{turn}.py"},
+                        },
+                    ],
+                    "usage": {"input_tokens": 1200 + turn, "output_tokens": 300},
+                },
+            }
+        )
         result = "\n\n".join(corpus.rng.sample(corpus.paragraphs, 3))
-        emit({"type": "user", "message": {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": tool_id, "content": result}]},
-            "toolUseResult": {"type": "text", "file": {"filePath": f"/src/m{turn}.py", "content": result}}})
-        emit({"type": "assistant", "requestId": f"req_{turn}b", "message": {
-            "id": f"msg_{turn}b", "model": "claude-opus-5-5", "role": "assistant", "stop_reason": "end_turn",
-            "content": [{"type": "text", "text": corpus.rng.choice(corpus.paragraphs)}],
-            "usage": {"input_tokens": 1500 + turn, "output_tokens": 400}}})
+        emit(
+            {
+                "type": "user",
+                "message": {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": tool_id, "content": result}],
+                },
+                "toolUseResult": {
+                    "type": "text",
+                    "file": {"filePath": f"/src/m{turn}.py", "content": result},
+                },
+            }
+        )
+        emit(
+            {
+                "type": "assistant",
+                "requestId": f"req_{turn}b",
+                "message": {
+                    "id": f"msg_{turn}b",
+                    "model": "claude-opus-5-5",
+                    "role": "assistant",
+                    "stop_reason": "end_turn",
+                    "content": [{"type": "text", "text": corpus.rng.choice(corpus.paragraphs)}],
+                    "usage": {"input_tokens": 1500 + turn, "output_tokens": 400},
+                },
+            }
+        )
         emit({"type": "system", "subtype": "stop_hook_summary", "hookInfos": [], "durationMs": 12})
         if rng.random() < 0.5:  # the full API request, as Claude Code logs it: big, never conversation
             emit({"type": "api-request", "request": {"messages": [{"role": "user", "content": result * 2}]}})
         if not boundary_done and size > boundary_at:
             boundary_done = True
-            emit({"type": "system", "subtype": "compact_boundary", "content": "Conversation compacted",
-                  "logicalParentUuid": parent, "compactMetadata": {"trigger": "auto", "preTokens": 150000,
-                                                                   "postTokens": 9000, "durationMs": 30000}})
-            emit({"type": "user", "isCompactSummary": True, "isVisibleInTranscriptOnly": True,
-                  "message": {"role": "user", "content": "This session is being continued from a previous "
-                              "conversation that ran out of context. Summary:\nThe user works on BenchApp."}})
+            emit(
+                {
+                    "type": "system",
+                    "subtype": "compact_boundary",
+                    "content": "Conversation compacted",
+                    "logicalParentUuid": parent,
+                    "compactMetadata": {
+                        "trigger": "auto",
+                        "preTokens": 150000,
+                        "postTokens": 9000,
+                        "durationMs": 30000,
+                    },
+                }
+            )
+            emit(
+                {
+                    "type": "user",
+                    "isCompactSummary": True,
+                    "isVisibleInTranscriptOnly": True,
+                    "message": {
+                        "role": "user",
+                        "content": "This session is being continued from a previous "
+                        "conversation that ran out of context. Summary:\nThe user works on BenchApp.",
+                    },
+                }
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def hook_exists(env: dict[str, str], cwd: Path) -> bool:
-    out = subprocess.run([sys.executable, "-m", "rlm_vault", "hook", "--help"], env=env, cwd=cwd,
-                         capture_output=True, check=False, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "rlm_vault", "hook", "--help"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        check=False,
+        text=True,
+    )
     return out.returncode == 0 and "pre-compact" in out.stdout
 
 
@@ -610,35 +887,68 @@ def concurrent_writers(base: Path, model: str, procs: int, per: int) -> dict[str
     open_service(vault, "none")  # created once, as a first `rlm-vault init` would
     before = commit_count(vault)
     start_at = time.time() + 1.5 + 0.15 * procs  # every process has imported before any writes
-    children = [subprocess.Popen([sys.executable, "-c", WRITER, str(per), str(k), str(start_at)], env=env,
-                                 cwd=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for k in range(procs)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(per), str(k), str(start_at)],
+            env=env,
+            cwd=base,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(procs)
+    ]
     results = []
     for child in children:
         out, err = child.communicate(timeout=900)
-        results.append(json.loads(out.strip().splitlines()[-1]) if child.returncode == 0 and out.strip()
-                       else {"ids": [], "errors": [f"exit {child.returncode}: {err.strip()[-300:]}"]})
+        results.append(
+            json.loads(out.strip().splitlines()[-1])
+            if child.returncode == 0 and out.strip()
+            else {"ids": [], "errors": [f"exit {child.returncode}: {err.strip()[-300:]}"]}
+        )
     wall = time.time() - start_at  # from the moment every process starts writing to the last one done
     ids = [i for r in results for i in r["ids"]]
     errors = [e for r in results for e in r["errors"]]
     files = len(list((vault / "chunks").glob("*/*.md")))
-    subjects = subprocess.run(["git", "-C", str(vault), "log", "--format=%s"], capture_output=True, check=False,
-                              text=True).stdout.splitlines()
+    subjects = subprocess.run(
+        ["git", "-C", str(vault), "log", "--format=%s"], capture_output=True, check=False, text=True
+    ).stdout.splitlines()
     chunk_commits = sum(1 for s in subjects if s.startswith("chunk:"))
-    status = subprocess.run(["git", "-C", str(vault), "status", "--porcelain", "--", "chunks"],
-                            capture_output=True, check=False, text=True).stdout.strip()
+    status = subprocess.run(
+        ["git", "-C", str(vault), "status", "--porcelain", "--", "chunks"],
+        capture_output=True,
+        check=False,
+        text=True,
+    ).stdout.strip()
     wanted = procs * per
     lost = wanted - min(len(set(ids)), files, chunk_commits)
-    return {"wanted": wanted, "ok": len(ids), "unique_ids": len(set(ids)), "files": files,
-            "chunk_commits": chunk_commits, "commits": commit_count(vault) - before, "errors": errors[:5],
-            "error_count": len(errors), "uncommitted": len(status.splitlines()) if status else 0, "lost": lost,
-            "wall_s": round(wall, 2)}
+    return {
+        "wanted": wanted,
+        "ok": len(ids),
+        "unique_ids": len(set(ids)),
+        "files": files,
+        "chunk_commits": chunk_commits,
+        "commits": commit_count(vault) - before,
+        "errors": errors[:5],
+        "error_count": len(errors),
+        "uncommitted": len(status.splitlines()) if status else 0,
+        "lost": lost,
+        "wall_s": round(wall, 2),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- anchor
 
-def run_anchor(exe: str, base: Path, corpus_paras: list[str], report: Report, n_chunks: int, n_insights: int,
-               n_queries: int) -> None:
+
+def run_anchor(
+    exe: str,
+    base: Path,
+    corpus_paras: list[str],
+    report: Report,
+    n_chunks: int,
+    n_insights: int,
+    n_queries: int,
+) -> None:
     """The same workload against rlm-claude (PyPI mcp-rlm-server) over stdio, on a smaller N."""
     context = base / "anchor-context"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
@@ -671,14 +981,27 @@ def run_anchor(exe: str, base: Path, corpus_paras: list[str], report: Report, n_
         client.handshake()
         ids: list[str] = []
         for s in specs:
-            text = run("chunk", "rlm_chunk", {"content": s.content, "summary": s.summary, "tags": s.tags,
-                                              **({"domain": s.domain} if s.domain else {})}, client)
+            text = run(
+                "chunk",
+                "rlm_chunk",
+                {
+                    "content": s.content,
+                    "summary": s.summary,
+                    "tags": s.tags,
+                    **({"domain": s.domain} if s.domain else {}),
+                },
+                client,
+            )
             found = re.search(r"\b(\d{4}-\d{2}-\d{2}_[\w.-]+?_\d{3}[\w-]*)", text)
             if found:
                 ids.append(found.group(1))
         for s in insights:
-            run("remember", "rlm_remember", {"content": s.content, "category": s.category,
-                                             "importance": s.importance, "tags": s.tags}, client)
+            run(
+                "remember",
+                "rlm_remember",
+                {"content": s.content, "category": s.category, "importance": s.importance, "tags": s.tags},
+                client,
+            )
         for qtext in queries(corpus_paras, n_queries, SEED + 1):
             run("search", "rlm_search", {"query": qtext}, client)
         for pat in regex_patterns(corpus_paras, n_queries, SEED + 2):
@@ -691,35 +1014,60 @@ def run_anchor(exe: str, base: Path, corpus_paras: list[str], report: Report, n_
             run("peek", "rlm_peek", {"chunk_id": chunk_id}, client)
     finally:
         client.close()
-    pairs = {"chunk": "chunk_first", "remember": "remember_first", "search": "search_2k", "grep": "grep_regex",
-             "fuzzy": "grep_fuzzy", "recall": "recall", "peek": "peek"}
+    pairs = {
+        "chunk": "chunk_first",
+        "remember": "remember_first",
+        "search": "search_2k",
+        "grep": "grep_regex",
+        "fuzzy": "grep_fuzzy",
+        "recall": "recall",
+        "peek": "peek",
+    }
     for key, row in pairs.items():
         if samples.get(key) and row in report.rows:
             report.rows[row].side = pct(samples[key], 50) * MS
     if cold and "cold_start" in report.rows:
         report.rows["cold_start"].side = statistics.median(cold) * MS
-    report.meta["anchor"] = {"exe": exe, "chunks": n_chunks, "insights": n_insights, "queries": n_queries,
-                             "p50_ms": {k: round(pct(v, 50) * MS, 1) for k, v in samples.items()},
-                             "note": "smaller N than our run: the anchor writes cost 70-145 ms and searches ~1.2 s"}
+    report.meta["anchor"] = {
+        "exe": exe,
+        "chunks": n_chunks,
+        "insights": n_insights,
+        "queries": n_queries,
+        "p50_ms": {k: round(pct(v, 50) * MS, 1) for k, v in samples.items()},
+        "note": "smaller N than our run: the anchor writes cost 70-145 ms and searches ~1.2 s",
+    }
 
 
 # ---------------------------------------------------------------------------------------------- the run
+
 
 def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) -> None:
     import rlm_vault
 
     report.meta.update(
-        python=sys.version.split()[0], platform=platform.platform(), cpus=os.cpu_count(), model=model,
-        seed=SEED, plan=vars(plan), rlm_vault=getattr(rlm_vault, "__version__", "?"),
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        cpus=os.cpu_count(),
+        model=model,
+        seed=SEED,
+        plan=vars(plan),
+        rlm_vault=getattr(rlm_vault, "__version__", "?"),
         git=subprocess.run(["git", "--version"], capture_output=True, check=False, text=True).stdout.strip(),
-        commit=subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, check=False,
-                              text=True).stdout.strip(),
-        started=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), load_start=os.getloadavg(),
+        commit=subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            check=False,
+            text=True,
+        ).stdout.strip(),
+        started=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        load_start=os.getloadavg(),
     )
     home = base / "home"
     home.mkdir(parents=True, exist_ok=True)
     os.environ.update(make_env(base, base / "vault", model))
-    paragraphs = load_paragraphs(base.parent / f"rlm-bench-pydoc-{sys.version_info[0]}{sys.version_info[1]}.json")
+    paragraphs = load_paragraphs(
+        base.parent / f"rlm-bench-pydoc-{sys.version_info[0]}{sys.version_info[1]}.json"
+    )
     corpus = Corpus(paragraphs)
     log(f"corpus: {len(paragraphs)} pydoc paragraphs; plan {vars(plan)}")
 
@@ -737,22 +1085,42 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
     commits = CommitTimer(svc.vault.git)
     t_chunks, ids = write_chunks(svc, specs, clock, old_until, timedelta(days=40))
     n100 = min(100, len(t_chunks) // 2)
-    report.lat("chunk_first", f"rlm_chunk write, first {n100}", t_chunks[:n100], 25,
-               anchor="70 ms (first 100: 13.6)")
-    report.lat("chunk_last", f"rlm_chunk write, last {n100} (at {plan.chunks:,})", t_chunks[-n100:], 25,
-               anchor="145 ms (last 100 mean)")
-    report.lat("commit_0", "git commit inside a write, at 0 notes", commits.samples[:n100], None, target="flat")
-    report.lat("commit_2k", f"git commit inside a write, at {plan.chunks:,} notes", commits.samples[-n100:], None,
-               target="flat")
+    report.lat(
+        "chunk_first", f"rlm_chunk write, first {n100}", t_chunks[:n100], 25, anchor="70 ms (first 100: 13.6)"
+    )
+    report.lat(
+        "chunk_last",
+        f"rlm_chunk write, last {n100} (at {plan.chunks:,})",
+        t_chunks[-n100:],
+        25,
+        anchor="145 ms (last 100 mean)",
+    )
+    report.lat(
+        "commit_0", "git commit inside a write, at 0 notes", commits.samples[:n100], None, target="flat"
+    )
+    report.lat(
+        "commit_2k",
+        f"git commit inside a write, at {plan.chunks:,} notes",
+        commits.samples[-n100:],
+        None,
+        target="flat",
+    )
     t_ins = []
     for n in range(plan.insights):
         s = corpus.insight(n)
         dt, _ = timed(lambda s=s: svc.remember(s.content, s.category, s.importance, s.tags))
         t_ins.append(dt)
     m100 = min(100, len(t_ins) // 2)
-    report.lat("remember_first", f"rlm_remember write, first {m100}", t_ins[:m100], 25, anchor="8.3 ms (1.5 first)")
-    report.lat("remember_last", f"rlm_remember write, last {m100} (at {plan.insights:,} insights)", t_ins[-m100:], 25,
-               anchor="15.8 ms (last 100 mean)")
+    report.lat(
+        "remember_first", f"rlm_remember write, first {m100}", t_ins[:m100], 25, anchor="8.3 ms (1.5 first)"
+    )
+    report.lat(
+        "remember_last",
+        f"rlm_remember write, last {m100} (at {plan.insights:,} insights)",
+        t_ins[-m100:],
+        25,
+        anchor="15.8 ms (last 100 mean)",
+    )
 
     # -- retention on a copy of the vault, clock moved 45 days on ------------------------------------
     copy = base / "vault-retention"
@@ -762,18 +1130,35 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
     rsvc = open_service(copy, "none", rclock)
     previews = [timed(rsvc.retention_preview) for _ in range(3)]
     due_ids = previews[-1][1]["archive"]
-    report.lat("retention_preview", f"rlm_retention_preview ({len(due_ids):,} due)", [p[0] for p in previews],
-               None, anchor="338 ms")
+    report.lat(
+        "retention_preview",
+        f"rlm_retention_preview ({len(due_ids):,} due)",
+        [p[0] for p in previews],
+        None,
+        anchor="338 ms",
+    )
     before = commit_count(copy)
     dt, out = timed(rsvc.retention_run)
     made = commit_count(copy) - before
     archived = len(out["archived"])
     gz = len(list((copy / "archive").glob("*/*.md.gz")))
     ok = dt <= 10 and made == 1 and abs(archived - plan.archive) <= plan.archive // 100 and gz == archived
-    report.add(Row("archive", f"rlm_retention_run archive of {archived:,} chunks", "<= 10 s, one commit",
-                   "186 s", 1, dt, unit="s", value=f"{dt:,.2f} s, {made} commit", ok=ok,
-                   note="" if ok else f"wanted {plan.archive} archived in one commit; got {archived}, {gz} .gz, "
-                                      f"{made} commits"))
+    report.add(
+        Row(
+            "archive",
+            f"rlm_retention_run archive of {archived:,} chunks",
+            "<= 10 s, one commit",
+            "186 s",
+            1,
+            dt,
+            unit="s",
+            value=f"{dt:,.2f} s, {made} commit",
+            ok=ok,
+            note=""
+            if ok
+            else f"wanted {plan.archive} archived in one commit; got {archived}, {gz} .gz, {made} commits",
+        )
+    )
     del rsvc
     shutil.rmtree(copy, ignore_errors=True)
 
@@ -781,15 +1166,40 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
     ready = svc.wait_for_model(timeout=300)
     report.meta["semantic_2k"] = svc.semantic_status()
     dt, _ = timed(lambda: svc.search("cache warm up query"))
-    report.add(Row("search_catchup", f"first rlm_search after {plan.chunks + plan.insights:,} writes", "", "",
-                   1, dt * MS, note="caches catch up with the vault (text index built, first vectors embedded)"))
+    report.add(
+        Row(
+            "search_catchup",
+            f"first rlm_search after {plan.chunks + plan.insights:,} writes",
+            "",
+            "",
+            1,
+            dt * MS,
+            note="caches catch up with the vault (text index built, first vectors embedded)",
+        )
+    )
     dt, out = timed(lambda: svc.reindex(wait_model=True))
-    report.add(Row("reindex_2k", f"full reindex, {plan.chunks + plan.insights:,} notes (model {'on' if ready else 'off'})",
-                   "", "", 1, dt, unit="s", value=f"{dt:,.1f} s"))
+    report.add(
+        Row(
+            "reindex_2k",
+            f"full reindex, {plan.chunks + plan.insights:,} notes (model {'on' if ready else 'off'})",
+            "",
+            "",
+            1,
+            dt,
+            unit="s",
+            value=f"{dt:,.1f} s",
+        )
+    )
     qs = queries(paragraphs, plan.queries, SEED + 1)
     t_search = [timed(lambda q=q: svc.search(q))[0] for q in qs]
-    report.lat("search_2k", f"rlm_search ({plan.chunks:,} chunks + {plan.insights:,} insights)", t_search, 30,
-               anchor="1,175 ms", note="" if ready else "model not loaded: BM25 only")
+    report.lat(
+        "search_2k",
+        f"rlm_search ({plan.chunks:,} chunks + {plan.insights:,} insights)",
+        t_search,
+        30,
+        anchor="1,175 ms",
+        note="" if ready else "model not loaded: BM25 only",
+    )
     t_filt = [timed(lambda q=q: svc.search(q, project="BenchApp", domain="feature"))[0] for q in qs[:20]]
     report.lat("search_filtered", "rlm_search with project + domain filters", t_filt, 30, anchor="1,787 ms")
     t_re = [timed(lambda p=p: svc.grep(p))[0] for p in regex_patterns(paragraphs, plan.queries, SEED + 2)]
@@ -799,7 +1209,9 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
     report.add(Row("fuzzy_first", "first rlm_grep fuzzy (builds the fuzzy index)", "", "", 1, dt * MS))
     t_fz = [timed(lambda w=w: svc.grep(w, fuzzy=True))[0] for w in words[1:]]
     report.lat("grep_fuzzy", "rlm_grep fuzzy (typo'd words)", t_fz, 30, anchor="347 ms")
-    t_rc = [timed(lambda q=q: svc.recall(q.split()[0]))[0] for q in queries(paragraphs, plan.queries, SEED + 4)]
+    t_rc = [
+        timed(lambda q=q: svc.recall(q.split()[0]))[0] for q in queries(paragraphs, plan.queries, SEED + 4)
+    ]
     report.lat("recall", "rlm_recall", t_rc, None, anchor="9.6 ms")
     peek_ids = random.Random(SEED).sample(ids, min(plan.queries, len(ids)))
     t_pk = [timed(lambda i=i: svc.peek(i, 0, 40))[0] for i in peek_ids]
@@ -812,8 +1224,13 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
         spec = corpus.chunk()
         svc.chunk(spec.content, spec.summary, spec.tags, spec.project, spec.ticket, spec.domain)
         t_mixed.append(timed(lambda k=k: svc.search(qs[k]))[0])
-    report.lat("search_after_write", "rlm_search right after an rlm_chunk", t_mixed, 30,
-               note="includes indexing the new note (Whoosh commit, its vector, fuzzy postings); the MCP server does this in the background after each write")
+    report.lat(
+        "search_after_write",
+        "rlm_search right after an rlm_chunk",
+        t_mixed,
+        30,
+        note="includes indexing the new note (Whoosh commit, its vector, fuzzy postings); the MCP server does this in the background after each write",
+    )
 
     # -- cold start (empty vault, then this one) ----------------------------------------------------------
     empty = base / "vault-empty"
@@ -821,14 +1238,44 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
     cold_e, ntools, size = cold_start(make_env(base, empty, model), base, plan.cold_runs)
     cold_f, _, _ = cold_start(make_env(base, vault, model), base, plan.cold_runs)
     med_e, med_f = statistics.median(cold_e) * MS, statistics.median(cold_f) * MS
-    report.add(Row("cold_start", "cold start to tools/list (stdio), empty vault", "<= 0.8 s", "0.70-0.83 s",
-                   len(cold_e), med_e, max(cold_e) * MS, note=f"median; p95 column = max; {ntools} tools",
-                   ok=med_e <= 800))
-    report.add(Row("cold_start_full", f"cold start to tools/list, {plan.chunks + plan.insights:,}-note vault",
-                   "<= 0.8 s", "0.70-0.83 s", len(cold_f), med_f, max(cold_f) * MS, ok=med_f <= 800,
-                   note="median; p95 column = max; the vault opens beside the handshake; caches load at the first search"))
-    report.add(Row("tools_list_tokens", "tools/list size", "< 4,000 tokens", "", 1, value=f"~{size // 4:,} tokens",
-                   ok=size // 4 < 4000, note=f"{size:,} characters of JSON / 4"))
+    report.add(
+        Row(
+            "cold_start",
+            "cold start to tools/list (stdio), empty vault",
+            "<= 0.8 s",
+            "0.70-0.83 s",
+            len(cold_e),
+            med_e,
+            max(cold_e) * MS,
+            note=f"median; p95 column = max; {ntools} tools",
+            ok=med_e <= 800,
+        )
+    )
+    report.add(
+        Row(
+            "cold_start_full",
+            f"cold start to tools/list, {plan.chunks + plan.insights:,}-note vault",
+            "<= 0.8 s",
+            "0.70-0.83 s",
+            len(cold_f),
+            med_f,
+            max(cold_f) * MS,
+            ok=med_f <= 800,
+            note="median; p95 column = max; the vault opens beside the handshake; caches load at the first search",
+        )
+    )
+    report.add(
+        Row(
+            "tools_list_tokens",
+            "tools/list size",
+            "< 4,000 tokens",
+            "",
+            1,
+            value=f"~{size // 4:,} tokens",
+            ok=size // 4 < 4000,
+            note=f"{size:,} characters of JSON / 4",
+        )
+    )
 
     # -- PreCompact hook on a 5 MB transcript ----------------------------------------------------------
     env = make_env(base, vault, model)
@@ -837,37 +1284,98 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
     hook_times, saved = [], 0
     for k in range(3 if not plan.quick else 1):
         tpath = tdir / f"session-{k}.jsonl"
-        make_transcript(tpath, Corpus(paragraphs, random.Random(SEED + 100 + k)), plan.transcript_mb, f"run {k}")
-        head = subprocess.run(["git", "-C", str(vault), "rev-parse", "HEAD"], capture_output=True, check=False, text=True).stdout
+        make_transcript(
+            tpath, Corpus(paragraphs, random.Random(SEED + 100 + k)), plan.transcript_mb, f"run {k}"
+        )
+        head = subprocess.run(
+            ["git", "-C", str(vault), "rev-parse", "HEAD"], capture_output=True, check=False, text=True
+        ).stdout
         if has_hook:
-            stdin = json.dumps({"session_id": f"bench-{k}", "transcript_path": str(tpath), "cwd": str(base),
-                                "hook_event_name": "PreCompact", "trigger": "auto", "custom_instructions": None})
+            stdin = json.dumps(
+                {
+                    "session_id": f"bench-{k}",
+                    "transcript_path": str(tpath),
+                    "cwd": str(base),
+                    "hook_event_name": "PreCompact",
+                    "trigger": "auto",
+                    "custom_instructions": None,
+                }
+            )
             cmd = [shutil.which("rlm-vault", path=str(Path(sys.executable).parent)) or sys.executable]
-            cmd = cmd + ["hook", "pre-compact"] if cmd[0] != sys.executable else [sys.executable, "-m", "rlm_vault",
-                                                                                   "hook", "pre-compact"]
-            dt, proc = timed(lambda cmd=cmd, stdin=stdin: subprocess.run(cmd, input=stdin, env=env, cwd=base, capture_output=True, check=False,
-                                                    text=True, timeout=120))
+            cmd = (
+                cmd + ["hook", "pre-compact"]
+                if cmd[0] != sys.executable
+                else [sys.executable, "-m", "rlm_vault", "hook", "pre-compact"]
+            )
+            dt, proc = timed(
+                lambda cmd=cmd, stdin=stdin: subprocess.run(
+                    cmd,
+                    input=stdin,
+                    env=env,
+                    cwd=base,
+                    capture_output=True,
+                    check=False,
+                    text=True,
+                    timeout=120,
+                )
+            )
         else:
-            dt, proc = timed(lambda tpath=tpath: subprocess.run([sys.executable, "-c", PROXY_HOOK, str(tpath)], env=env,
-                                                    cwd=base, capture_output=True, check=False, text=True, timeout=120))
-        after = subprocess.run(["git", "-C", str(vault), "log", "-1", "--format=%H %s"], capture_output=True, check=False,
-                               text=True).stdout
-        touched = subprocess.run(["git", "-C", str(vault), "diff-tree", "--no-commit-id", "--name-only", "-r",
-                                  "HEAD"], capture_output=True, check=False, text=True).stdout
+            dt, proc = timed(
+                lambda tpath=tpath: subprocess.run(
+                    [sys.executable, "-c", PROXY_HOOK, str(tpath)],
+                    env=env,
+                    cwd=base,
+                    capture_output=True,
+                    check=False,
+                    text=True,
+                    timeout=120,
+                )
+            )
+        after = subprocess.run(
+            ["git", "-C", str(vault), "log", "-1", "--format=%H %s"],
+            capture_output=True,
+            check=False,
+            text=True,
+        ).stdout
+        touched = subprocess.run(
+            ["git", "-C", str(vault), "diff-tree", "--no-commit-id", "--name-only", "-r", "HEAD"],
+            capture_output=True,
+            check=False,
+            text=True,
+        ).stdout
         if proc.returncode == 0 and not after.startswith(head.strip()) and "chunks/" in touched:
             saved += 1
         hook_times.append(dt)
     size_mb = tpath.stat().st_size / 1e6
     med = statistics.median(hook_times)
     if has_hook:
-        report.add(Row("hook", f"PreCompact hook, {size_mb:.1f} MB transcript", "<= 1.5 s, snapshot committed",
-                       "saves nothing", len(hook_times), med * MS, max(hook_times) * MS, ok=med <= 1.5 and saved == len(hook_times),
-                       note=f"whole subprocess; median, p95 column = max; {saved}/{len(hook_times)} snapshots committed"))
+        report.add(
+            Row(
+                "hook",
+                f"PreCompact hook, {size_mb:.1f} MB transcript",
+                "<= 1.5 s, snapshot committed",
+                "saves nothing",
+                len(hook_times),
+                med * MS,
+                max(hook_times) * MS,
+                ok=med <= 1.5 and saved == len(hook_times),
+                note=f"whole subprocess; median, p95 column = max; {saved}/{len(hook_times)} snapshots committed",
+            )
+        )
     else:
-        report.add(Row("hook", f"PreCompact hook, {size_mb:.1f} MB transcript", "<= 1.5 s, snapshot committed",
-                       "saves nothing", len(hook_times), value="n/a (no hook yet)", ok=False,
-                       note=f"proxy (subprocess: read_transcript + service.chunk snapshot): median "
-                            f"{med * MS:,.0f} ms, max {max(hook_times) * MS:,.0f} ms, {saved}/{len(hook_times)} committed"))
+        report.add(
+            Row(
+                "hook",
+                f"PreCompact hook, {size_mb:.1f} MB transcript",
+                "<= 1.5 s, snapshot committed",
+                "saves nothing",
+                len(hook_times),
+                value="n/a (no hook yet)",
+                ok=False,
+                note=f"proxy (subprocess: read_transcript + service.chunk snapshot): median "
+                f"{med * MS:,.0f} ms, max {max(hook_times) * MS:,.0f} ms, {saved}/{len(hook_times)} committed",
+            )
+        )
 
     # -- scale: keep writing up to `scale` chunks -----------------------------------------------------------
     if plan.scale > plan.chunks:
@@ -879,25 +1387,56 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
         fill = [corpus.chunk() for _ in range(plan.scale - plan.chunks - measured)]
         t0 = time.perf_counter()
         for start in range(0, len(fill), 1000):
-            batch = [NewChunk(s.content, s.project, svc.now(), summary=s.summary or s.content.split("\n")[0][:100],
-                              tags=tuple(t for t in s.tags.split(",") if t), domain=s.domain, ticket=s.ticket)
-                     for s in fill[start:start + 1000]]
+            batch = [
+                NewChunk(
+                    s.content,
+                    s.project,
+                    svc.now(),
+                    summary=s.summary or s.content.split("\n")[0][:100],
+                    tags=tuple(t for t in s.tags.split(",") if t),
+                    domain=s.domain,
+                    ticket=s.ticket,
+                )
+                for s in fill[start : start + 1000]
+            ]
             write_many(svc, [], batch, f"import: {len(batch)} bench chunks")
         fill_s = time.perf_counter() - t0
         commits.samples.clear()
         t_scale, _ = write_chunks(svc, [corpus.chunk() for _ in range(measured)])
         total = len(svc.fresh().chunks())
         k = min(100, len(t_scale) // 2)
-        report.lat("chunk_scale", f"rlm_chunk write, last {k} (at {total:,} chunks)", t_scale[-k:], 25,
-                   anchor="145 ms at 2k", note=f"vault filled to {total - measured:,} chunks with the bulk import "
-                                               f"path ({fill_s:,.0f} s), then {measured} rlm_chunk writes")
-        report.lat("commit_scale", f"git commit inside a write, at {total:,} notes", commits.samples[-k:], None,
-                   target="flat")
+        report.lat(
+            "chunk_scale",
+            f"rlm_chunk write, last {k} (at {total:,} chunks)",
+            t_scale[-k:],
+            25,
+            anchor="145 ms at 2k",
+            note=f"vault filled to {total - measured:,} chunks with the bulk import "
+            f"path ({fill_s:,.0f} s), then {measured} rlm_chunk writes",
+        )
+        report.lat(
+            "commit_scale",
+            f"git commit inside a write, at {total:,} notes",
+            commits.samples[-k:],
+            None,
+            target="flat",
+        )
         gc.collect()
         dt, out = timed(lambda: svc.reindex(wait_model=True))
-        report.add(Row("reindex", f"full reindex, {out['indexed']:,} notes (with the model)", "<= 60 s", "n/a",
-                       1, dt, unit="s", value=f"{dt:,.1f} s", ok=dt <= 60,
-                       note="" if out["semantic"]["enabled"] else "model not loaded: text index only"))
+        report.add(
+            Row(
+                "reindex",
+                f"full reindex, {out['indexed']:,} notes (with the model)",
+                "<= 60 s",
+                "n/a",
+                1,
+                dt,
+                unit="s",
+                value=f"{dt:,.1f} s",
+                ok=dt <= 60,
+                note="" if out["semantic"]["enabled"] else "model not loaded: text index only",
+            )
+        )
         qs = queries(paragraphs, plan.queries, SEED + 5)
         t_big = [timed(lambda q=q: svc.search(q))[0] for q in qs]
         report.lat("search_10k", f"rlm_search at {total:,} chunks", t_big, 60, anchor="n/a")
@@ -912,24 +1451,43 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
             spec = corpus.chunk()
             svc.chunk(spec.content, spec.summary, spec.tags, spec.project, spec.ticket, spec.domain)
             t_mixed.append(timed(lambda k=k: svc.search(qs[k]))[0])
-        report.lat("search_after_write_10k", f"rlm_search right after an rlm_chunk, at {total:,}", t_mixed, 60)
+        report.lat(
+            "search_after_write_10k", f"rlm_search right after an rlm_chunk, at {total:,}", t_mixed, 60
+        )
 
     # -- what the MCP server holds in memory on this vault, after a search and a fuzzy grep ---------------
     hwm, phases = server_memory(make_env(base, vault, model), base)
     total = len(list((vault / "chunks").glob("*/*.md")))
-    report.add(Row("server_rss", f"MCP server peak memory, {total:,}-chunk vault", "", "102-147 MB", 1, hwm,
-                   unit="MB", value=f"{hwm:,.0f} MB", note="VmHWM of `rlm-vault serve` after tools/list, rlm_search "
-                                                          "and rlm_grep fuzzy; " + phases))
+    report.add(
+        Row(
+            "server_rss",
+            f"MCP server peak memory, {total:,}-chunk vault",
+            "",
+            "102-147 MB",
+            1,
+            hwm,
+            unit="MB",
+            value=f"{hwm:,.0f} MB",
+            note="VmHWM of `rlm-vault serve` after tools/list, rlm_search and rlm_grep fuzzy; " + phases,
+        )
+    )
 
     # -- concurrent writers -------------------------------------------------------------------------------
     for procs, per in plan.writers:
         res = concurrent_writers(base, model, procs, per)
-        report.add(Row(f"writers_{procs}", f"{procs} concurrent writers x {per} chunks", "0 lost",
-                       "37 % lost (2 x 150)" if procs == 2 else "", procs * per,
-                       value=f"{res['lost']} lost, {res['error_count']} errors, {res['wall_s']} s",
-                       ok=res["lost"] == 0 and res["error_count"] == 0 and res["uncommitted"] == 0,
-                       note=f"{res['files']} files, {res['chunk_commits']} chunk commits, {res['unique_ids']} "
-                            f"unique ids" + (f"; errors: {res['errors']}" if res["errors"] else "")))
+        report.add(
+            Row(
+                f"writers_{procs}",
+                f"{procs} concurrent writers x {per} chunks",
+                "0 lost",
+                "37 % lost (2 x 150)" if procs == 2 else "",
+                procs * per,
+                value=f"{res['lost']} lost, {res['error_count']} errors, {res['wall_s']} s",
+                ok=res["lost"] == 0 and res["error_count"] == 0 and res["uncommitted"] == 0,
+                note=f"{res['files']} files, {res['chunk_commits']} chunk commits, {res['unique_ids']} "
+                f"unique ids" + (f"; errors: {res['errors']}" if res["errors"] else ""),
+            )
+        )
 
     # -- anchor (optional) ------------------------------------------------------------------------------
     if anchor:
@@ -942,12 +1500,24 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
             log(f"anchor failed: {exc}")
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report.add(Row("rss", "peak memory (maxrss) of the bench process", "", "147 MB", 1, rss, unit="MB",
-                   value=f"{rss:,.0f} MB", note="the whole workload in one process, full reindex at the largest "
-                                                "size included; see the server row for what a user's server holds"))
+    report.add(
+        Row(
+            "rss",
+            "peak memory (maxrss) of the bench process",
+            "",
+            "147 MB",
+            1,
+            rss,
+            unit="MB",
+            value=f"{rss:,.0f} MB",
+            note="the whole workload in one process, full reindex at the largest "
+            "size included; see the server row for what a user's server holds",
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------- main
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -955,20 +1525,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=None, help="chunks in the scale run (default 10000)")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to this file")
     parser.add_argument("--model", default=None, help="model2vec model folder or name ('none' = BM25 only)")
-    parser.add_argument("--anchor", metavar="EXE", help="mcp-rlm-server executable (rlm-claude) to compare with")
+    parser.add_argument(
+        "--anchor", metavar="EXE", help="mcp-rlm-server executable (rlm-claude) to compare with"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     parser.add_argument("--_paragraphs", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._paragraphs:
         _pydoc_paragraphs(Path(args._paragraphs))
         return 0
-    model = args.model or os.environ.get("RLM_BENCH_MODEL") or (str(DEFAULT_MODEL) if DEFAULT_MODEL.exists() else "none")
+    model = (
+        args.model
+        or os.environ.get("RLM_BENCH_MODEL")
+        or (str(DEFAULT_MODEL) if DEFAULT_MODEL.exists() else "none")
+    )
     if args.quick:
-        plan = Plan(chunks=200, insights=100, archive=120, scale=args.scale or 400, queries=10,
-                    writers=((2, 10), (8, 5)), cold_runs=2, transcript_mb=1.0, quick=True)
+        plan = Plan(
+            chunks=200,
+            insights=100,
+            archive=120,
+            scale=args.scale or 400,
+            queries=10,
+            writers=((2, 10), (8, 5)),
+            cold_runs=2,
+            transcript_mb=1.0,
+            quick=True,
+        )
     else:
-        plan = Plan(chunks=2000, insights=1000, archive=1600, scale=args.scale or 10000, queries=50,
-                    writers=((2, 150), (8, 100)), cold_runs=5, transcript_mb=5.0, quick=False)
+        plan = Plan(
+            chunks=2000,
+            insights=1000,
+            archive=1600,
+            scale=args.scale or 10000,
+            queries=50,
+            writers=((2, 150), (8, 100)),
+            cold_runs=5,
+            transcript_mb=5.0,
+            quick=False,
+        )
     sys.path.insert(0, str(ROOT))
     base = Path(tempfile.mkdtemp(prefix="rlm-bench-"))
     report = Report()
@@ -979,13 +1573,17 @@ def main(argv: list[str] | None = None) -> int:
         report.meta["total_s"] = round(time.perf_counter() - started, 1)
         report.meta["load_end"] = os.getloadavg()
         print()
-        print(f"rlm-vault benchmark ({'quick' if plan.quick else 'full'}; {os.cpu_count()} cores; Python "
-              f"{sys.version.split()[0]}; model {Path(model).name}; {report.meta['total_s']} s)")
+        print(
+            f"rlm-vault benchmark ({'quick' if plan.quick else 'full'}; {os.cpu_count()} cores; Python "
+            f"{sys.version.split()[0]}; model {Path(model).name}; {report.meta['total_s']} s)"
+        )
         print(report.table())
         missed = [r.label for r in report.rows.values() if r.ok is False]
         print(f"\n{len(missed)} row(s) miss their target" + (": " + "; ".join(missed) if missed else ""))
         if args.json:
-            Path(args.json).write_text(json.dumps(report.json(), indent=2, ensure_ascii=False), encoding="utf-8")
+            Path(args.json).write_text(
+                json.dumps(report.json(), indent=2, ensure_ascii=False), encoding="utf-8"
+            )
         if args.keep:
             print(f"kept {base}")
         else:

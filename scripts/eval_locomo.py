@@ -27,9 +27,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rlm_vault.embeddings import Embedder, Model2VecEmbedder  # noqa: E402
-from rlm_vault.index import SearchDoc, Weights  # noqa: E402
-from rlm_vault.search import Fusion, SearchEngine  # noqa: E402
+from rlm_vault.embeddings import Embedder, Model2VecEmbedder
+from rlm_vault.index import SearchDoc, Weights
+from rlm_vault.search import Fusion, SearchEngine
 
 KS = (1, 5, 10)
 
@@ -170,7 +170,9 @@ class _Clock:
         return self.now
 
 
-def evaluate_tools(data: list[dict[str, Any]], level: str, model: str, shape: Shape) -> dict[str, tuple[dict[str, float], float]]:
+def evaluate_tools(
+    data: list[dict[str, Any]], level: str, model: str, shape: Shape
+) -> dict[str, tuple[dict[str, float], float]]:
     """Write each conversation through the service, then ask the questions with BM25 only and hybrid."""
     from rlm_vault.config import Config
     from rlm_vault.service import MemoryService
@@ -189,7 +191,11 @@ def evaluate_tools(data: list[dict[str, Any]], level: str, model: str, shape: Sh
                 writer.chunk(d.body, summary=d.summary, extra={"locomo": key}, dedup=False, redact=True)
             key_of = {c.id: str(c.extra.get("locomo")) for c in writer.fresh().chunks()}
             for mode in ("bm25", "hybrid"):
-                svc = MemoryService(Vault.open(config.vault), replace(config, embedding_model=model if mode == "hybrid" else "none"), clock=clock)
+                svc = MemoryService(
+                    Vault.open(config.vault),
+                    replace(config, embedding_model=model if mode == "hybrid" else "none"),
+                    clock=clock,
+                )
                 svc.reindex(wait_model=True)
                 for q in questions(sample, level):
                     start = time.perf_counter()
@@ -212,8 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b", type=float, default=Weights().b)
     parser.add_argument("--no-captions", action="store_true", help="leave shared-image captions out")
     parser.add_argument("--context", type=int, default=0, help="neighbouring turns in a turn chunk")
-    parser.add_argument("--engine", choices=["tools", "direct"], default="tools",
-                        help="write and search through the service (default) or feed the caches directly")
+    parser.add_argument(
+        "--engine",
+        choices=["tools", "direct"],
+        default="tools",
+        help="write and search through the service (default) or feed the caches directly",
+    )
     args = parser.parse_args(argv)
     if args.engine == "tools":
         return _main_tools(args)

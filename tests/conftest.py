@@ -7,13 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import FakeClock
 
 from rlm_vault import config as config_module
 from rlm_vault.config import Config
 from rlm_vault.service import MemoryService
 from rlm_vault.vault import Vault
-
-from helpers import FakeClock
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test Author",
@@ -76,4 +75,3 @@ def config(vault_dir: Path) -> Config:
 @pytest.fixture
 def service(config: Config, clock: FakeClock) -> MemoryService:
     return MemoryService(Vault.open(config.vault), config, clock=clock)
-

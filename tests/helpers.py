@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 
@@ -29,7 +29,7 @@ class FakeClock:
     """A clock tests move by hand."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 11, 24, 15, 30, tzinfo=timezone.utc)
+        self.now = start or datetime(2026, 11, 24, 15, 30, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now

@@ -26,8 +26,15 @@ ROWS = [
 def test_quick_bench_prints_every_row_and_valid_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     env = {**os.environ, "RLM_BENCH_MODEL": "none"}  # no model needed to check the plumbing
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--json", str(out)],
-                          capture_output=True, check=False, text=True, timeout=900, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text(encoding="utf-8"))
     rows = {row["key"]: row for row in data["rows"]}

@@ -54,8 +54,17 @@ def test_init_at_an_explicit_path(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 
 def test_remember_then_recall_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "remember", "Always deploy LOCAL -> VPS", "--category", "decision",
-                       "--importance", "critical", "--tags", "deploy,ops")
+    code, out, _ = run(
+        capsys,
+        "remember",
+        "Always deploy LOCAL -> VPS",
+        "--category",
+        "decision",
+        "--importance",
+        "critical",
+        "--tags",
+        "deploy,ops",
+    )
     assert code == 0
     assert out.startswith("Remembered ") and "(insights/" in out
     note_id = out.split()[1]
@@ -63,10 +72,15 @@ def test_remember_then_recall_text_and_json(capsys: pytest.CaptureFixture[str]) 
 
     code, out, _ = run(capsys, "recall", "deploy")
     assert code == 0
-    assert out.splitlines() == ["1 insight(s):", f"- {note_id} (decision/critical) [deploy, ops]: Always deploy LOCAL -> VPS"]
+    assert out.splitlines() == [
+        "1 insight(s):",
+        f"- {note_id} (decision/critical) [deploy, ops]: Always deploy LOCAL -> VPS",
+    ]
 
     result = run_json(capsys, "recall", "deploy", "--importance", "critical")
-    assert [(i["id"], i["category"], i["tags"]) for i in result["insights"]] == [(note_id, "decision", ["deploy", "ops"])]
+    assert [(i["id"], i["category"], i["tags"]) for i in result["insights"]] == [
+        (note_id, "decision", ["deploy", "ops"])
+    ]
     assert run_json(capsys, "recall", "nothing-matches")["insights"] == []
     assert run(capsys, "recall", "nothing-matches")[1].strip() == "No insight matches."
 
@@ -79,7 +93,9 @@ def test_remember_json_and_unicode_output(capsys: pytest.CaptureFixture[str]) ->
     assert "L'équipe préfère デプロイ le lundi" in out and "@Mon-App" in out
 
 
-def test_remember_reads_stdin_with_dash(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remember_reads_stdin_with_dash(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("piped insight\nsecond line\n"))
     result = run_json(capsys, "remember", "-")
     assert (vault_path() / result["path"]).read_text().endswith("---\npiped insight\nsecond line\n")
@@ -123,17 +139,21 @@ def test_reads_from_the_cli_make_no_commit(capsys: pytest.CaptureFixture[str]) -
     assert git_status(vault_path()) == []
 
 
-@pytest.mark.parametrize(("argv", "needle"), [
-    (["remember", "x", "--category", "bogus"], "decision, fact, preference"),
-    (["remember", "x", "--importance", "urgent"], "critical, high, medium, low"),
-    (["remember", "x", "--project", "../evil"], "letters, digits"),
-    (["remember", "   "], "empty"),
-    (["peek", "2026-01-01-no-such-note"], "no chunk or insight"),
-    (["recall", "x", "--limit", "0"], "limit"),
-    (["search", " "], "query is empty"),
-])
-def test_errors_exit_1_with_one_line_on_stderr(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                                               argv: list[str], needle: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["remember", "x", "--category", "bogus"], "decision, fact, preference"),
+        (["remember", "x", "--importance", "urgent"], "critical, high, medium, low"),
+        (["remember", "x", "--project", "../evil"], "letters, digits"),
+        (["remember", "   "], "empty"),
+        (["peek", "2026-01-01-no-such-note"], "no chunk or insight"),
+        (["recall", "x", "--limit", "0"], "limit"),
+        (["search", " "], "query is empty"),
+    ],
+)
+def test_errors_exit_1_with_one_line_on_stderr(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str], needle: str
+) -> None:
     monkeypatch.delenv("RLM_VAULT_RAISE_ERRORS", raising=False)
     run(capsys, "init")
     before = commit_count(vault_path())
@@ -167,7 +187,9 @@ def test_installed_console_script(tmp_path: Path) -> None:
     env.pop("RLM_VAULT_RAISE_ERRORS", None)
 
     def call(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([script, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        return subprocess.run(
+            [script, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
 
     made = call("remember", "saved from a real shell", "--category", "fact", "--json")
     assert made.returncode == 0, made.stderr

@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import commit_count, git, git_log, git_status
 
 from rlm_vault.errors import GitError
 from rlm_vault.git import FALLBACK_EMAIL, FALLBACK_NAME, Git
-
-from helpers import commit_count, git, git_log, git_status
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import git, git_status
 
 from rlm_vault import gitobjects
 from rlm_vault.vault import Vault
-
-from helpers import git, git_status
 
 # Names whose order differs between plain sorting and git's (a folder sorts as "name/").
 NAMES = ["a.md", "a-b.md", "a", "a0.md", "b.md", "é.md", "日本.md", "z.md", "a.b.md"]
@@ -22,7 +21,9 @@ def git_tree_of_worktree(root: Path) -> str:
     """The tree git builds from the work tree, in a throwaway index."""
     env = {**os.environ, "GIT_INDEX_FILE": str(root / ".git" / "check-index")}
     subprocess.run(["git", "-C", str(root), "add", "-A", "."], env=env, check=True, capture_output=True)
-    tree = subprocess.run(["git", "-C", str(root), "write-tree"], env=env, check=True, capture_output=True, text=True)
+    tree = subprocess.run(
+        ["git", "-C", str(root), "write-tree"], env=env, check=True, capture_output=True, text=True
+    )
     os.unlink(env["GIT_INDEX_FILE"])
     return tree.stdout.strip()
 
@@ -46,7 +47,10 @@ def test_random_writes_and_deletes_give_git_s_own_trees(tmp_path: Path) -> None:
                 present.add(path)
         assert git(vault.root, "rev-parse", "HEAD^{tree}").strip() == git_tree_of_worktree(vault.root), step
         assert git_status(vault.root) == []
-    assert subprocess.run(["git", "-C", str(vault.root), "fsck", "--strict"], capture_output=True).returncode == 0
+    assert (
+        subprocess.run(["git", "-C", str(vault.root), "fsck", "--strict"], capture_output=True).returncode
+        == 0
+    )
 
 
 def test_a_file_git_would_normalise_goes_through_git(tmp_path: Path) -> None:
@@ -65,8 +69,12 @@ def test_custom_attributes_turn_the_in_process_path_off(tmp_path: Path) -> None:
 
 
 def test_tree_entries_round_trip() -> None:
-    entries = {"b.md": ("100644", "1" * 40), "a": ("40000", "2" * 40), "a.md": ("100644", "3" * 40),
-               "日本.md": ("100755", "4" * 40)}
+    entries = {
+        "b.md": ("100644", "1" * 40),
+        "a": ("40000", "2" * 40),
+        "a.md": ("100644", "3" * 40),
+        "日本.md": ("100755", "4" * 40),
+    }
     data = gitobjects.serialize_tree(entries)
     assert gitobjects.parse_tree(data) == entries
     assert list(gitobjects.parse_tree(data)) == ["a.md", "a", "b.md", "日本.md"]  # "a/" sorts after "a.md"

@@ -50,7 +50,11 @@ def before_compaction(source: Path, dest: Path) -> Path:
 
 
 def session_of(transcript: Path) -> str:
-    return next(str(json.loads(line)["sessionId"]) for line in transcript.read_text().splitlines() if '"sessionId"' in line)
+    return next(
+        str(json.loads(line)["sessionId"])
+        for line in transcript.read_text().splitlines()
+        if '"sessionId"' in line
+    )
 
 
 def stdin_for(example: str, transcript: Path, cwd: Path, **changes: Any) -> dict[str, Any]:
@@ -72,8 +76,15 @@ def run(event: str, payload: dict[str, Any] | str) -> str:
 def run_process(event: str, payload: dict[str, Any] | str, **env: str) -> subprocess.CompletedProcess[str]:
     """The hook as Claude Code runs it: a process, JSON on stdin."""
     raw = payload if isinstance(payload, str) else json.dumps(payload)
-    return subprocess.run([sys.executable, "-m", "rlm_vault", "hook", event], check=False, input=raw, text=True,
-                          capture_output=True, env={**os.environ, **env}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "rlm_vault", "hook", event],
+        check=False,
+        input=raw,
+        text=True,
+        capture_output=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
 
 
 def snapshots() -> list[tuple[dict[str, Any], str]]:
@@ -94,8 +105,13 @@ def context_of(output: str, event: str = "SessionStart") -> str:
     return str(data["hookSpecificOutput"]["additionalContext"])
 
 
-def add_insight(content: str, importance: str, project: str = "", updated: str = "2026-11-24T10:00:00Z",
-                category: str = "decision") -> None:
+def add_insight(
+    content: str,
+    importance: str,
+    project: str = "",
+    updated: str = "2026-11-24T10:00:00Z",
+    category: str = "decision",
+) -> None:
     """An insight file written straight into the vault, with a chosen date."""
     note_id = f"i-{abs(hash((content, project))) % 10**8:08d}"
     insight = Insight(note_id, content, category, importance, (), project, updated, updated)
@@ -129,12 +145,22 @@ def test_every_real_stdin_example_parses() -> None:
     for name, data in EXAMPLES.items():
         event = hooks.HookEvent.from_json(json.dumps(data))
         assert event.name == data["hook_event_name"] and event.session_id == data["session_id"], name
-    assert hooks.HookEvent.from_json(json.dumps(EXAMPLES["PreCompact:manual"])).custom_instructions == "keep the memory facts"
+    assert (
+        hooks.HookEvent.from_json(json.dumps(EXAMPLES["PreCompact:manual"])).custom_instructions
+        == "keep the memory facts"
+    )
     assert hooks.HookEvent.from_json(json.dumps(EXAMPLES["PreCompact:auto"])).custom_instructions == ""
 
 
-@pytest.mark.parametrize("raw", ["", "{}", '{"session_id": 3, "cwd": null, "tool_input": "x"}',
-                                 '{"tool_input": {"file_path": ["a"]}, "trigger": {"a": 1}}'])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "{}",
+        '{"session_id": 3, "cwd": null, "tool_input": "x"}',
+        '{"tool_input": {"file_path": ["a"]}, "trigger": {"a": 1}}',
+    ],
+)
 def test_missing_or_mistyped_fields_are_empty(raw: str) -> None:
     assert hooks.HookEvent.from_json(raw) == hooks.HookEvent()
 
@@ -148,7 +174,9 @@ def test_garbage_is_refused_by_the_parser(raw: str) -> None:
 # ---------------------------------------------------------------------- PreCompact
 
 
-def test_pre_compact_saves_the_session_as_a_snapshot_in_one_commit(vault: Path, manual: Path, project: Path) -> None:
+def test_pre_compact_saves_the_session_as_a_snapshot_in_one_commit(
+    vault: Path, manual: Path, project: Path
+) -> None:
     before = commit_count(vault)
     assert run("pre-compact", stdin_for("PreCompact:manual", manual, project)) == ""
     assert commit_count(vault) == before + 1
@@ -189,8 +217,17 @@ def test_the_same_compaction_is_saved_once(vault: Path, manual: Path, project: P
     assert commit_count(vault) == count and len(snapshots()) == 1
     # The conversation went on (a PreCompact:auto may fire without compacting): the next one is new.
     with open(manual, "a") as f:
-        f.write(json.dumps({"type": "user", "uuid": "later-1", "sessionId": session_of(manual),
-                            "message": {"role": "user", "content": "one more thing"}}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "type": "user",
+                    "uuid": "later-1",
+                    "sessionId": session_of(manual),
+                    "message": {"role": "user", "content": "one more thing"},
+                }
+            )
+            + "\n"
+        )
     run("pre-compact", payload)
     assert commit_count(vault) == count + 1 and len(snapshots()) == 2
     state = json.loads((vault / ".rlm" / "snapshots.json").read_text())
@@ -201,7 +238,9 @@ def test_parallel_duplicate_hooks_save_once(vault: Path, manual: Path, project: 
     """Installed at user and project scope, the same hook runs twice at once."""
     raw = json.dumps(stdin_for("PreCompact:manual", manual, project))
     command = [sys.executable, "-m", "rlm_vault", "hook", "pre-compact"]
-    procs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(3)
+    ]
     for p in procs:
         out, _ = p.communicate(raw, timeout=60)
         assert (out, p.returncode) == ("", 0)
@@ -209,8 +248,11 @@ def test_parallel_duplicate_hooks_save_once(vault: Path, manual: Path, project: 
 
 
 def test_an_empty_conversation_writes_nothing(vault: Path, tmp_path: Path, project: Path) -> None:
-    bookkeeping = [line for line in MANUAL.read_text().splitlines(keepends=True)
-                   if json.loads(line)["type"] not in ("user", "assistant")]
+    bookkeeping = [
+        line
+        for line in MANUAL.read_text().splitlines(keepends=True)
+        if json.loads(line)["type"] not in ("user", "assistant")
+    ]
     transcript = tmp_path / "empty.jsonl"
     transcript.write_text("".join(bookkeeping))
     before = commit_count(vault)
@@ -221,12 +263,18 @@ def test_an_empty_conversation_writes_nothing(vault: Path, tmp_path: Path, proje
 def test_secrets_in_the_transcript_are_redacted(vault: Path, manual: Path, project: Path) -> None:
     said = (f"my key is {AWS_KEY}", f"export GITHUB_TOKEN={GITHUB}")
     with open(manual, "a") as f:
-        f.writelines(json.dumps({"type": "user", "uuid": f"s-{n}", "message": {"role": "user", "content": text}}) + "\n"
-                     for n, text in enumerate(said))
+        f.writelines(
+            json.dumps({"type": "user", "uuid": f"s-{n}", "message": {"role": "user", "content": text}})
+            + "\n"
+            for n, text in enumerate(said)
+        )
     run("pre-compact", stdin_for("PreCompact:manual", manual, project, custom_instructions=f"keep {GITHUB}"))
     [(meta, body)] = snapshots()
     assert AWS_KEY not in body and GITHUB not in body and "[REDACTED:aws_access_key]" in body
-    assert GITHUB not in meta["custom_instructions"] and set(meta["redacted"]) >= {"aws_access_key", "github_token"}
+    assert GITHUB not in meta["custom_instructions"] and set(meta["redacted"]) >= {
+        "aws_access_key",
+        "github_token",
+    }
     history = git(vault, "log", "-p", "--all")
     assert AWS_KEY not in history and GITHUB not in history
 
@@ -241,7 +289,9 @@ def test_a_5_mb_transcript_is_saved_and_committed(vault: Path, tmp_path: Path, p
     elapsed = time.perf_counter() - started
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     [(meta, body)] = snapshots()
-    assert meta["transcript_truncated"] is True and body.rstrip().endswith("line")  # the newest turns are kept
+    assert meta["transcript_truncated"] is True and body.rstrip().endswith(
+        "line"
+    )  # the newest turns are kept
     assert git_status(vault) == [] and elapsed < 6.0, elapsed
 
 
@@ -255,13 +305,38 @@ def big_transcript(path: Path, size: int) -> None:
         n += 1
         text = " ".join(rnd.choice(words) for _ in range(rnd.randint(20, 200)))
         for record in (
-            {"type": "user", "uuid": f"u{n}", "sessionId": "big", "message": {"role": "user", "content": f"prompt {n}: {text}"}},
+            {
+                "type": "user",
+                "uuid": f"u{n}",
+                "sessionId": "big",
+                "message": {"role": "user", "content": f"prompt {n}: {text}"},
+            },
             {"type": "attachment", "uuid": f"a{n}", "attachment": {"content": "x" * rnd.randint(500, 3000)}},
-            {"type": "assistant", "uuid": f"r{n}", "message": {"role": "assistant", "content": [
-                {"type": "text", "text": f"answer {n}: {text}"},
-                {"type": "tool_use", "id": f"t{n}", "name": "Read", "input": {"file_path": "a.py"}}]}},
-            {"type": "user", "uuid": f"t{n}", "message": {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": f"t{n}", "content": "line\n" * rnd.randint(50, 400)}]}},
+            {
+                "type": "assistant",
+                "uuid": f"r{n}",
+                "message": {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "text", "text": f"answer {n}: {text}"},
+                        {"type": "tool_use", "id": f"t{n}", "name": "Read", "input": {"file_path": "a.py"}},
+                    ],
+                },
+            },
+            {
+                "type": "user",
+                "uuid": f"t{n}",
+                "message": {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": f"t{n}",
+                            "content": "line\n" * rnd.randint(50, 400),
+                        }
+                    ],
+                },
+            },
         ):
             lines.append(json.dumps(record, separators=(",", ":")) + "\n")
             total += len(lines[-1])
@@ -294,11 +369,14 @@ def test_an_unwritable_vault_exits_0_and_logs(vault: Path, manual: Path, project
     assert snapshots() == []
 
 
-def test_with_no_place_for_the_log_the_line_goes_to_stderr(tmp_path: Path, manual: Path, project: Path) -> None:
+def test_with_no_place_for_the_log_the_line_goes_to_stderr(
+    tmp_path: Path, manual: Path, project: Path
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    done = run_process("pre-compact", stdin_for("PreCompact:manual", manual, project),
-                       RLM_VAULT_DIR=str(blocker / "vault"))
+    done = run_process(
+        "pre-compact", stdin_for("PreCompact:manual", manual, project), RLM_VAULT_DIR=str(blocker / "vault")
+    )
     assert (done.returncode, done.stdout) == (0, "")
     assert done.stderr.startswith("rlm-vault hook: ") and "pre-compact" in done.stderr
     assert len(done.stderr.splitlines()) == 1
@@ -306,7 +384,9 @@ def test_with_no_place_for_the_log_the_line_goes_to_stderr(tmp_path: Path, manua
 
 @pytest.mark.parametrize("argv", [["hook", "no-such-event"], ["hook"], ["hook", "stop"]])
 def test_unknown_events_exit_0_silently(argv: list[str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "rlm_vault", *argv], check=False, input="{}", text=True, capture_output=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "rlm_vault", *argv], check=False, input="{}", text=True, capture_output=True
+    )
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
     assert not vault_dir().exists()
 
@@ -327,7 +407,10 @@ def test_session_start_injects_critical_and_project_insights(vault: Path, projec
     critical = lines.index("Critical insights (always apply):")
     assert lines[critical + 1] == "- [decision, Other] Never force-push main."  # newest first, all projects
     assert lines[critical + 2] == "- [decision] Always deploy LOCAL -> VPS, never direct."
-    assert lines[critical + 3:] == ["Important insights for project MyApp:", "- [decision, MyApp] MyApp uses Postgres 16."]
+    assert lines[critical + 3 :] == [
+        "Important insights for project MyApp:",
+        "- [decision, MyApp] MyApp uses Postgres 16.",
+    ]
     assert "MySQL" not in text and "medium" not in text and "snapshot" not in text
     done = run_process("session-start", payload)
     assert done.returncode == 0 and context_of(done.stdout) == text
@@ -340,11 +423,16 @@ def test_session_start_prints_nothing_when_there_is_nothing_to_say(project: Path
     assert run("session-start", stdin_for("SessionStart:startup", Path("/nonexistent"), project)) == ""
 
 
-def test_session_start_keeps_to_the_budget(vault: Path, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_session_start_keeps_to_the_budget(
+    vault: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RLM_SESSION_BUDGET", "200")
     for n in range(60):
-        add_insight(f"Rule number {n:02d}: " + "keep it short and clear " * 3, "critical",
-                    updated=f"2026-11-{1 + n % 28:02d}T{n % 24:02d}:00:00Z")
+        add_insight(
+            f"Rule number {n:02d}: " + "keep it short and clear " * 3,
+            "critical",
+            updated=f"2026-11-{1 + n % 28:02d}T{n % 24:02d}:00:00Z",
+        )
     text = context_of(run("session-start", stdin_for("SessionStart:startup", Path("/nonexistent"), project)))
     assert len(text) <= 200 * 4
     shown = [line for line in text.splitlines() if line.startswith("- ")]
@@ -367,10 +455,16 @@ def test_after_a_compaction_the_snapshot_is_pointed_to(vault: Path, manual: Path
     assert run("session-start", stdin_for("SessionStart:startup", manual, project)) == ""
 
 
-@pytest.mark.parametrize(("lang", "words"), [("fr", ["Insights critiques", "instantané", "de plus"]),
-                                             ("ja", ["重要度 critical", "スナップショット", "ほかに"])])
-def test_messages_follow_rlm_lang(lang: str, words: list[str], vault: Path, manual: Path, project: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        ("fr", ["Insights critiques", "instantané", "de plus"]),
+        ("ja", ["重要度 critical", "スナップショット", "ほかに"]),
+    ],
+)
+def test_messages_follow_rlm_lang(
+    lang: str, words: list[str], vault: Path, manual: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RLM_LANG", lang)
     monkeypatch.setenv("RLM_SESSION_BUDGET", "200")
     for n in range(30):
@@ -393,29 +487,39 @@ def test_an_unknown_language_falls_back_to_english(monkeypatch: pytest.MonkeyPat
 # ---------------------------------------------------------------------- PostToolUse
 
 
-@pytest.mark.parametrize("path", [
-    "~/.claude/projects/-home-dev-proj/memory/MEMORY.md",
-    "/home/dev/.claude/projects/-home-dev-proj/memory/deploy_notes.md",
-    "/home/dev/proj/CLAUDE.md",
-    "CLAUDE.md",
-    "/home/dev/proj/CLAUDE.local.md",
-    "/home/dev/.claude/CLAUDE.md",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "~/.claude/projects/-home-dev-proj/memory/MEMORY.md",
+        "/home/dev/.claude/projects/-home-dev-proj/memory/deploy_notes.md",
+        "/home/dev/proj/CLAUDE.md",
+        "CLAUDE.md",
+        "/home/dev/proj/CLAUDE.local.md",
+        "/home/dev/.claude/CLAUDE.md",
+    ],
+)
 @pytest.mark.parametrize("tool", ["Write", "Edit", "MultiEdit"])
 def test_writes_to_claude_code_memory_get_a_nudge(path: str, tool: str) -> None:
-    payload = {**EXAMPLES["PostToolUse"], "tool_name": tool, "tool_input": {"file_path": path, "content": "x"}}
+    payload = {
+        **EXAMPLES["PostToolUse"],
+        "tool_name": tool,
+        "tool_input": {"file_path": path, "content": "x"},
+    }
     text = context_of(run("post-tool-use", payload), "PostToolUse")
     assert "rlm_remember" in text and "rlm_chunk" in text and path in text
 
 
-@pytest.mark.parametrize(("tool", "path"), [
-    ("Write", "/home/dev/proj/src/app.py"),
-    ("Write", "/home/dev/.claude/projects/-home-dev-proj/abc.jsonl"),
-    ("Edit", "/home/dev/proj/memory/notes.md"),
-    ("Read", "/home/dev/.claude/projects/-home-dev-proj/memory/MEMORY.md"),
-    ("mcp__demo__remember", ""),
-    ("Write", ""),
-])
+@pytest.mark.parametrize(
+    ("tool", "path"),
+    [
+        ("Write", "/home/dev/proj/src/app.py"),
+        ("Write", "/home/dev/.claude/projects/-home-dev-proj/abc.jsonl"),
+        ("Edit", "/home/dev/proj/memory/notes.md"),
+        ("Read", "/home/dev/.claude/projects/-home-dev-proj/memory/MEMORY.md"),
+        ("mcp__demo__remember", ""),
+        ("Write", ""),
+    ],
+)
 def test_other_tools_and_files_get_no_output(tool: str, path: str) -> None:
     payload = {**EXAMPLES["PostToolUse"], "tool_name": tool, "tool_input": {"file_path": path}}
     assert run("post-tool-use", payload) == ""
@@ -451,7 +555,9 @@ for event, raw in payloads.items():
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
 print("HEAVY=" + json.dumps(heavy), file=sys.stderr)
 """
-    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "HEAVY=[]"
     assert len(snapshots()) == 1 and log_lines() == []

@@ -11,17 +11,35 @@ import pytest
 from rlm_vault import markdown
 from rlm_vault.cli import main
 from rlm_vault.install import (
-    BEGIN, END, SKILLS, InstallError, Launcher, Targets, hooks_block, install, merge_hooks, remove_hooks, uninstall,
+    BEGIN,
+    END,
+    SKILLS,
+    InstallError,
+    Launcher,
+    Targets,
+    hooks_block,
+    install,
+    merge_hooks,
+    remove_hooks,
+    uninstall,
 )  # fmt: skip
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAM = "/opt/rlm/bin/rlm-vault"
 LAUNCHER = Launcher(PROGRAM)
-USER_SETTINGS = {"theme": "dark", "permissions": {"allow": ["Bash(ls:*)"]},
-                 "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "echo stop"}]}],
-                           "PreCompact": [{"matcher": "manual", "hooks": [{"type": "command", "command": "backup.sh"}]}]}}
-CLAUDE_JSON = {"firstStartTime": "2026-11-27T18:01:59.042Z", "mcpServers": {"other": {"type": "stdio",
-               "command": "/bin/other", "args": [], "env": {}}}, "projects": {"/x": {"allowedTools": []}}}
+USER_SETTINGS = {
+    "theme": "dark",
+    "permissions": {"allow": ["Bash(ls:*)"]},
+    "hooks": {
+        "Stop": [{"hooks": [{"type": "command", "command": "echo stop"}]}],
+        "PreCompact": [{"matcher": "manual", "hooks": [{"type": "command", "command": "backup.sh"}]}],
+    },
+}
+CLAUDE_JSON = {
+    "firstStartTime": "2026-11-27T18:01:59.042Z",
+    "mcpServers": {"other": {"type": "stdio", "command": "/bin/other", "args": [], "env": {}}},
+    "projects": {"/x": {"allowedTools": []}},
+}
 
 
 @pytest.fixture
@@ -47,8 +65,13 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 
 def _ours(settings: dict) -> list[str]:
-    return [h["command"] for groups in settings.get("hooks", {}).values() for g in groups for h in g["hooks"]
-            if "rlm-vault hook" in h["command"]]
+    return [
+        h["command"]
+        for groups in settings.get("hooks", {}).values()
+        for g in groups
+        for h in g["hooks"]
+        if "rlm-vault hook" in h["command"]
+    ]
 
 
 # ---------------------------------------------------------------------- install
@@ -58,9 +81,17 @@ def test_install_registers_the_server_like_claude_mcp_add(home: Path) -> None:
     install(launcher=LAUNCHER)
     data = _json(home / ".claude.json")
     # The exact shape `claude mcp add rlm-vault -s user -- <cmd> serve` writes (Claude Code 2.1.328).
-    assert data["mcpServers"]["rlm-vault"] == {"type": "stdio", "command": PROGRAM, "args": ["serve"], "env": {}}
+    assert data["mcpServers"]["rlm-vault"] == {
+        "type": "stdio",
+        "command": PROGRAM,
+        "args": ["serve"],
+        "env": {},
+    }
     assert data["mcpServers"]["other"] == CLAUDE_JSON["mcpServers"]["other"]
-    assert data["projects"] == CLAUDE_JSON["projects"] and data["firstStartTime"] == CLAUDE_JSON["firstStartTime"]
+    assert (
+        data["projects"] == CLAUDE_JSON["projects"]
+        and data["firstStartTime"] == CLAUDE_JSON["firstStartTime"]
+    )
 
 
 def test_install_merges_hooks_and_keeps_the_users_settings(home: Path) -> None:
@@ -69,8 +100,9 @@ def test_install_merges_hooks_and_keeps_the_users_settings(home: Path) -> None:
     assert settings["theme"] == "dark" and settings["permissions"] == USER_SETTINGS["permissions"]
     assert settings["hooks"]["Stop"] == USER_SETTINGS["hooks"]["Stop"]
     assert settings["hooks"]["PreCompact"][0] == USER_SETTINGS["hooks"]["PreCompact"][0]
-    assert sorted(_ours(settings)) == sorted(f"{PROGRAM} hook {s}" for s in
-                                             ("pre-compact", "pre-compact", "session-start", "post-tool-use"))
+    assert sorted(_ours(settings)) == sorted(
+        f"{PROGRAM} hook {s}" for s in ("pre-compact", "pre-compact", "session-start", "post-tool-use")
+    )
     backups = list((home / ".claude").glob("settings.json.bak-rlm-vault-*"))
     assert len(backups) == 1 and json.loads(backups[0].read_text()) == USER_SETTINGS
 
@@ -109,7 +141,11 @@ def test_install_replaces_a_stale_claude_md_block(home: Path) -> None:
     (home / ".claude" / "CLAUDE.md").write_text(f"top\n\n{BEGIN}\nold text\n{END}\n\nbottom\n")
     install(launcher=LAUNCHER)
     text = (home / ".claude" / "CLAUDE.md").read_text()
-    assert "old text" not in text and text.startswith(f"top\n\n{BEGIN}\n") and text.endswith(f"{END}\n\nbottom\n")
+    assert (
+        "old text" not in text
+        and text.startswith(f"top\n\n{BEGIN}\n")
+        and text.endswith(f"{END}\n\nbottom\n")
+    )
 
 
 def test_no_claude_md_leaves_it_alone(home: Path) -> None:
@@ -123,8 +159,9 @@ def test_install_twice_changes_nothing(home: Path) -> None:
     first = _snapshot(home / ".claude") | {"claude.json": (home / ".claude.json").read_bytes()}
     report = install(launcher=LAUNCHER)
     again = _snapshot(home / ".claude") | {"claude.json": (home / ".claude.json").read_bytes()}
-    assert {k: v for k, v in again.items() if "/vault/" not in k} == {k: v for k, v in first.items()
-                                                                      if "/vault/" not in k}
+    assert {k: v for k, v in again.items() if "/vault/" not in k} == {
+        k: v for k, v in first.items() if "/vault/" not in k
+    }
     assert {s.action for s in report.steps} == {"unchanged", "vault"}
 
 
@@ -132,21 +169,32 @@ def test_install_updates_a_stale_path_and_drops_duplicates(home: Path) -> None:
     old = "/old/venv/bin/rlm-vault hook pre-compact"
     settings = json.loads(json.dumps(USER_SETTINGS))
     settings["hooks"]["PreCompact"][0]["hooks"].append({"type": "command", "command": old, "timeout": 5})
-    settings["hooks"]["PreCompact"].append({"matcher": "manual", "hooks": [{"type": "command", "command": old}]})
-    settings["hooks"]["Notification"] = [{"hooks": [{"type": "command", "command": "python -m rlm_vault hook x"}]}]
+    settings["hooks"]["PreCompact"].append(
+        {"matcher": "manual", "hooks": [{"type": "command", "command": old}]}
+    )
+    settings["hooks"]["Notification"] = [
+        {"hooks": [{"type": "command", "command": "python -m rlm_vault hook x"}]}
+    ]
     _write_json(home / ".claude" / "settings.json", settings)
     install(launcher=LAUNCHER)
     result = _json(home / ".claude" / "settings.json")
     assert "Notification" not in result  # an obsolete hook of ours, in a list only we used
     manual = [g for g in result["hooks"]["PreCompact"] if g.get("matcher") == "manual"]
-    assert manual == [{"matcher": "manual", "hooks": [{"type": "command", "command": "backup.sh"},
-                                                      {"type": "command", "command": f"{PROGRAM} hook pre-compact",
-                                                       "timeout": 30}]}]
+    assert manual == [
+        {
+            "matcher": "manual",
+            "hooks": [
+                {"type": "command", "command": "backup.sh"},
+                {"type": "command", "command": f"{PROGRAM} hook pre-compact", "timeout": 30},
+            ],
+        }
+    ]
     assert len(_ours(result)) == 4 and "/old/" not in json.dumps(result)
 
 
-def test_malformed_settings_is_an_error_and_nothing_changes(home: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_malformed_settings_is_an_error_and_nothing_changes(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("RLM_VAULT_RAISE_ERRORS")
     (home / ".claude" / "settings.json").write_text('{"theme": "dark",,}\n')
     before = _snapshot(home)
@@ -166,7 +214,9 @@ def test_dry_run_changes_nothing(home: Path, capsys: pytest.CaptureFixture[str])
     before = _snapshot(home)
     assert main(["install", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "Would register MCP server 'rlm-vault' in ~/.claude.json" in out and "Would create the vault" in out
+    assert (
+        "Would register MCP server 'rlm-vault' in ~/.claude.json" in out and "Would create the vault" in out
+    )
     assert _snapshot(home) == before
 
 
@@ -184,11 +234,17 @@ def test_reinstall_keeps_env_a_person_added(home: Path) -> None:
     _write_json(home / ".claude.json", data)
     install(launcher=Launcher("/new/bin/rlm-vault"))
     entry = _json(home / ".claude.json")["mcpServers"]["rlm-vault"]
-    assert entry == {"type": "stdio", "command": "/new/bin/rlm-vault", "args": ["serve"], "env": {"RLM_LANG": "fr"}}
+    assert entry == {
+        "type": "stdio",
+        "command": "/new/bin/rlm-vault",
+        "args": ["serve"],
+        "env": {"RLM_LANG": "fr"},
+    }
 
 
-def test_project_scope_writes_mcp_json_and_project_settings(isolated_home: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_project_scope_writes_mcp_json_and_project_settings(
+    isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     install(scope="project", launcher=LAUNCHER)
     assert _json(tmp_path / ".mcp.json") == {"mcpServers": {"rlm-vault": LAUNCHER.mcp_entry()}}
@@ -204,13 +260,17 @@ def test_launcher_is_the_script_next_to_python() -> None:
     script = Path(sys.executable).parent / "rlm-vault"
     expected = (str(script), ()) if script.exists() else (sys.executable, ("-m", "rlm_vault"))
     assert (launcher.program, launcher.prefix) == expected
-    assert Launcher(sys.executable, ("-m", "rlm_vault")).hook_command("pre-compact").endswith(
-        "-m rlm_vault hook pre-compact")
+    assert (
+        Launcher(sys.executable, ("-m", "rlm_vault"))
+        .hook_command("pre-compact")
+        .endswith("-m rlm_vault hook pre-compact")
+    )
     assert Launcher("/my dir/rlm-vault").hook_command("x") == "'/my dir/rlm-vault' hook x"
 
 
-def test_claude_config_dir_moves_user_files(isolated_home: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_claude_config_dir_moves_user_files(
+    isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "cfg"))
     targets = Targets.for_scope("user")
     assert targets.mcp_file == tmp_path / "cfg" / ".claude.json"
@@ -238,7 +298,9 @@ def test_uninstall_dry_run_and_json(home: Path, capsys: pytest.CaptureFixture[st
     assert main(["uninstall", "--dry-run", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["dry_run"] is True and report["command"] == "uninstall"
-    assert any(s["message"] == "Would remove MCP server 'rlm-vault' from ~/.claude.json" for s in report["steps"])
+    assert any(
+        s["message"] == "Would remove MCP server 'rlm-vault' from ~/.claude.json" for s in report["steps"]
+    )
     assert _snapshot(home) == before
 
 
@@ -250,7 +312,9 @@ def test_uninstall_all_deletes_the_vault(home: Path, capsys: pytest.CaptureFixtu
     assert "rlm-vault" not in _json(home / ".claude.json").get("mcpServers", {})
 
 
-def test_uninstall_all_refuses_a_folder_that_is_not_a_vault(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uninstall_all_refuses_a_folder_that_is_not_a_vault(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RLM_VAULT_DIR", str(home))
     with pytest.raises(InstallError, match="does not look like an rlm-vault vault"):
         uninstall(remove_data=True)

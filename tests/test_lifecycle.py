@@ -7,11 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import FakeClock, commit_count, git, git_log, git_status
 
 from rlm_vault.errors import InvalidInput, InvalidNote, NotFound
 from rlm_vault.service import MemoryService
-
-from helpers import FakeClock, commit_count, git, git_log, git_status
 
 
 def backdate(path: Path, created: str) -> None:
@@ -23,21 +22,33 @@ def backdate(path: Path, created: str) -> None:
 @pytest.fixture
 def chunks(service: MemoryService) -> list[str]:
     ids = []
-    for n, (tags, text) in enumerate([("", "plain notes one"), ("", "plain notes two"), ("decision", "kept by tag"),
-                                       ("", "DECISION: kept by marker"), ("keep", "kept by tag keep")]):
+    for n, (tags, text) in enumerate(
+        [
+            ("", "plain notes one"),
+            ("", "plain notes two"),
+            ("decision", "kept by tag"),
+            ("", "DECISION: kept by marker"),
+            ("keep", "kept by tag keep"),
+        ]
+    ):
         ids.append(service.chunk(f"{text}\nline two of {n}", summary=f"chunk {n}", tags=tags)["id"])
     return ids
 
 
-def test_preview_lists_old_unused_non_immune_chunks(service: MemoryService, clock: FakeClock, chunks: list[str]) -> None:
+def test_preview_lists_old_unused_non_immune_chunks(
+    service: MemoryService, clock: FakeClock, chunks: list[str]
+) -> None:
     clock.advance(days=31)
     preview = service.retention_preview()
-    assert preview["archive"] == chunks[:2]  # tags decision/keep and a DECISION: marker make the others immune
+    assert (
+        preview["archive"] == chunks[:2]
+    )  # tags decision/keep and a DECISION: marker make the others immune
     assert preview["purge"] == []
 
 
-def test_three_reads_make_a_chunk_immune_and_a_read_resets_its_age(service: MemoryService, clock: FakeClock,
-                                                                   chunks: list[str]) -> None:
+def test_three_reads_make_a_chunk_immune_and_a_read_resets_its_age(
+    service: MemoryService, clock: FakeClock, chunks: list[str]
+) -> None:
     for _ in range(3):
         service.peek(chunks[0])
     clock.advance(days=20)
@@ -52,7 +63,9 @@ def test_hand_edited_created_date_counts(service: MemoryService, chunks: list[st
     assert service.retention_preview()["archive"] == [chunks[0]]
 
 
-def test_archive_run_is_one_commit_of_exact_gzip(service: MemoryService, clock: FakeClock, chunks: list[str]) -> None:
+def test_archive_run_is_one_commit_of_exact_gzip(
+    service: MemoryService, clock: FakeClock, chunks: list[str]
+) -> None:
     root = service.vault.root
     paths = {cid: root / service.fresh().note(cid).path for cid in chunks[:2]}
     original = {cid: p.read_bytes() for cid, p in paths.items()}
@@ -70,8 +83,9 @@ def test_archive_run_is_one_commit_of_exact_gzip(service: MemoryService, clock: 
     assert service.status()["archived"] == 2
 
 
-def test_restore_is_byte_identical_and_not_archived_again(service: MemoryService, clock: FakeClock,
-                                                           chunks: list[str]) -> None:
+def test_restore_is_byte_identical_and_not_archived_again(
+    service: MemoryService, clock: FakeClock, chunks: list[str]
+) -> None:
     root = service.vault.root
     path = root / service.fresh().note(chunks[0]).path
     original = path.read_bytes()
@@ -84,8 +98,9 @@ def test_restore_is_byte_identical_and_not_archived_again(service: MemoryService
     assert chunks[0] not in service.retention_run()["archived"]
 
 
-def test_archived_chunks_stay_findable_and_peek_restores(service: MemoryService, clock: FakeClock,
-                                                          chunks: list[str]) -> None:
+def test_archived_chunks_stay_findable_and_peek_restores(
+    service: MemoryService, clock: FakeClock, chunks: list[str]
+) -> None:
     clock.advance(days=40)
     service.retention_run()
     assert service.grep("plain notes one")["matches"] == []
@@ -97,7 +112,9 @@ def test_archived_chunks_stay_findable_and_peek_restores(service: MemoryService,
     assert service.fresh().note(chunks[0]) is not None
 
 
-def test_purge_only_when_asked_and_after_the_delay(service: MemoryService, clock: FakeClock, chunks: list[str]) -> None:
+def test_purge_only_when_asked_and_after_the_delay(
+    service: MemoryService, clock: FakeClock, chunks: list[str]
+) -> None:
     root = service.vault.root
     clock.advance(days=40)
     service.retention_run()
@@ -177,7 +194,9 @@ def test_external_edit_is_committed_apart_before_the_next_write(service: MemoryS
     assert git_status(root) == []
 
 
-def test_external_edits_made_while_stopped_are_committed_at_next_write(service: MemoryService, config) -> None:
+def test_external_edits_made_while_stopped_are_committed_at_next_write(
+    service: MemoryService, config
+) -> None:
     from rlm_vault.vault import Vault
 
     root = service.vault.root

@@ -23,8 +23,16 @@ def golden(case: str) -> tuple[str, dict[str, Any]]:
 
 
 def test_golden_cases_are_all_there() -> None:
-    assert {"insight_basic", "unicode", "multiline_summary", "summary_fence", "timestamps_unquoted",
-            "unknown_keys", "crlf", "bom"} <= set(CASES)
+    assert {
+        "insight_basic",
+        "unicode",
+        "multiline_summary",
+        "summary_fence",
+        "timestamps_unquoted",
+        "unknown_keys",
+        "crlf",
+        "bom",
+    } <= set(CASES)
     assert all((NOTES / f"{c}.md").exists() for c in CASES)
 
 
@@ -56,7 +64,10 @@ def test_unicode_is_written_raw_not_escaped() -> None:
     assert "café 🎉 デプロイ" in text
     assert "[日本語, émoji 👍]" in text
     assert "\\u" not in text and "\\U" not in text
-    assert markdown.parse(text) == ({"summary": "café 🎉 デプロイ", "tags": ["日本語", "émoji 👍"]}, "本文 ☕\n")
+    assert markdown.parse(text) == (
+        {"summary": "café 🎉 デプロイ", "tags": ["日本語", "émoji 👍"]},
+        "本文 ☕\n",
+    )
 
 
 def test_multi_line_string_is_a_block_scalar() -> None:
@@ -94,7 +105,9 @@ def test_timestamps_are_quoted_on_write_and_load_as_strings() -> None:
 
 
 def test_unquoted_timestamps_a_person_writes_load_as_strings() -> None:
-    meta, _ = markdown.parse("---\ncreated: 2026-11-24T15:30:00Z\nday: 2026-11-24\nat: 2026-11-24 15:30:00+01:00\n---\nx\n")
+    meta, _ = markdown.parse(
+        "---\ncreated: 2026-11-24T15:30:00Z\nday: 2026-11-24\nat: 2026-11-24 15:30:00+01:00\n---\nx\n"
+    )
     assert meta == {"created": "2026-11-24T15:30:00Z", "day": "2026-11-24", "at": "2026-11-24 15:30:00+01:00"}
     assert all(type(v) is str for v in meta.values())
 
@@ -127,7 +140,9 @@ def test_invalid_yaml_is_invalid_note_with_reason() -> None:
     assert str(info.value).startswith("insights/bad.md: ")
 
 
-@pytest.mark.parametrize("text", ["just a body\n", "", "\n---\nid: x\n---\nbody\n", "# title\n---\nid: x\n---\n"])
+@pytest.mark.parametrize(
+    "text", ["just a body\n", "", "\n---\nid: x\n---\nbody\n", "# title\n---\nid: x\n---\n"]
+)
 def test_no_front_matter_is_invalid_note(text: str) -> None:
     with pytest.raises(InvalidNote) as info:
         markdown.parse(text, "n.md")
@@ -151,11 +166,14 @@ def test_empty_front_matter_is_an_empty_mapping() -> None:
     assert markdown.parse("---\n---\nbody\n") == ({}, "body\n")
 
 
-@pytest.mark.parametrize("front", [
-    "base: &b {x: 1}\nother: *b\n",
-    "a: &a [1, 2]\nb: [*a, *a]\n",
-    "base: &b {x: 1}\nmerged:\n  <<: *b\n  y: 2\n",
-])
+@pytest.mark.parametrize(
+    "front",
+    [
+        "base: &b {x: 1}\nother: *b\n",
+        "a: &a [1, 2]\nb: [*a, *a]\n",
+        "base: &b {x: 1}\nmerged:\n  <<: *b\n  y: 2\n",
+    ],
+)
 def test_yaml_anchors_and_aliases_are_refused(front: str) -> None:
     with pytest.raises(InvalidNote) as info:
         markdown.parse(f"---\n{front}---\nbody\n", "n.md")

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import commit_count, git_status
 from mcp import Client, StdioServerParameters
 
 from rlm_vault.mcp_server import build_server
 from rlm_vault.service import MemoryService
-
-from helpers import commit_count, git_status
 
 pytestmark = pytest.mark.anyio
 
@@ -62,8 +61,14 @@ async def test_remember_recall_forget_round_trip(server: Any, service: MemorySer
     vault = service.vault.root
     async with Client(server, mode="legacy") as client:
         before = commit_count(vault)
-        r = await call(client, "rlm_remember", content="Always deploy LOCAL to VPS", category="decision",
-                       importance="critical", tags="deploy,workflow")
+        r = await call(
+            client,
+            "rlm_remember",
+            content="Always deploy LOCAL to VPS",
+            category="decision",
+            importance="critical",
+            tags="deploy,workflow",
+        )
         assert not r.is_error
         note_id = r.structured_content["id"]
         assert r.structured_content["path"] == f"insights/{note_id}.md"
@@ -73,24 +78,40 @@ async def test_remember_recall_forget_round_trip(server: Any, service: MemorySer
 
         r = await call(client, "rlm_recall", query="deploy")
         row = r.structured_content["insights"][0]
-        assert row["id"] == note_id and row["category"] == "decision" and row["tags"] == ["deploy", "workflow"]
+        assert (
+            row["id"] == note_id and row["category"] == "decision" and row["tags"] == ["deploy", "workflow"]
+        )
 
         r = await call(client, "rlm_forget", insight_id=note_id)
-        assert r.structured_content == {"id": note_id, "removed": True, "commit": r.structured_content["commit"]}
+        assert r.structured_content == {
+            "id": note_id,
+            "removed": True,
+            "commit": r.structured_content["commit"],
+        }
         r = await call(client, "rlm_recall", query="deploy")
         assert r.structured_content["insights"] == []
 
 
 async def test_chunk_peek_grep_search_lists(server: Any, service: MemoryService) -> None:
     async with Client(server, mode="legacy") as client:
-        r = await call(client, "rlm_chunk", content="intro\nwe chose gRPC-gateway v2.3.1 for quokkas\nend",
-                       summary="API decisions", tags="api", domain="feature")
+        r = await call(
+            client,
+            "rlm_chunk",
+            content="intro\nwe chose gRPC-gateway v2.3.1 for quokkas\nend",
+            summary="API decisions",
+            tags="api",
+            domain="feature",
+        )
         chunk_id = r.structured_content["id"]
         assert chunk_id.startswith("2026-11-24_TestProj_001") and chunk_id.endswith("_feature")
 
         r = await call(client, "rlm_peek", chunk_id=chunk_id, start=1, end=2)
         assert r.structured_content["content"] == "we chose gRPC-gateway v2.3.1 for quokkas"
-        assert (r.structured_content["start"], r.structured_content["end"], r.structured_content["total_lines"]) == (1, 2, 3)
+        assert (
+            r.structured_content["start"],
+            r.structured_content["end"],
+            r.structured_content["total_lines"],
+        ) == (1, 2, 3)
 
         r = await call(client, "rlm_grep", pattern=r"grpc-\w+ v2\.\d")
         assert [(m["id"], m["line"]) for m in r.structured_content["matches"]] == [(chunk_id, 1)]
@@ -126,8 +147,9 @@ async def test_chunk_peek_grep_search_lists(server: Any, service: MemoryService)
         ("rlm_search", {"query": "x", "date_from": "yesterday"}, "YYYY-MM-DD"),
     ],
 )
-async def test_bad_input_is_a_tool_error_and_writes_nothing(server: Any, service: MemoryService, tool: str,
-                                                            args: dict[str, Any], expected: str) -> None:
+async def test_bad_input_is_a_tool_error_and_writes_nothing(
+    server: Any, service: MemoryService, tool: str, args: dict[str, Any], expected: str
+) -> None:
     vault = service.vault.root
     before = commit_count(vault)
     async with Client(server, mode="legacy") as client:
@@ -144,9 +166,16 @@ async def test_reads_never_commit(server: Any, service: MemoryService) -> None:
         r = await call(client, "rlm_chunk", content="alpha beta gamma")
         chunk_id = r.structured_content["id"]
         before = commit_count(vault)
-        for name, args in [("rlm_recall", {"query": "alpha"}), ("rlm_search", {"query": "alpha"}),
-                           ("rlm_peek", {"chunk_id": chunk_id}), ("rlm_grep", {"pattern": "beta"}),
-                           ("rlm_status", {}), ("rlm_list_chunks", {}), ("rlm_sessions", {}), ("rlm_domains", {})]:
+        for name, args in [
+            ("rlm_recall", {"query": "alpha"}),
+            ("rlm_search", {"query": "alpha"}),
+            ("rlm_peek", {"chunk_id": chunk_id}),
+            ("rlm_grep", {"pattern": "beta"}),
+            ("rlm_status", {}),
+            ("rlm_list_chunks", {}),
+            ("rlm_sessions", {}),
+            ("rlm_domains", {}),
+        ]:
             assert not (await client.call_tool(name, args)).is_error, name
     assert commit_count(vault) == before and git_status(vault) == []
 
@@ -154,13 +183,14 @@ async def test_reads_never_commit(server: Any, service: MemoryService) -> None:
 def test_stdio_server_subprocess(tmp_path: Path) -> None:
     """`python -m rlm_vault serve` speaks MCP on stdio, as Claude Code starts it."""
     import anyio
-    from mcp.client.stdio import stdio_client
     from mcp import ClientSession
+    from mcp.client.stdio import stdio_client
 
     vault = tmp_path / "stdio-vault"
     env = {**os.environ, "RLM_VAULT_DIR": str(vault), "RLM_PROJECT": "Stdio"}
-    params = StdioServerParameters(command=sys.executable, args=["-m", "rlm_vault", "serve"], env=env,
-                                   cwd=str(tmp_path))
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "rlm_vault", "serve"], env=env, cwd=str(tmp_path)
+    )
 
     async def session() -> tuple[set[str], dict[str, Any], dict[str, Any]]:
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
@@ -181,10 +211,24 @@ def test_stdio_server_subprocess(tmp_path: Path) -> None:
 
 def test_python_m_rlm_vault_without_command_serves(tmp_path: Path) -> None:
     """`claude mcp add rlm -- python -m rlm_vault` works: no subcommand means serve."""
-    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-               "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
     env = {**os.environ, "RLM_VAULT_DIR": str(tmp_path / "v")}
-    proc = subprocess.run([sys.executable, "-m", "rlm_vault"], input=json.dumps(request) + "\n", env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlm_vault"],
+        input=json.dumps(request) + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     reply = json.loads(proc.stdout.splitlines()[0])
     assert reply["result"]["serverInfo"]["name"] == "rlm-vault"

@@ -9,14 +9,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import commit_count, git_log, git_status
 
 from rlm_vault import markdown
 from rlm_vault.cli import main
 from rlm_vault.errors import InvalidInput
 from rlm_vault.migrate import import_rlm_claude, import_transcripts, parse_rlm_chunk
 from rlm_vault.service import MemoryService
-
-from helpers import commit_count, git_log, git_status
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -53,7 +52,11 @@ def test_insights_keep_category_importance_tags_and_dates(service: MemoryService
     import_rlm_claude(service, context)
     notes = _by_origin(service)
     deploy = notes["16a0af26"]
-    assert (deploy.category, deploy.importance, deploy.tags) == ("decision", "critical", ("deploy", "workflow"))
+    assert (deploy.category, deploy.importance, deploy.tags) == (
+        "decision",
+        "critical",
+        ("deploy", "workflow"),
+    )
     assert deploy.content == "Always deploy LOCAL -> VPS, never direct."
     assert deploy.created.startswith("2026-11-27T") and deploy.created.endswith("Z")
     odd = notes["5e9b1778"]  # rlm-claude accepted any category: kept aside, not lost
@@ -67,20 +70,30 @@ def test_chunks_keep_their_header_fields(service: MemoryService, context: Path) 
     notes = _by_origin(service)
     api = notes["2026-11-27_MyApp_001_feature"]
     assert (api.id, api.project, api.domain, api.summary) == (
-        "2026-11-27_MyApp_001_feature", "MyApp", "feature", "API v2 architecture decisions")
+        "2026-11-27_MyApp_001_feature",
+        "MyApp",
+        "feature",
+        "API v2 architecture decisions",
+    )
     assert api.tags == ("api", "architecture") and api.entities["tickets"] == ["API-12"]
     assert api.entities["functions"] == ["build_router"] and api.content.startswith("# API v2\n")
     fix = notes["2026-11-27_MyApp_002_AUTH-7"]
     assert (fix.summary, fix.ticket, fix.chunk_type) == ("Fix: login loop", "AUTH-7", "debug")
     assert notes["2026-11-27_MyApp_003"].summary == "[WIP] review: notes 5"
     other = notes["2026-11-27_Other Proj_001"]  # a space in the project: a new, safe id
-    assert (other.id, other.project, other.chunk_type) == ("2026-11-27_Other-Proj_001", "Other-Proj", "snapshot")
+    assert (other.id, other.project, other.chunk_type) == (
+        "2026-11-27_Other-Proj_001",
+        "Other-Proj",
+        "snapshot",
+    )
     peek = service.peek("2026-11-27_MyApp_005_decision")
     assert "PostgreSQL 16.1.0" in peek["content"]
     assert service.search("PostgreSQL")["results"][0]["id"] == "2026-11-27_MyApp_005_decision"
 
 
-def test_archives_become_vault_archives_and_access_counts_are_kept(service: MemoryService, context: Path) -> None:
+def test_archives_become_vault_archives_and_access_counts_are_kept(
+    service: MemoryService, context: Path
+) -> None:
     import_rlm_claude(service, context)
     relpath = "archive/MyApp/2026-11-27_MyApp_004.md.gz"
     meta, body = markdown.parse(gzip.decompress(service.vault.read_bytes(relpath)).decode())
@@ -109,9 +122,12 @@ def test_same_content_already_in_the_vault_is_not_duplicated(service: MemoryServ
 
 
 def test_unreadable_files_are_imported_raw_or_reported(service: MemoryService, context: Path) -> None:
-    (context / "chunks" / "2026-11-28_MyApp_001.md").write_text("no header here\njust notes about Redis 7.2.1\n")
+    (context / "chunks" / "2026-11-28_MyApp_001.md").write_text(
+        "no header here\njust notes about Redis 7.2.1\n"
+    )
     (context / "chunks" / "2026-11-28_MyApp_002.md").write_bytes(
-        b"---\nid: 2026-11-28_MyApp_002\nsummary: latin-1\n---\n\ncaf\xe9 au lait\n")
+        b"---\nid: 2026-11-28_MyApp_002\nsummary: latin-1\n---\n\ncaf\xe9 au lait\n"
+    )
     (context / "archive" / "broken.md.gz").write_bytes(b"not gzip at all")
     index = json.loads((context / "index.json").read_text())
     index["chunks"].append({"id": "2026-11-28_Gone_001", "summary": "lost file"})
@@ -124,22 +140,29 @@ def test_unreadable_files_are_imported_raw_or_reported(service: MemoryService, c
     assert "2026-11-28_Gone_001" in reasons["index.json"]
     notes = _by_origin(service)
     raw = notes["2026-11-28_MyApp_001"]
-    assert raw.content == "no header here\njust notes about Redis 7.2.1" and raw.extra["rlm_claude_raw"] is True
+    assert (
+        raw.content == "no header here\njust notes about Redis 7.2.1" and raw.extra["rlm_claude_raw"] is True
+    )
     assert (raw.project, raw.created) == ("MyApp", "2026-11-28T00:00:00Z")
     assert notes["2026-11-28_MyApp_002"].content == "caf\ufffd au lait"
     assert report.chunks == 8
 
 
-def test_broken_session_memory_is_reported_and_chunks_still_come(service: MemoryService, context: Path) -> None:
+def test_broken_session_memory_is_reported_and_chunks_still_come(
+    service: MemoryService, context: Path
+) -> None:
     (context / "session_memory.json").write_text('{"insights": [')
     report = import_rlm_claude(service, context)
     assert report.insights == 0 and report.chunks == 6
-    assert report.problems[0].path == "session_memory.json" and "not readable JSON" in report.problems[0].reason
+    assert (
+        report.problems[0].path == "session_memory.json" and "not readable JSON" in report.problems[0].reason
+    )
 
 
 def test_secrets_are_redacted_before_git(service: MemoryService, context: Path) -> None:
     (context / "chunks" / "2026-11-28_MyApp_003.md").write_text(
-        "---\nid: 2026-11-28_MyApp_003\nsummary: aws\n---\n\naws key AKIAIOSFODNN7EXAMPLE in the .env\n")
+        "---\nid: 2026-11-28_MyApp_003\nsummary: aws\n---\n\naws key AKIAIOSFODNN7EXAMPLE in the .env\n"
+    )
     report = import_rlm_claude(service, context)
     note = _by_origin(service)["2026-11-28_MyApp_003"]
     assert "AKIAIOSFODNN7EXAMPLE" not in note.content and "[REDACTED:" in note.content
@@ -168,8 +191,9 @@ def test_text_without_a_closed_header_is_not_a_header(text: str) -> None:
     assert parse_rlm_chunk(text) is None
 
 
-def test_cli_import_prints_counts(service: MemoryService, context: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_import_prints_counts(
+    service: MemoryService, context: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("RLM_VAULT_DIR", str(service.vault.root))
     assert main(["import", "rlm-claude", str(context)]) == 0
     assert "4 insights, 6 chunks (1 archived)" in capsys.readouterr().out
@@ -192,10 +216,15 @@ def projects(tmp_path: Path) -> Path:
 
 def test_transcripts_become_session_chunks_once(service: MemoryService, projects: Path) -> None:
     report = import_transcripts(service, projects)
-    assert report.chunks == 2 and [p.path for p in report.problems] == ["-tmp-cce2e-run-proj/bookkeeping-only.jsonl"]
+    assert report.chunks == 2 and [p.path for p in report.problems] == [
+        "-tmp-cce2e-run-proj/bookkeeping-only.jsonl"
+    ]
     chunks = service.fresh().chunks()
     assert {c.chunk_type for c in chunks} == {"session"} and {c.project for c in chunks} == {"proj"}
-    assert all(c.extra["claude_session"] for c in chunks) and len({c.extra["claude_session"] for c in chunks}) == 2
+    assert (
+        all(c.extra["claude_session"] for c in chunks)
+        and len({c.extra["claude_session"] for c in chunks}) == 2
+    )
     auto = next(c for c in chunks if "fill the context" in c.content)
     assert "Earlier summary" in auto.content and "**User:** first turn" in auto.content
     assert git_log(service.vault.root)[0] == "import: 2 sessions from Claude Code transcripts"

@@ -11,21 +11,26 @@ from rlm_vault.models import Chunk, Insight, content_hash, extract_entities, par
 # ---------------------------------------------------------------------------------------- safe_name
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("MyApp", "MyApp"),
-    ("  my project  ", "my-project"),
-    ("my   big project", "my-big-project"),
-    ("Café Déjà", "Cafe-Deja"),
-    ("v1.2_beta-3", "v1.2_beta-3"),
-    ("-lead-and-trail-.", "lead-and-trail"),
-    ("API-12", "API-12"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("MyApp", "MyApp"),
+        ("  my project  ", "my-project"),
+        ("my   big project", "my-big-project"),
+        ("Café Déjà", "Cafe-Deja"),
+        ("v1.2_beta-3", "v1.2_beta-3"),
+        ("-lead-and-trail-.", "lead-and-trail"),
+        ("API-12", "API-12"),
+    ],
+)
 def test_safe_name_cleans_plain_names(raw: str, expected: str) -> None:
     assert safe_name(raw, "project") == expected
 
 
-@pytest.mark.parametrize("raw", ["a/b", "../x", "..", "a\\b", "x\x00y", "tab\tname", "new\nline", "del\x7f",
-                                 "/etc/passwd", "ok..not"])
+@pytest.mark.parametrize(
+    "raw",
+    ["a/b", "../x", "..", "a\\b", "x\x00y", "tab\tname", "new\nline", "del\x7f", "/etc/passwd", "ok..not"],
+)
 def test_safe_name_strict_refuses_path_tricks_and_says_what_is_accepted(raw: str) -> None:
     with pytest.raises(InvalidInput) as info:
         safe_name(raw, "project")
@@ -39,9 +44,17 @@ def test_safe_name_strict_refuses_names_with_nothing_usable() -> None:
         safe_name("日本語", "domain")
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("a/b", "a-b"), ("../etc", "etc"), ("..", ""), ("a\\b", "a-b"), ("x\x00y", "x-y"), ("日本語", ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("a/b", "a-b"),
+        ("../etc", "etc"),
+        ("..", ""),
+        ("a\\b", "a-b"),
+        ("x\x00y", "x-y"),
+        ("日本語", ""),
+    ],
+)
 def test_safe_name_non_strict_cleans_instead(raw: str, expected: str) -> None:
     cleaned = safe_name(raw, "project", strict=False)
     assert cleaned == expected
@@ -75,17 +88,20 @@ def test_slugify_japanese_only_is_empty() -> None:
 # ---------------------------------------------------------------------------------------- tags
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("a, b ,c", ("a", "b", "c")),
-    ("#deploy, #workflow", ("deploy", "workflow")),
-    ("x, x, y, x", ("x", "y")),
-    (["api", "#api", " web "], ("api", "web")),
-    ("", ()),
-    (None, ()),
-    (" , ,# ", ()),
-    (["日本語", "café"], ("日本語", "café")),
-    ([1, 2.5], ("1", "2.5")),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("a, b ,c", ("a", "b", "c")),
+        ("#deploy, #workflow", ("deploy", "workflow")),
+        ("x, x, y, x", ("x", "y")),
+        (["api", "#api", " web "], ("api", "web")),
+        ("", ()),
+        (None, ()),
+        (" , ,# ", ()),
+        (["日本語", "café"], ("日本語", "café")),
+        ([1, 2.5], ("1", "2.5")),
+    ],
+)
 def test_parse_tags(value: object, expected: tuple[str, ...]) -> None:
     assert parse_tags(value) == expected
 
@@ -100,9 +116,16 @@ def test_content_hash_ignores_whitespace_differences_only() -> None:
 
 def test_insight_round_trip_through_front_matter_keeps_extra_keys() -> None:
     meta = {
-        "id": "2026-11-24-x", "type": "insight", "category": "decision", "importance": "critical",
-        "tags": ["deploy", "workflow"], "project": None, "created": "2026-11-24T15:30:00Z",
-        "updated": "2026-11-24T16:00:00Z", "aliases": ["X"], "zeta": {"b": 1, "a": 2},
+        "id": "2026-11-24-x",
+        "type": "insight",
+        "category": "decision",
+        "importance": "critical",
+        "tags": ["deploy", "workflow"],
+        "project": None,
+        "created": "2026-11-24T15:30:00Z",
+        "updated": "2026-11-24T16:00:00Z",
+        "aliases": ["X"],
+        "zeta": {"b": 1, "a": 2},
     }
     insight = Insight.from_meta("2026-11-24-x", meta, "\nAlways deploy LOCAL -> VPS.\n")
     assert insight.content == "Always deploy LOCAL -> VPS."
@@ -134,10 +157,20 @@ def test_insight_extra_keys_follow_known_keys_through_render() -> None:
 
 def test_chunk_round_trip_through_front_matter_keeps_extra_keys() -> None:
     meta = {
-        "id": "2026-11-24_MyApp_001", "type": "chunk", "chunk_type": "debug", "summary": "Fix: a\n---\nb: c",
-        "tags": ["api"], "project": "MyApp", "domain": "feature", "ticket": "API-12",
-        "session": "2026-11-24_MyApp_feature", "created": "2026-11-24T15:31:02Z", "sha256": "ab" * 32,
-        "tokens": 812, "entities": {"files": ["api/routes.py"], "tickets": ["API-12"]}, "reviewed": True,
+        "id": "2026-11-24_MyApp_001",
+        "type": "chunk",
+        "chunk_type": "debug",
+        "summary": "Fix: a\n---\nb: c",
+        "tags": ["api"],
+        "project": "MyApp",
+        "domain": "feature",
+        "ticket": "API-12",
+        "session": "2026-11-24_MyApp_feature",
+        "created": "2026-11-24T15:31:02Z",
+        "sha256": "ab" * 32,
+        "tokens": 812,
+        "entities": {"files": ["api/routes.py"], "tickets": ["API-12"]},
+        "reviewed": True,
     }
     chunk = Chunk.from_meta("2026-11-24_MyApp_001", "MyApp", meta, "body\n")
     assert chunk.tokens == 812
@@ -149,7 +182,9 @@ def test_chunk_round_trip_through_front_matter_keeps_extra_keys() -> None:
 
 
 def test_chunk_from_sparse_meta_takes_project_from_folder_and_tolerates_junk() -> None:
-    chunk = Chunk.from_meta("c1", "Folder", {"tokens": "many", "entities": ["not", "a", "map"], "domain": None}, "x")
+    chunk = Chunk.from_meta(
+        "c1", "Folder", {"tokens": "many", "entities": ["not", "a", "map"], "domain": None}, "x"
+    )
     assert chunk.project == "Folder"
     assert chunk.tokens == 0
     assert chunk.entities == {}
@@ -167,8 +202,10 @@ def test_chunk_to_meta_drops_empty_entity_kinds() -> None:
 
 
 def test_extract_entities_finds_each_kind() -> None:
-    text = ("Edited api/routes.py and main.py for v2.0.0 (was 1.9.3); import requests; "
-            "fixes API-12 and PROJ-7 via handle_request() and main.py again.")
+    text = (
+        "Edited api/routes.py and main.py for v2.0.0 (was 1.9.3); import requests; "
+        "fixes API-12 and PROJ-7 via handle_request() and main.py again."
+    )
     found = extract_entities(text)
     assert found["files"] == ["api/routes.py", "main.py"]
     assert found["versions"] == ["v2.0.0", "1.9.3"]

@@ -8,16 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import FakeClock
+from tinymodel import build_tiny_model
 
 from rlm_vault.config import Config
 from rlm_vault.service import MemoryService
 from rlm_vault.vault import Vault
 
-from helpers import FakeClock
-from tinymodel import build_tiny_model
-
-WORDS = ("database migration migrations failed failing schema upgrade cat food dog kibble deploy server "
-         "rollback postgres").split()
+WORDS = ["database", "migration", "migrations", "failed", "failing", "schema", "upgrade", "cat", "food", "dog", "kibble", "deploy", "server", "rollback", "postgres"]
 
 
 def ids(result: dict) -> list[str]:
@@ -33,7 +31,9 @@ def semantic(tmp_path: Path, config: Config, clock: FakeClock) -> MemoryService:
 
 
 def test_search_ranks_chunks_and_insights_together(service: MemoryService) -> None:
-    chunk = service.chunk("We moved the billing service to postgres 16 last week.", summary="billing db")["id"]
+    chunk = service.chunk("We moved the billing service to postgres 16 last week.", summary="billing db")[
+        "id"
+    ]
     insight = service.remember("Billing runs on postgres, never on mysql.", category="decision")["id"]
     service.chunk("Lunch menu: soup and bread.")
     result = service.search("billing postgres")
@@ -46,7 +46,9 @@ def test_search_ranks_chunks_and_insights_together(service: MemoryService) -> No
 def test_a_filtered_search_is_not_starved_by_other_projects(service: MemoryService) -> None:
     for n in range(40):
         service.chunk(f"kafka consumer lag kafka partitions kafka offsets {n}", project="Alpha")
-    weak = service.chunk("one mention of kafka in a long text about gardening and tomatoes", project="Beta")["id"]
+    weak = service.chunk("one mention of kafka in a long text about gardening and tomatoes", project="Beta")[
+        "id"
+    ]
     assert weak not in ids(service.search("kafka", limit=10))
     assert ids(service.search("kafka", project="Beta")) == [weak]
 
@@ -54,7 +56,7 @@ def test_a_filtered_search_is_not_starved_by_other_projects(service: MemoryServi
 def test_french_accents_and_plurals(service: MemoryService) -> None:
     note = service.chunk("L'équipe a décidé de déployer les mises à jour le vendredi.")["id"]
     service.chunk("Unrelated English text about deployments of the api.")
-    assert ids(service.search("equipe decide deployer")) [0] == note
+    assert ids(service.search("equipe decide deployer"))[0] == note
     assert ids(service.search("décisions déploiement"))[0] == note
     fr = service.remember("Je préfère les préférences explicites.")["id"]
     assert fr in [i["id"] for i in service.recall("preference")["insights"]]
@@ -70,7 +72,9 @@ def test_a_note_edited_by_hand_is_found_without_restart(service: MemoryService) 
     note = service.chunk("Notes on the build pipeline.")
     assert service.search("pipeline")["results"]
     path = service.vault.root / note["path"]
-    path.write_text(path.read_text(encoding="utf-8").replace("pipeline", "zanzibarquux pipeline"), encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("pipeline", "zanzibarquux pipeline"), encoding="utf-8"
+    )
     assert ids(service.search("zanzibarquux")) == [note["id"]]
     path.unlink()
     assert service.search("zanzibarquux")["results"] == []

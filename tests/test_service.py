@@ -30,12 +30,18 @@ def note(service: MemoryService, relpath: str) -> tuple[dict[str, Any], str]:
 
 
 def files_under(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
+    return (
+        {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        if folder.exists()
+        else set()
+    )
 
 
 def note_files(service: MemoryService) -> set[str]:
     r = root(service)
-    return {f for top in ("insights", "chunks", "archive") for f in (f"{top}/{x}" for x in files_under(r / top))}
+    return {
+        f for top in ("insights", "chunks", "archive") for f in (f"{top}/{x}" for x in files_under(r / top))
+    }
 
 
 def ids(rows: list[dict[str, Any]]) -> list[str]:
@@ -68,9 +74,14 @@ def test_remember_writes_the_note_and_one_commit(service: MemoryService) -> None
     assert result["path"] == f"insights/{DEPLOY_ID}.md"
     meta, body = note(service, result["path"])
     assert meta == {
-        "id": DEPLOY_ID, "type": "insight", "category": "decision", "importance": "critical",
-        "tags": ["deploy", "workflow"], "project": "MyApp",
-        "created": "2026-11-24T15:30:00Z", "updated": "2026-11-24T15:30:00Z",
+        "id": DEPLOY_ID,
+        "type": "insight",
+        "category": "decision",
+        "importance": "critical",
+        "tags": ["deploy", "workflow"],
+        "project": "MyApp",
+        "created": "2026-11-24T15:30:00Z",
+        "updated": "2026-11-24T15:30:00Z",
     }
     assert body == DEPLOY + "\n"
     assert "created: '2026-11-24T15:30:00Z'" in (root(service) / result["path"]).read_text()
@@ -83,7 +94,12 @@ def test_remember_writes_the_note_and_one_commit(service: MemoryService) -> None
 def test_remember_defaults_and_global_project(service: MemoryService) -> None:
     result = service.remember("A plain fact about nothing.")
     meta, _ = note(service, result["path"])
-    assert (meta["category"], meta["importance"], meta["tags"], meta["project"]) == ("general", "medium", [], None)
+    assert (meta["category"], meta["importance"], meta["tags"], meta["project"]) == (
+        "general",
+        "medium",
+        [],
+        None,
+    )
     assert git_log(root(service))[0] == f"remember: {result['id']} (general/medium)"
 
 
@@ -113,12 +129,16 @@ def test_japanese_only_content_still_gets_a_readable_unique_id(service: MemorySe
     assert service.recall("デプロイ")["insights"][0]["id"] == first
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [
-    ({"category": "opinion"}, ["decision", "fact", "preference", "finding", "todo", "general"]),
-    ({"importance": "urgent"}, ["critical", "high", "medium", "low"]),
-])
-def test_remember_invalid_choice_lists_accepted_values(service: MemoryService, unchanged: Any,
-                                                       kwargs: dict[str, str], words: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"category": "opinion"}, ["decision", "fact", "preference", "finding", "todo", "general"]),
+        ({"importance": "urgent"}, ["critical", "high", "medium", "low"]),
+    ],
+)
+def test_remember_invalid_choice_lists_accepted_values(
+    service: MemoryService, unchanged: Any, kwargs: dict[str, str], words: list[str]
+) -> None:
     with unchanged, pytest.raises(InvalidInput) as info:
         service.remember("content", **kwargs)
     assert all(w in str(info.value) for w in words)
@@ -222,8 +242,9 @@ def test_update_changes_in_place_keeps_created_bumps_updated(service: MemoryServ
     assert len([f for f in note_files(service) if f.startswith("insights/")]) == 1
 
 
-def test_update_with_empty_arguments_changes_nothing_and_makes_no_commit(service: MemoryService, clock: Any,
-                                                                         unchanged: Any) -> None:
+def test_update_with_empty_arguments_changes_nothing_and_makes_no_commit(
+    service: MemoryService, clock: Any, unchanged: Any
+) -> None:
     note_id = service.remember("stable text", "fact", "low", "x")["id"]
     clock.advance(hours=1)
     with unchanged:
@@ -254,12 +275,17 @@ def test_update_refuses_bad_values_and_unknown_ids(service: MemoryService, uncha
 def test_update_keeps_keys_a_person_added(service: MemoryService) -> None:
     result = service.remember("hand edited")
     path = root(service) / result["path"]
-    path.write_text(path.read_text().replace("---\nhand edited", "aliases: [Mine]\nreviewed: true\n---\nhand edited"))
+    path.write_text(
+        path.read_text().replace("---\nhand edited", "aliases: [Mine]\nreviewed: true\n---\nhand edited")
+    )
     service.update(result["id"], importance="high")
     meta, _ = note(service, result["path"])
     assert meta["aliases"] == ["Mine"] and meta["reviewed"] is True and meta["importance"] == "high"
     # the person's edit is committed on its own, before the update
-    assert git_log(root(service))[:2] == [f"update: {result['id']} (general/high)", f"external: {result['path']}"]
+    assert git_log(root(service))[:2] == [
+        f"update: {result['id']} (general/high)",
+        f"external: {result['path']}",
+    ]
 
 
 # ======================================================================================== chunks
@@ -284,7 +310,10 @@ def test_chunk_writes_a_note_with_full_front_matter(service: MemoryService) -> N
     assert meta["entities"]["files"] == ["api/routes.py"]
     assert meta["entities"]["versions"] == ["v2.0.0"]
     assert meta["entities"]["tickets"] == ["API-12"]
-    assert git_log(root(service)) == [f"chunk: {result['id']} API v2 architecture decisions", "init: new rlm-vault"]
+    assert git_log(root(service)) == [
+        f"chunk: {result['id']} API v2 architecture decisions",
+        "init: new rlm-vault",
+    ]
     assert result["commit"] == service.vault.git.head()
     assert git_status(root(service)) == []
 
@@ -292,8 +321,10 @@ def test_chunk_writes_a_note_with_full_front_matter(service: MemoryService) -> N
 def test_chunk_ids_count_per_day_and_project(service: MemoryService, clock: Any) -> None:
     assert service.chunk("one", project="MyApp")["id"] == "2026-11-24_MyApp_001"
     assert service.chunk("two", project="MyApp")["id"] == "2026-11-24_MyApp_002"
-    assert service.chunk("three", project="MyApp", ticket="API-12", domain="bugfix")["id"] == \
-        "2026-11-24_MyApp_003_API-12_bugfix"
+    assert (
+        service.chunk("three", project="MyApp", ticket="API-12", domain="bugfix")["id"]
+        == "2026-11-24_MyApp_003_API-12_bugfix"
+    )
     assert service.chunk("four", project="MyApp", ticket="T-1")["id"] == "2026-11-24_MyApp_004_T-1"
     assert service.chunk("other project")["id"] == "2026-11-24_TestProj_001"  # config project
     clock.advance(days=1)
@@ -316,7 +347,9 @@ def test_chunk_explicit_summary_and_type(service: MemoryService) -> None:
     assert git_log(root(service))[0] == f"chunk: {result['id']} Fix: a"
 
 
-def test_duplicate_chunk_returns_the_existing_id_without_commit(service: MemoryService, unchanged: Any) -> None:
+def test_duplicate_chunk_returns_the_existing_id_without_commit(
+    service: MemoryService, unchanged: Any
+) -> None:
     first = service.chunk("same   content\nhere", project="MyApp")
     with unchanged:
         again = service.chunk("  same content\n\nhere  ", project="MyApp")
@@ -325,7 +358,9 @@ def test_duplicate_chunk_returns_the_existing_id_without_commit(service: MemoryS
 
 
 @pytest.mark.parametrize("chunk_type", ["insight", "Insight"])
-def test_chunk_type_insight_points_to_remember(service: MemoryService, unchanged: Any, chunk_type: str) -> None:
+def test_chunk_type_insight_points_to_remember(
+    service: MemoryService, unchanged: Any, chunk_type: str
+) -> None:
     with unchanged, pytest.raises(InvalidInput) as info:
         service.chunk("a decision", chunk_type=chunk_type)
     assert "rlm_remember" in str(info.value)
@@ -337,7 +372,9 @@ def test_invalid_chunk_type_lists_accepted_values(service: MemoryService, unchan
     assert all(t in str(info.value) for t in ("snapshot", "session", "debug"))
 
 
-@pytest.mark.parametrize("content", ["", "  \n ", "nul \x00 inside", "é" * 1_100_000, "x" * (2 * 1024 * 1024 + 1)])
+@pytest.mark.parametrize(
+    "content", ["", "  \n ", "nul \x00 inside", "é" * 1_100_000, "x" * (2 * 1024 * 1024 + 1)]
+)
 def test_chunk_refuses_bad_content(service: MemoryService, unchanged: Any, content: str) -> None:
     with unchanged, pytest.raises(InvalidInput):
         service.chunk(content)
@@ -352,14 +389,17 @@ def test_oversize_message_counts_bytes(service: MemoryService) -> None:
 
 @pytest.mark.parametrize("field", ["project", "domain", "ticket"])
 @pytest.mark.parametrize("value", ["../evil", "a/b", "..", "x\\y", "/abs", "a\x00b", "../../../tmp/x"])
-def test_path_tricks_in_names_are_refused(service: MemoryService, unchanged: Any, tmp_path: Path, field: str,
-                                          value: str) -> None:
+def test_path_tricks_in_names_are_refused(
+    service: MemoryService, unchanged: Any, tmp_path: Path, field: str, value: str
+) -> None:
     outside_before = files_under(tmp_path) - {f for f in files_under(tmp_path) if f.startswith("vault/")}
     dirs_before = sorted(os.listdir(root(service) / "chunks"))
     with unchanged, pytest.raises(InvalidInput):
         service.chunk("content", **{field: value})
     assert sorted(os.listdir(root(service) / "chunks")) == dirs_before
-    assert files_under(tmp_path) - {f for f in files_under(tmp_path) if f.startswith("vault/")} == outside_before
+    assert (
+        files_under(tmp_path) - {f for f in files_under(tmp_path) if f.startswith("vault/")} == outside_before
+    )
 
 
 def test_path_tricks_in_remember_project_are_refused(service: MemoryService, unchanged: Any) -> None:
@@ -373,7 +413,12 @@ def test_path_tricks_in_remember_project_are_refused(service: MemoryService, unc
 def test_peek_line_ranges(service: MemoryService) -> None:
     chunk_id = service.chunk("l0\nl1\nl2\nl3\nl4")["id"]
     whole = service.peek(chunk_id)
-    assert (whole["content"], whole["start"], whole["end"], whole["total_lines"]) == ("l0\nl1\nl2\nl3\nl4", 0, 5, 5)
+    assert (whole["content"], whole["start"], whole["end"], whole["total_lines"]) == (
+        "l0\nl1\nl2\nl3\nl4",
+        0,
+        5,
+        5,
+    )
     part = service.peek(chunk_id, 1, 3)
     assert (part["content"], part["start"], part["end"]) == ("l1\nl2", 1, 3)
     assert service.peek(chunk_id, 2, -1)["content"] == "l2\nl3\nl4"
@@ -412,7 +457,9 @@ def test_peek_unknown_id_is_not_found(service: MemoryService) -> None:
 
 
 def test_grep_is_case_insensitive_with_line_numbers(service: MemoryService) -> None:
-    chunk_id = service.chunk("intro\nThe DATABASE migration failed\nother\nfix the database index", project="P")["id"]
+    chunk_id = service.chunk(
+        "intro\nThe DATABASE migration failed\nother\nfix the database index", project="P"
+    )["id"]
     matches = service.grep(r"data\w+ (migration|index)")["matches"]
     assert [(m["id"], m["line"]) for m in matches] == [(chunk_id, 1), (chunk_id, 3)]
     assert matches[0]["text"] == "The DATABASE migration failed"
@@ -510,9 +557,14 @@ def test_sessions_group_chunks(service: MemoryService, clock: Any) -> None:
     service.chunk("four", project="B")
     rows = service.sessions()["sessions"]
     assert [(r["id"], r["chunks"]) for r in rows] == [
-        ("2026-11-25_B", 1), ("2026-11-24_A_bugfix", 1), ("2026-11-24_A_feature", 2)]
+        ("2026-11-25_B", 1),
+        ("2026-11-24_A_bugfix", 1),
+        ("2026-11-24_A_feature", 2),
+    ]
     assert rows[2]["started"] == "2026-11-24T15:30:00Z"
-    assert [r["id"] for r in service.sessions(project="A", domain="feature")["sessions"]] == ["2026-11-24_A_feature"]
+    assert [r["id"] for r in service.sessions(project="A", domain="feature")["sessions"]] == [
+        "2026-11-24_A_feature"
+    ]
 
 
 def test_domains_from_file_plus_used_ones(service: MemoryService) -> None:
@@ -587,7 +639,8 @@ def test_external_same_size_edit_with_preserved_mtime_is_seen(service: MemorySer
 def test_note_added_by_hand_is_read(service: MemoryService) -> None:
     (root(service) / "chunks" / "Hand").mkdir()
     (root(service) / "chunks" / "Hand" / "my-chunk.md").write_text(
-        "---\nsummary: written by hand\n---\nObsidian graph notes about zebras\n")
+        "---\nsummary: written by hand\n---\nObsidian graph notes about zebras\n"
+    )
     assert ids(service.search("zebras")["results"]) == ["my-chunk"]
     assert service.peek("my-chunk")["content"] == "Obsidian graph notes about zebras"
     assert service.grep("zebra")["matches"][0]["id"] == "my-chunk"
@@ -636,12 +689,15 @@ def test_external_deletion_is_committed_before_the_next_write(service: MemorySer
 # ======================================================================================== edge cases
 
 
-@pytest.mark.parametrize("content", [
-    "---\nfoo: bar\n---\nreal body after a fake front matter",
-    "  indented first line\n\ttabbed second line",
-    "trailing spaces   \nnext",
-    "Fix: a\n---\nb: c",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "---\nfoo: bar\n---\nreal body after a fake front matter",
+        "  indented first line\n\ttabbed second line",
+        "trailing spaces   \nnext",
+        "Fix: a\n---\nb: c",
+    ],
+)
 def test_tricky_content_round_trips_exactly(service: MemoryService, content: str) -> None:
     chunk_id = service.chunk(content, project="P")["id"]
     note_id = service.remember(content)["id"]
@@ -689,7 +745,9 @@ def test_two_services_on_one_vault_lose_nothing(config: Any, clock: Any) -> None
 
 
 @pytest.mark.parametrize("call", ["remember", "chunk", "chunk_summary"])
-def test_lone_surrogate_is_invalid_input_not_a_crash(service: MemoryService, unchanged: Any, call: str) -> None:
+def test_lone_surrogate_is_invalid_input_not_a_crash(
+    service: MemoryService, unchanged: Any, call: str
+) -> None:
     """A transcript cut in the middle of an emoji's UTF-16 pair reaches us as a lone surrogate."""
     cut = "an emoji cut in half \ud83d"
     with unchanged, pytest.raises(InvalidInput):
@@ -705,12 +763,15 @@ def test_lone_surrogate_is_invalid_input_not_a_crash(service: MemoryService, unc
 SECRET = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 
 
-@pytest.mark.parametrize("call", [
-    lambda s: s.remember(f"token is {SECRET}"),
-    lambda s: s.remember("fine", tags=SECRET),
-    lambda s: s.chunk(f"line one\nexport GITHUB_TOKEN={SECRET}"),
-    lambda s: s.chunk("fine text", summary=f"with {SECRET}"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.remember(f"token is {SECRET}"),
+        lambda s: s.remember("fine", tags=SECRET),
+        lambda s: s.chunk(f"line one\nexport GITHUB_TOKEN={SECRET}"),
+        lambda s: s.chunk("fine text", summary=f"with {SECRET}"),
+    ],
+)
 def test_a_secret_is_refused_naming_its_kind_and_line(service: MemoryService, call: Any) -> None:
     from rlm_vault.errors import SecretFound
 
@@ -730,8 +791,9 @@ def test_update_refuses_a_secret(service: MemoryService) -> None:
 
 
 def test_automatic_saves_redact_and_say_so(service: MemoryService) -> None:
-    result = service.chunk(f"pasted config:\npassword = 'hunter2-Very-Long'\n{SECRET}", redact=True,
-                           chunk_type="snapshot")
+    result = service.chunk(
+        f"pasted config:\npassword = 'hunter2-Very-Long'\n{SECRET}", redact=True, chunk_type="snapshot"
+    )
     text = (service.vault.root / result["path"]).read_text()
     assert SECRET not in text and "hunter2-Very-Long" not in text
     assert "[REDACTED:" in text

@@ -83,8 +83,10 @@ def test_every_module_says_what_it_owns(path: Path) -> None:
 
 def test_light_imports_stay_light() -> None:
     """Hooks and the CLI start fast: importing the package and the CLI loads no heavy dependency."""
-    code = ("import sys, rlm_vault.cli, rlm_vault.service, rlm_vault.transcript, rlm_vault.secrets; "
-            "print(sorted(m for m in ('mcp', 'whoosh', 'model2vec', 'numpy', 'rapidfuzz') if m in sys.modules))")
+    code = (
+        "import sys, rlm_vault.cli, rlm_vault.service, rlm_vault.transcript, rlm_vault.secrets; "
+        "print(sorted(m for m in ('mcp', 'whoosh', 'model2vec', 'numpy', 'rapidfuzz') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -100,7 +102,9 @@ def cli_commands() -> set[str]:
 def test_every_cli_command_has_help_and_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for name in cli_commands():
-        out = subprocess.run([sys.executable, "-m", "rlm_vault", name, "--help"], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "rlm_vault", name, "--help"], capture_output=True, text=True
+        )
         assert out.returncode == 0 and "usage:" in out.stdout, name
         assert re.search(rf"rlm-vault {re.escape(name)}\b", readme), f"`rlm-vault {name}` is not in README.md"
 

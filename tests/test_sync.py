@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import git, git_status
 
 from rlm_vault.autosync import AutoSync
 from rlm_vault.config import Config
@@ -15,8 +16,6 @@ from rlm_vault.errors import InvalidInput, VaultError
 from rlm_vault.service import MemoryService
 from rlm_vault.sync import clone_or_create
 from rlm_vault.vault import Vault
-
-from helpers import git, git_status
 
 
 def machine(root: Path, remote: Path, name: str) -> MemoryService:
@@ -146,9 +145,16 @@ def test_a_merge_a_kill_interrupted_is_undone_at_the_next_start(tmp_path: Path, 
     a.sync()
     b.update(note["id"], content="Shared fact: port 7070.")
     git_b = b.vault.git
-    git_b.run("fetch", "-q", "origin", f"+refs/heads/{git_b.run('config', 'rlm-vault.branch').strip()}:refs/remotes/origin/vault")
+    git_b.run(
+        "fetch",
+        "-q",
+        "origin",
+        f"+refs/heads/{git_b.run('config', 'rlm-vault.branch').strip()}:refs/remotes/origin/vault",
+    )
     (b.vault.state / "merging").write_text("refs/remotes/origin/vault")
-    git_b.run_status("merge", "--no-commit", "--no-ff", "refs/remotes/origin/vault")  # conflicts, as a kill finds it
+    git_b.run_status(
+        "merge", "--no-commit", "--no-ff", "refs/remotes/origin/vault"
+    )  # conflicts, as a kill finds it
     assert git_b.merging()
     Vault.open(b.vault.root)  # the next start
     assert not git_b.merging() and git_status(b.vault.root) == []

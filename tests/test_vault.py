@@ -34,8 +34,13 @@ def pending(root: Path) -> list[Path]:
 
 
 def run_child(code: str, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                          timeout=60, **kwargs)  # type: ignore[call-overload]
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kwargs,
+    )  # type: ignore[call-overload]
 
 
 @pytest.fixture
@@ -75,7 +80,8 @@ def test_opening_again_adds_nothing(vault_dir: Path) -> None:
     assert git_status(vault_dir) == []
     after = {p: p.read_bytes() for p in vault_dir.rglob("*") if p.is_file() and ".git" not in p.parts}
     assert {p: b for p, b in after.items() if ".rlm" not in p.parts} == {
-        p: b for p, b in before.items() if ".rlm" not in p.parts}
+        p: b for p, b in before.items() if ".rlm" not in p.parts
+    }
 
 
 def test_opening_an_existing_folder_keeps_its_files(vault_dir: Path) -> None:
@@ -181,7 +187,10 @@ def test_recovery_commits_a_journaled_write_and_removes_temp_files(vault_dir: Pa
     journal = vault_dir / ".rlm" / "pending" / "1700000000000000000-deadbeef.json"
     journal.write_text(json.dumps({"message": "remember: x (fact/low)", "paths": ["insights/x.md"]}))
     (vault_dir / "chunks" / "P").mkdir(parents=True)
-    stray = [vault_dir / "insights" / ".x.md.4242.abcdef.rlm-tmp", vault_dir / "chunks" / "P" / ".c.md.1.abc123.rlm-tmp"]
+    stray = [
+        vault_dir / "insights" / ".x.md.4242.abcdef.rlm-tmp",
+        vault_dir / "chunks" / "P" / ".c.md.1.abc123.rlm-tmp",
+    ]
     for path in stray:
         path.write_text("half written")
 
@@ -196,7 +205,8 @@ def test_recovery_commits_a_journaled_write_and_removes_temp_files(vault_dir: Pa
 
 def test_recovery_after_a_process_killed_inside_a_transaction(vault_dir: Path) -> None:
     Vault.open(vault_dir)
-    child = run_child("""
+    child = run_child(
+        """
         import os, signal, sys
         from pathlib import Path
         from rlm_vault.vault import Vault
@@ -205,7 +215,9 @@ def test_recovery_after_a_process_killed_inside_a_transaction(vault_dir: Path) -
             tx.message = "chunk: P_001 saved before the crash"
             tx.write("chunks/P/P_001.md", "---\\nid: P_001\\ntype: chunk\\n---\\nlost?\\n")
             os.kill(os.getpid(), signal.SIGKILL)
-    """, str(vault_dir))
+    """,
+        str(vault_dir),
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert (vault_dir / "chunks/P/P_001.md").exists()
     assert commit_count(vault_dir) == 1
@@ -223,7 +235,9 @@ def test_recovery_of_a_write_that_never_landed_makes_no_commit(vault_dir: Path) 
     Vault.open(vault_dir)
     folder = vault_dir / ".rlm" / "pending"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "1-a.json").write_text(json.dumps({"message": "remember: ghost", "paths": ["insights/ghost.md"]}))
+    (folder / "1-a.json").write_text(
+        json.dumps({"message": "remember: ghost", "paths": ["insights/ghost.md"]})
+    )
     (vault_dir / "insights" / ".ghost.md.7.abcdef.rlm-tmp").write_text("partial")
     Vault.open(vault_dir)
     assert commit_count(vault_dir) == 1
@@ -231,14 +245,22 @@ def test_recovery_of_a_write_that_never_landed_makes_no_commit(vault_dir: Path) 
     assert temp_files(vault_dir) == []
 
 
-def test_recovery_ignores_journal_paths_outside_the_vault_and_broken_journals(vault_dir: Path, tmp_path: Path) -> None:
+def test_recovery_ignores_journal_paths_outside_the_vault_and_broken_journals(
+    vault_dir: Path, tmp_path: Path
+) -> None:
     Vault.open(vault_dir)
     folder = vault_dir / ".rlm" / "pending"
     folder.mkdir(parents=True, exist_ok=True)
     (vault_dir / "insights" / "ok.md").write_text(NOTE.format(id="ok", body="fine"))
     (vault_dir / "notes.txt").write_text("a person's file, not ours")
-    (folder / "1-a.json").write_text(json.dumps(
-        {"message": "remember: ok", "paths": ["../outside.md", "/etc/passwd", "notes.txt", "insights/ok.md"]}))
+    (folder / "1-a.json").write_text(
+        json.dumps(
+            {
+                "message": "remember: ok",
+                "paths": ["../outside.md", "/etc/passwd", "notes.txt", "insights/ok.md"],
+            }
+        )
+    )
     (folder / "2-b.json").write_text("{not json")
     Vault.open(vault_dir)
     assert git_log(vault_dir)[0] == "remember: ok"
@@ -250,8 +272,19 @@ def test_recovery_ignores_journal_paths_outside_the_vault_and_broken_journals(va
 # ---------------------------------------------------------------------------------------- path safety
 
 
-@pytest.mark.parametrize("relpath", ["../x.md", "/etc/passwd", "insights/../../x.md", "insights/../README.md",
-                                     "", ".git/config", ".rlm/access.json", "insights/a\0.md"])
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        "../x.md",
+        "/etc/passwd",
+        "insights/../../x.md",
+        "insights/../README.md",
+        "",
+        ".git/config",
+        ".rlm/access.json",
+        "insights/a\0.md",
+    ],
+)
 def test_paths_outside_the_note_folders_are_refused(vault: Vault, relpath: str) -> None:
     with pytest.raises(InvalidInput):
         vault.path(relpath)
@@ -313,8 +346,12 @@ HOLDER = """
 
 
 def test_lock_held_by_another_process_gives_busy(vault: Vault) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HOLDER), str(vault.root)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOLDER), str(vault.root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline().strip() == "locked"
@@ -395,8 +432,14 @@ WRITER = """
 
 
 def test_concurrent_processes_lose_no_commit(vault: Vault) -> None:
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), str(vault.root), f"w{n}"],
-                              stderr=subprocess.PIPE, text=True) for n in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(WRITER), str(vault.root), f"w{n}"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(3)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
@@ -429,7 +472,9 @@ def test_git_failure_at_commit_rolls_the_files_back(vault: Vault) -> None:
         tx.message = "after"
         tx.write("insights/b.md", NOTE.format(id="b", body="new"))
     assert git_log(vault.root)[0] == "after"
-    assert git(vault.root, "show", "HEAD:insights/a.md") == NOTE.format(id="a", body="old")  # the failed change is gone
+    assert git(vault.root, "show", "HEAD:insights/a.md") == NOTE.format(
+        id="a", body="old"
+    )  # the failed change is gone
 
 
 def test_a_dead_writer_s_state_temp_file_is_removed_at_start(vault: Vault) -> None:
@@ -437,7 +482,9 @@ def test_a_dead_writer_s_state_temp_file_is_removed_at_start(vault: Vault) -> No
     import subprocess
     import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     orphan = vault.state / f".catalog.json.{dead.stdout.strip()}.abc123.rlm-tmp"
     orphan.write_text("{half")
     mine = vault.state / f".access.json.{os.getpid()}.def456.rlm-tmp"  # a live writer's: left alone

@@ -31,7 +31,9 @@ FACT = "E2E-MCP-FACT: the staging database is called heron"
 def rlm_vault(env: dict[str, str], *args: str) -> str:
     """Run the installed `rlm-vault` script (the one the hooks run) with the CLI's environment."""
     script = Path(sys.executable).parent / "rlm-vault"
-    done = subprocess.run([str(script), *args], check=False, env=env, cwd=env["PWD"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(script), *args], check=False, env=env, cwd=env["PWD"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -69,7 +71,9 @@ def installed(claude_env: dict[str, str]) -> dict[str, str]:
     return claude_env
 
 
-def test_remember_compact_and_resume(installed: dict[str, str], run_claude: RunClaude, fake_model: FakeModel) -> None:
+def test_remember_compact_and_resume(
+    installed: dict[str, str], run_claude: RunClaude, fake_model: FakeModel
+) -> None:
     env, vault = installed, Path(installed["RLM_VAULT_DIR"])
     log = Path(vault) / ".rlm" / "hooks.log"
     rlm_vault(env, "remember", SEEDED, "--importance", "critical", "--category", "decision")
@@ -98,7 +102,9 @@ def test_remember_compact_and_resume(installed: dict[str, str], run_claude: RunC
     assert f"CALL_TOOL {REMEMBER}" in text and "TOOL_RESULT_SEEN" in text and FACT in text
     assert int(git(vault, "rev-list", "--count", "HEAD")) == before + 1
     assert git(vault, "log", "-1", "--format=%s").startswith(f"chunk: {snap['id']} Snapshot before /compact")
-    compaction = [b for b in fake_model.message_requests() if "detailed summary of the conversation" in sent(b)]
+    compaction = [
+        b for b in fake_model.message_requests() if "detailed summary of the conversation" in sent(b)
+    ]
     assert len(compaction) == 1 and "keep the facts" in sent(compaction[0])  # it really compacted
 
     # 3. The compacted session resumed: its request points at the snapshot and carries both critical insights.
@@ -109,8 +115,9 @@ def test_remember_compact_and_resume(installed: dict[str, str], run_claude: RunC
     assert not log.exists() or log.read_text() == ""
 
 
-def test_a_write_to_claude_code_memory_is_nudged(installed: dict[str, str], run_claude: RunClaude,
-                                                 fake_model: FakeModel) -> None:
+def test_a_write_to_claude_code_memory_is_nudged(
+    installed: dict[str, str], run_claude: RunClaude, fake_model: FakeModel
+) -> None:
     # The project's CLAUDE.md: Claude Code asks before writing under ~/.claude/ even with --allowedTools
     # ("a sensitive file"), so the auto-memory folder itself is covered by tests/test_hooks.py.
     memory = Path(installed["PWD"]) / "CLAUDE.md"

@@ -39,8 +39,11 @@ def dirty(vault: Path) -> list[str]:
 
 def fsck_clean(vault: Path) -> str:
     """'' when `git fsck --strict` finds nothing, else its output."""
-    proc = subprocess.run(["git", "-C", str(vault), "fsck", "--strict", "--no-progress", "--no-dangling"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "-C", str(vault), "fsck", "--strict", "--no-progress", "--no-dangling"],
+        capture_output=True,
+        text=True,
+    )
     out = (proc.stdout + proc.stderr).strip()
     return "" if proc.returncode == 0 and "error" not in out and "missing" not in out else out
 
@@ -113,11 +116,16 @@ def write_batch(vault: str, worker: int, count: int, barrier: object, results: o
         barrier.wait(60)  # type: ignore[attr-defined]
         for i in range(count):
             if i % 2:
-                r = service.remember(f"insight from writer {worker} number {i} marker-w{worker}-i{i}", category="fact")
+                r = service.remember(
+                    f"insight from writer {worker} number {i} marker-w{worker}-i{i}", category="fact"
+                )
                 done.append(("insight", r["id"], r["path"]))
             else:
-                r = service.chunk(f"chunk from writer {worker} number {i}\nmarker-w{worker}-i{i}",
-                                  summary=f"w{worker} i{i}", project="Conc")
+                r = service.chunk(
+                    f"chunk from writer {worker} number {i}\nmarker-w{worker}-i{i}",
+                    summary=f"w{worker} i{i}",
+                    project="Conc",
+                )
                 done.append(("chunk", r["id"], r["path"]))
         results.put((worker, done))  # type: ignore[attr-defined]
     except BaseException as exc:  # the parent reports it; a silent child would only look like a loss

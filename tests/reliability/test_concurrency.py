@@ -42,7 +42,9 @@ def assert_all_there(vault: Path, base: str, written: Written, expected: int) ->
     commits = new_commits(vault, base)
     assert len(commits) == expected, f"{len(commits)} commits for {expected} writes"
     assert sorted(p for _, paths in commits for p in paths) == sorted(p for _, _, p in written)
-    assert all(len(paths) == 1 and subject.split(":")[0] in ("chunk", "remember") for subject, paths in commits)
+    assert all(
+        len(paths) == 1 and subject.split(":")[0] in ("chunk", "remember") for subject, paths in commits
+    )
     assert fsck_clean(vault) == ""
     assert dirty(vault) == [] and temp_files(vault) == []
 
@@ -96,7 +98,9 @@ def test_eight_threads_write_while_others_read(tmp_path: Path) -> None:
                     r = service.remember(f"thread {w} insight {i} marker-t{w}-i{i}", category="finding")
                     written.append(("insight", r["id"], r["path"]))
                 else:
-                    r = service.chunk(f"thread {w} chunk {i}\nmarker-t{w}-i{i}", summary=f"t{w} {i}", project="Conc")
+                    r = service.chunk(
+                        f"thread {w} chunk {i}\nmarker-t{w}-i{i}", summary=f"t{w} {i}", project="Conc"
+                    )
                     written.append(("chunk", r["id"], r["path"]))
         except BaseException as exc:
             failures.append(f"writer {w}: {type(exc).__name__}: {exc}")
@@ -152,8 +156,9 @@ def test_four_mcp_server_processes_write_at_once(tmp_path: Path) -> None:
     errors: list[str] = []
 
     async def window(w: int, ready: Any) -> None:
-        params = StdioServerParameters(command=sys.executable, args=["-m", "rlm_vault", "serve"], env=env,
-                                       cwd=str(tmp_path))
+        params = StdioServerParameters(
+            command=sys.executable, args=["-m", "rlm_vault", "serve"], env=env, cwd=str(tmp_path)
+        )
         async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             ready[w].set()
@@ -161,11 +166,14 @@ def test_four_mcp_server_processes_write_at_once(tmp_path: Path) -> None:
                 await event.wait()
             for i in range(25):
                 if i % 2:
-                    r = await session.call_tool("rlm_remember", {"content": f"mcp {w} insight {i} marker-m{w}-i{i}"})
+                    r = await session.call_tool(
+                        "rlm_remember", {"content": f"mcp {w} insight {i} marker-m{w}-i{i}"}
+                    )
                     kind = "insight"
                 else:
-                    r = await session.call_tool("rlm_chunk", {"content": f"mcp {w} chunk {i}\nmarker-m{w}-i{i}",
-                                                              "project": "Conc"})
+                    r = await session.call_tool(
+                        "rlm_chunk", {"content": f"mcp {w} chunk {i}\nmarker-m{w}-i{i}", "project": "Conc"}
+                    )
                     kind = "chunk"
                 if r.is_error:
                     errors.append(f"window {w} call {i}: {r.content[0].text}")

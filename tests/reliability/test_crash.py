@@ -32,9 +32,19 @@ class Child:
     """child.py in its own session, its acknowledged writes read line by line from a pipe."""
 
     def __init__(self, vault: Path, *args: str) -> None:
-        env = {**os.environ, "RLM_VAULT_DIR": str(vault), "RLM_PROJECT": "CrashProj", "RLM_EMBEDDING_MODEL": "none"}
-        self.proc = subprocess.Popen([sys.executable, str(CHILD), *args], stdout=subprocess.PIPE, text=True,
-                                     env=env, start_new_session=True)
+        env = {
+            **os.environ,
+            "RLM_VAULT_DIR": str(vault),
+            "RLM_PROJECT": "CrashProj",
+            "RLM_EMBEDDING_MODEL": "none",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CHILD), *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
         self.acked: list[tuple[str, str, str]] = []
         assert self.read() is not None and self.acked.pop()[0] == "ready"
 
@@ -145,9 +155,18 @@ def _old_chunks(vault: Path, count: int, start: int = 0) -> dict[str, bytes]:
     """Add `count` chunks dated 2020 (due for archive) in one commit; returns every active chunk's bytes."""
     from rlm_vault.bulk import NewChunk, write_many
 
-    service = MemoryService(Vault.open(vault), Config(vault=vault, project="CrashProj", embedding_model="none"))
-    new = [NewChunk(f"old chunk number {i}\n" + "line of an old session\n" * 5, "CrashProj", "2020-01-01T00:00:00Z",
-                    summary=f"old {i}") for i in range(start, start + count)]
+    service = MemoryService(
+        Vault.open(vault), Config(vault=vault, project="CrashProj", embedding_model="none")
+    )
+    new = [
+        NewChunk(
+            f"old chunk number {i}\n" + "line of an old session\n" * 5,
+            "CrashProj",
+            "2020-01-01T00:00:00Z",
+            summary=f"old {i}",
+        )
+        for i in range(start, start + count)
+    ]
     write_many(service, [], new, f"import: {count} old chunks")
     return {c.id: (vault / c.path).read_bytes() for c in service.fresh().chunks()}
 
@@ -228,6 +247,7 @@ def test_sigkill_during_sync_loses_nothing_on_either_side(tmp_path: Path) -> Non
 
 # ---------------------------------------------------------------------------------- broken caches
 
+
 def _searchable(tmp_path: Path, embedder: object = None) -> MemoryService:
     model = str(embedder) if embedder else "none"
     config = Config(vault=tmp_path / "vault", project="Cache", embedding_model=model)
@@ -265,22 +285,27 @@ def test_a_broken_text_index_is_rebuilt_and_search_still_answers(tmp_path: Path,
     with deadline(30, "search over a broken index"):
         assert _top(fresh, "pelican cliffs") == "pelicans"
         assert _top(fresh, "readiness probe") == "rollout"
-        assert fresh.doctor()["caches"] in ([], [c for c in fresh.doctor()["caches"] if c.startswith("rebuilt")])
+        assert fresh.doctor()["caches"] in (
+            [],
+            [c for c in fresh.doctor()["caches"] if c.startswith("rebuilt")],
+        )
     assert fresh.engine().status(fresh.fresh().hashes())["index_missing_or_stale"] == 0
 
 
 def test_garbage_vectors_and_access_log_are_rebuilt(tmp_path: Path) -> None:
     from tinymodel import build_tiny_model
 
-    model = build_tiny_model("the pelican colony nests on northern cliffs kubernetes rollout stalled readiness "
-                             "probe always pin walrus operator version ci".split(), tmp_path / "tiny")
+    model = build_tiny_model(
+        ["the", "pelican", "colony", "nests", "on", "northern", "cliffs", "kubernetes", "rollout", "stalled", "readiness", "probe", "always", "pin", "walrus", "operator", "version", "ci"],
+        tmp_path / "tiny",
+    )
     service = _searchable(tmp_path, model)
     assert service.wait_for_model(30)
     assert _top(service, "pelican") == "pelicans"
     state = service.vault.root / ".rlm"
     assert (state / "embeddings.npz").is_file()
     (state / "embeddings.npz").write_bytes(b"PK\x03\x04 this is not a zip" + os.urandom(300))
-    (state / "access.json").write_bytes(b"{\"2026\": [unterminated \xff")
+    (state / "access.json").write_bytes(b'{"2026": [unterminated \xff')
     fresh = _fresh(service)
     assert fresh.wait_for_model(30)
     with deadline(30, "search over garbage vectors"):

@@ -30,18 +30,68 @@ BOUND = 10.0  # seconds any single call may take, whatever it is sent
 MIB = 1024 * 1024
 
 TRICKS = [
-    "../x", "../../../../tmp/escaped", "/etc/passwd", "/tmp/escaped", "..\\..\\escaped", "a/../../b", "..", ".",
-    "x\x00y", "\x00", "x\x1b[31mred", "line\nbreak", "tab\there", "\u2025escaped", "\uff0e\uff0e/\uff0e\uff0e/x",
-    "\u2215etc\u2215passwd", "\u202eexe.md", "CON", "nul", ".git", ".git/config", ".rlm", "~", "~/x", "$HOME",
-    "%2e%2e%2f", "chunks", "insights/../..", "x" * 5000, "é" * 300, "\ud800", "\udcff\udcfe", "🧠" * 70, " ", "",
-    "-rf", "--output=/tmp/x", "HEAD", "HEAD~1", "@{-1}", "*", "?", "[a-z]", "a:b", ":(glob)**",
+    "../x",
+    "../../../../tmp/escaped",
+    "/etc/passwd",
+    "/tmp/escaped",
+    "..\\..\\escaped",
+    "a/../../b",
+    "..",
+    ".",
+    "x\x00y",
+    "\x00",
+    "x\x1b[31mred",
+    "line\nbreak",
+    "tab\there",
+    "\u2025escaped",
+    "\uff0e\uff0e/\uff0e\uff0e/x",
+    "\u2215etc\u2215passwd",
+    "\u202eexe.md",
+    "CON",
+    "nul",
+    ".git",
+    ".git/config",
+    ".rlm",
+    "~",
+    "~/x",
+    "$HOME",
+    "%2e%2e%2f",
+    "chunks",
+    "insights/../..",
+    "x" * 5000,
+    "é" * 300,
+    "\ud800",
+    "\udcff\udcfe",
+    "🧠" * 70,
+    " ",
+    "",
+    "-rf",
+    "--output=/tmp/x",
+    "HEAD",
+    "HEAD~1",
+    "@{-1}",
+    "*",
+    "?",
+    "[a-z]",
+    "a:b",
+    ":(glob)**",
 ]
-names = st.one_of(st.sampled_from(TRICKS), st.text(max_size=40),
-                  st.text(st.characters(codec="utf-8", categories=["Cc", "Cf", "Zs", "Po", "Sm"]), max_size=20))
-texts = st.one_of(st.sampled_from(TRICKS + ["ok text", "---\nid: ../../x\n---", "\ud83d lone half"]), st.text(max_size=200))
+names = st.one_of(
+    st.sampled_from(TRICKS),
+    st.text(max_size=40),
+    st.text(st.characters(codec="utf-8", categories=["Cc", "Cf", "Zs", "Po", "Sm"]), max_size=20),
+)
+texts = st.one_of(
+    st.sampled_from(TRICKS + ["ok text", "---\nid: ../../x\n---", "\ud83d lone half"]), st.text(max_size=200)
+)
 ints = st.one_of(st.sampled_from([0, -1, 1, 2**31, -(2**63), 10**18, 1000, 1001]), st.integers(-5, 50))
-HYPO = settings(max_examples=25, derandomize=True, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+HYPO = settings(
+    max_examples=25,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 class Guard:
@@ -52,7 +102,9 @@ class Guard:
         self.vault = root / "vault"
         self.config = Config(vault=self.vault, project="Hostile", embedding_model="none", **config)
         self.service = MemoryService(Vault.open(self.vault), self.config)
-        self.service.chunk("a plain chunk to read and search\nsecond line", summary="plain", project="Hostile")
+        self.service.chunk(
+            "a plain chunk to read and search\nsecond line", summary="plain", project="Hostile"
+        )
         self.insight = self.service.remember("a plain insight to update and forget")["id"]
         self.planted()
 
@@ -91,8 +143,9 @@ def guard(tmp_path: Path) -> Guard:
 
 @HYPO
 @given(content=texts, category=names, importance=names, tags=texts, project=names)
-def test_remember_and_update(guard: Guard, content: str, category: str, importance: str, tags: str,
-                             project: str) -> None:
+def test_remember_and_update(
+    guard: Guard, content: str, category: str, importance: str, tags: str, project: str
+) -> None:
     s = guard.service
     guard.call(s.remember, content, category, importance, tags, project)
     guard.call(s.update, guard.insight, content, category, importance, tags)
@@ -103,8 +156,9 @@ def test_remember_and_update(guard: Guard, content: str, category: str, importan
 
 @HYPO
 @given(content=texts, summary=texts, tags=texts, project=names, ticket=names, domain=names, kind=names)
-def test_chunk(guard: Guard, content: str, summary: str, tags: str, project: str, ticket: str, domain: str,
-               kind: str) -> None:
+def test_chunk(
+    guard: Guard, content: str, summary: str, tags: str, project: str, ticket: str, domain: str, kind: str
+) -> None:
     s = guard.service
     guard.call(s.chunk, content, summary, tags, project, ticket, domain)
     guard.call(s.chunk, "fixed body " + content, summary, tags, project, ticket, domain, kind)
@@ -112,8 +166,9 @@ def test_chunk(guard: Guard, content: str, summary: str, tags: str, project: str
 
 @HYPO
 @given(note_id=names, start=ints, end=ints, limit=ints, other=names, commit=names)
-def test_reads_by_id_and_history(guard: Guard, note_id: str, start: int, end: int, limit: int, other: str,
-                                 commit: str) -> None:
+def test_reads_by_id_and_history(
+    guard: Guard, note_id: str, start: int, end: int, limit: int, other: str, commit: str
+) -> None:
     s = guard.service
     guard.call(s.peek, note_id, start, end)
     guard.call(s.restore, note_id)
@@ -126,10 +181,29 @@ def test_reads_by_id_and_history(guard: Guard, note_id: str, start: int, end: in
 
 
 @HYPO
-@given(query=texts, limit=ints, project=names, domain=names, date_from=names, date_to=names, entity=texts,
-       fuzzy=st.booleans(), threshold=ints)
-def test_search_and_grep(guard: Guard, query: str, limit: int, project: str, domain: str, date_from: str,
-                         date_to: str, entity: str, fuzzy: bool, threshold: int) -> None:
+@given(
+    query=texts,
+    limit=ints,
+    project=names,
+    domain=names,
+    date_from=names,
+    date_to=names,
+    entity=texts,
+    fuzzy=st.booleans(),
+    threshold=ints,
+)
+def test_search_and_grep(
+    guard: Guard,
+    query: str,
+    limit: int,
+    project: str,
+    domain: str,
+    date_from: str,
+    date_to: str,
+    entity: str,
+    fuzzy: bool,
+    threshold: int,
+) -> None:
     s = guard.service
     guard.call(s.search, query, limit, project, domain, date_from, date_to, entity)
     guard.call(s.grep, query, limit, project, domain, fuzzy, threshold, date_from, date_to, entity)
@@ -153,14 +227,19 @@ def test_over_the_byte_limit_is_refused_even_when_few_characters(guard: Guard) -
     guard.healthy()
 
 
-@pytest.mark.parametrize("text", ["\ud800", "half an emoji \ud83d", "\udcff\udcfe surrogate-escaped bytes",
-                                  "nul \x00 inside", "\x00"])
+@pytest.mark.parametrize(
+    "text",
+    ["\ud800", "half an emoji \ud83d", "\udcff\udcfe surrogate-escaped bytes", "nul \x00 inside", "\x00"],
+)
 def test_invalid_unicode_is_refused_with_a_reason(guard: Guard, text: str) -> None:
     s = guard.service
     for fn, args in ((s.remember, (text,)), (s.chunk, (text,)), (s.update, (guard.insight, text))):
         assert isinstance(guard.call(fn, *args), VaultError), (fn.__name__, args)
     # in a summary or tags a NUL may be kept (YAML escapes it); a lone surrogate may not
-    for fn, args in ((s.chunk, ("body " + repr(text), text)), (s.remember, ("fine " + repr(text), "general", "medium", text))):
+    for fn, args in (
+        (s.chunk, ("body " + repr(text), text)),
+        (s.remember, ("fine " + repr(text), "general", "medium", text)),
+    ):
         result = guard.call(fn, *args)
         assert isinstance(result, VaultError) or "\x00" in text, (fn.__name__, args)
     assert s.status()["problems"] == []
@@ -171,7 +250,8 @@ def test_invalid_unicode_is_refused_with_a_reason(guard: Guard, text: str) -> No
 
 BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-    for p, n in zip("abcdefgh", "bcdefghi"))
+    for p, n in zip("abcdefgh", "bcdefghi")
+)
 FRONT = {
     "alias_bomb": BILLION_LAUGHS,
     "anchor_alias": "base: &b {category: fact}\nother: *b\ncategory: fact",
@@ -208,8 +288,12 @@ def edited(tmp_path: Path) -> Guard:
         (insights / f"hand-{name}.md").write_bytes(raw)
         (chunks / f"2026-01-01_Hand_{name}.md").write_bytes(raw)
     extra = {
-        "invalid-utf8": _note("category: fact", "caf\xe9 ".encode("latin-1").decode("latin-1")).replace(b"caf", b"\xff\xfe"),
-        "empty": b"", "garbage": os.urandom(2048), "bom-crlf": b"\xef\xbb\xbf---\r\ncategory: fact\r\n---\r\nwindows\r\n",
+        "invalid-utf8": _note("category: fact", "caf\xe9 ".encode("latin-1").decode("latin-1")).replace(
+            b"caf", b"\xff\xfe"
+        ),
+        "empty": b"",
+        "garbage": os.urandom(2048),
+        "bom-crlf": b"\xef\xbb\xbf---\r\ncategory: fact\r\n---\r\nwindows\r\n",
         "no-front-matter": b"# just markdown\n",
     }
     for name, raw in extra.items():
@@ -226,7 +310,16 @@ def test_hand_edited_notes_never_break_a_call(edited: Guard) -> None:
         s.recall("fact"), s.list_chunks(), s.sessions(), s.domains(), s.search("hand edited body")
         s.grep("body|windows"), s.grep("hand", fuzzy=True), s.retention_preview()
     reported = {p["path"] for p in status["problems"]}
-    for name in ("alias_bomb", "python_object", "python_name", "list", "scalar", "huge", "unclosed", "deep_flow"):
+    for name in (
+        "alias_bomb",
+        "python_object",
+        "python_name",
+        "list",
+        "scalar",
+        "huge",
+        "unclosed",
+        "deep_flow",
+    ):
         assert f"insights/hand-{name}.md" in reported, name
     for name in ("invalid-utf8", "empty", "garbage", "no-front-matter"):
         assert f"insights/hand-{name}.md" in reported, name
@@ -245,6 +338,7 @@ def test_hand_edited_notes_never_break_a_call(edited: Guard) -> None:
 
 
 # ---------------------------------------------------------------------------------- gzip bombs
+
 
 def _bomb(size: int) -> bytes:
     """A gzip member that inflates to `size` bytes of a valid-looking chunk, in a few hundred KB."""
@@ -278,11 +372,33 @@ def test_gzip_bombs_in_the_archive_are_refused_not_expanded(guard: Guard) -> Non
 
 # ---------------------------------------------------------------------------------- regexes
 
-@pytest.mark.parametrize("pattern", [
-    "(a+)+$", "(a|aa)+$", "(x+x+)+y", "(?:a*)*b", "((a*)*)*c", "(.*a){25}", "(?e)(aaaaaaaaaaaaaaaaaaaa){e<=9}",
-    "(?r)(a+)+$", "a" * 100_000, "(" * 2000 + ")" * 2000, "(", "[", "(?P<", "\\", "*", "(?<=a+)b", "\\p{Bogus}",
-    "(?(1)a|b)", "[" + "a-" * 3000 + "]", "x{99999999999}", "(?i)" * 50,
-])
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "(a+)+$",
+        "(a|aa)+$",
+        "(x+x+)+y",
+        "(?:a*)*b",
+        "((a*)*)*c",
+        "(.*a){25}",
+        "(?e)(aaaaaaaaaaaaaaaaaaaa){e<=9}",
+        "(?r)(a+)+$",
+        "a" * 100_000,
+        "(" * 2000 + ")" * 2000,
+        "(",
+        "[",
+        "(?P<",
+        "\\",
+        "*",
+        "(?<=a+)b",
+        "\\p{Bogus}",
+        "(?(1)a|b)",
+        "[" + "a-" * 3000 + "]",
+        "x{99999999999}",
+        "(?i)" * 50,
+    ],
+)
 def test_pathological_regexes_are_time_bounded(tmp_path: Path, pattern: str) -> None:
     guard = Guard(tmp_path, grep_timeout=0.5)
     guard.service.chunk(("a" * 40 + "!\n") * 200 + "x" * 60 + "\n", project="Hostile")
@@ -296,13 +412,16 @@ def test_pathological_regexes_are_time_bounded(tmp_path: Path, pattern: str) -> 
 
 # ---------------------------------------------------------------------------------- symlinks
 
+
 def test_symlinks_out_of_the_vault_are_neither_read_nor_written(tmp_path: Path) -> None:
     guard = Guard(tmp_path)
     outside = tmp_path / "outside"
     outside.mkdir()
     decoy = tmp_path / "passwd"  # stands for /etc/passwd: a test must never be able to damage the real one
     decoy.write_text("root:x:0:0:root:/root:/bin/bash\n")
-    (outside / "2026-01-01_evil_001.md").write_bytes(_note("summary: planted outside", "secret outside text\n"))
+    (outside / "2026-01-01_evil_001.md").write_bytes(
+        _note("summary: planted outside", "secret outside text\n")
+    )
     v = guard.vault
     (v / "insights" / "x.md").symlink_to(decoy)
     (v / "insights" / "etc.md").symlink_to("/etc/passwd")
@@ -315,8 +434,13 @@ def test_symlinks_out_of_the_vault_are_neither_read_nor_written(tmp_path: Path) 
     assert guard.call(s.grep, "secret outside", 50)["matches"] == []
     assert all(h["id"] not in ("x", "etc") for h in guard.call(s.search, "root bash", 10)["results"])
     for note_id in ("x", "etc", "2026-01-01_evil_001"):
-        for fn, args in ((s.peek, ()), (s.update, ("overwrite through the link",)), (s.forget, ()),
-                         (s.restore, ()), (s.history, ())):
+        for fn, args in (
+            (s.peek, ()),
+            (s.update, ("overwrite through the link",)),
+            (s.forget, ()),
+            (s.restore, ()),
+            (s.history, ()),
+        ):
             guard.call(fn, note_id, *args)
     result = guard.call(s.chunk, "a chunk aimed at the linked folder", project="evil")
     assert isinstance(result, VaultError)
@@ -329,6 +453,7 @@ def test_symlinks_out_of_the_vault_are_neither_read_nor_written(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------------------------- through MCP
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -344,19 +469,31 @@ async def test_hostile_arguments_through_the_mcp_client(guard: Guard) -> None:
     server = build_server(lambda: guard.service)
     calls = [("rlm_chunk", {"content": "x", "project": t}) for t in TRICKS[:20]]
     calls += [("rlm_chunk", {"content": "y", "domain": t, "ticket": t}) for t in TRICKS[20:30]]
-    calls += [("rlm_peek", {"chunk_id": t}) for t in TRICKS] + [("rlm_forget", {"insight_id": t}) for t in TRICKS[:15]]
+    calls += [("rlm_peek", {"chunk_id": t}) for t in TRICKS] + [
+        ("rlm_forget", {"insight_id": t}) for t in TRICKS[:15]
+    ]
     calls += [("rlm_remember", {"content": t}) for t in ("\ud800", "\x00", "é" * (MIB + 1), "")]
     calls += [("rlm_grep", {"pattern": p}) for p in ("(a+)+$", "(", "a" * 100_000)]
     calls += [("rlm_recall", {"limit": n}) for n in (0, -1, 10**12)] + [("rlm_history", {"id": "../../x"})]
     calls += [("rlm_revert", {"id": guard.insight, "commit": c}) for c in ("--all", "HEAD", "../x", "0" * 40)]
-    calls += [("rlm_chunk", {"content": 5}), ("rlm_peek", {}), ("rlm_grep", {"pattern": "x", "limit": "many"})]
+    calls += [
+        ("rlm_chunk", {"content": 5}),
+        ("rlm_peek", {}),
+        ("rlm_grep", {"pattern": "x", "limit": "many"}),
+    ]
     async with Client(server, mode="legacy") as client:
         for name, args in calls:
             with deadline(BOUND, name):
                 result = await client.call_tool(name, args)
             text = result.content[0].text if result.content else ""
             if result.is_error:
-                assert text.startswith(f"Error executing tool {name}:") or "validation" in text.lower(), (name, text)
-                assert len(text) > len(f"Error executing tool {name}:") + 5, (name, text)  # a reason, not a bare error
+                assert text.startswith(f"Error executing tool {name}:") or "validation" in text.lower(), (
+                    name,
+                    text,
+                )
+                assert len(text) > len(f"Error executing tool {name}:") + 5, (
+                    name,
+                    text,
+                )  # a reason, not a bare error
     assert snapshot(guard.root, guard.vault) == guard.outside
     guard.healthy()

@@ -42,9 +42,14 @@ def test_content_size_is_counted_in_bytes(service: MemoryService) -> None:
 
 @pytest.mark.parametrize("limit", [0, -1, 10**9, 2**63])
 def test_result_limits_are_bounded(service: MemoryService, limit: int) -> None:
-    for call in (lambda: service.recall("x", limit=limit), lambda: service.search("x", limit=limit),
-                 lambda: service.grep("x", limit=limit), lambda: service.list_chunks(limit=limit),
-                 lambda: service.sessions(limit=limit), lambda: service.history("x", limit=limit)):
+    for call in (
+        lambda: service.recall("x", limit=limit),
+        lambda: service.search("x", limit=limit),
+        lambda: service.grep("x", limit=limit),
+        lambda: service.list_chunks(limit=limit),
+        lambda: service.sessions(limit=limit),
+        lambda: service.history("x", limit=limit),
+    ):
         with pytest.raises(InvalidInput, match="limit"):
             call()
 

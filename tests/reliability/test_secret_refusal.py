@@ -19,8 +19,9 @@ pytestmark = pytest.mark.reliability
 
 # One sample per kind, built from parts so no scanner mistakes this file for a leak.
 SAMPLES = {
-    "private_key": "-----BEGIN OPENSSH " + "PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAA"
-                   "\n-----END OPENSSH " + "PRIVATE KEY-----",
+    "private_key": "-----BEGIN OPENSSH "
+    + "PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAA"
+    "\n-----END OPENSSH " + "PRIVATE KEY-----",
     "aws_access_key": "AKIA" + "IOSFODNN7EXAMPLE",
     "aws_secret_key": "aws_secret_access_key = " + "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
     "github_token": "ghp_" + "A1b2C3d4E5f6" * 3,
@@ -31,13 +32,19 @@ SAMPLES = {
     "google_api_key": "AIza" + "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
     "gitlab_token": "glpat-" + "xxYY12zz34AAbb56ccdd",
     "npm_token": "npm_" + "aB3dE4fG5hI6jK7lM8nO9pQ0rS1tU2vW3xY4",
-    "jwt": "eyJhbGciOiJIUzI1NiJ9." + "eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9."
+    + "eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     "url_password": "postgres://app:" + "s3cr3t-Pa55@db.internal:5432/app",
     "password": 'password = "' + 'hunter2xyz"',
     "high_entropy": "blob " + "Zk9xQ2Vm3LpT7wYbN4rJ8sKd1HgA6uEc" + " here",
 }
-VALUES = {**SAMPLES, "aws_secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "url_password": "s3cr3t-Pa55",
-          "password": "hunter2xyz", "high_entropy": "Zk9xQ2Vm3LpT7wYbN4rJ8sKd1HgA6uEc"}
+VALUES = {
+    **SAMPLES,
+    "aws_secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "url_password": "s3cr3t-Pa55",
+    "password": "hunter2xyz",
+    "high_entropy": "Zk9xQ2Vm3LpT7wYbN4rJ8sKd1HgA6uEc",
+}
 
 
 def test_every_kind_has_a_sample() -> None:
@@ -52,15 +59,24 @@ def service(tmp_path: Path) -> MemoryService:
 
 def history(vault: Path) -> str:
     """Every byte git keeps: all commits' patches and every object, reachable or not."""
-    log = subprocess.run(["git", "-C", str(vault), "log", "--all", "-p", "--format=%B"], capture_output=True,
-                         text=True, check=True).stdout
-    objects = subprocess.run(["git", "-C", str(vault), "cat-file", "--batch-all-objects", "--batch"],
-                             capture_output=True, check=True).stdout.decode("utf-8", "replace")
+    log = subprocess.run(
+        ["git", "-C", str(vault), "log", "--all", "-p", "--format=%B"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    objects = subprocess.run(
+        ["git", "-C", str(vault), "cat-file", "--batch-all-objects", "--batch"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode("utf-8", "replace")
     return log + objects
 
 
 @pytest.mark.parametrize("kind", sorted(SAMPLES))
-def test_a_tool_write_holding_a_secret_is_refused_naming_kind_and_line(service: MemoryService, kind: str) -> None:
+def test_a_tool_write_holding_a_secret_is_refused_naming_kind_and_line(
+    service: MemoryService, kind: str
+) -> None:
     vault = service.vault.root
     before = commit_count(vault)
     secret = SAMPLES[kind]
@@ -86,7 +102,9 @@ def test_a_tool_write_holding_a_secret_is_refused_naming_kind_and_line(service: 
 
 def test_automatic_saves_are_redacted_and_the_value_never_reaches_git(service: MemoryService) -> None:
     body = "transcript\n" + "\n".join(f"item {n} {sample}" for n, sample in enumerate(SAMPLES.values()))
-    result = service.chunk(body, summary="snapshot with " + SAMPLES["github_token"], project="Sec", redact=True)
+    result = service.chunk(
+        body, summary="snapshot with " + SAMPLES["github_token"], project="Sec", redact=True
+    )
     assert set(result["redacted"]) >= set(SAMPLES) - {"high_entropy"}
     raw = (service.vault.root / result["path"]).read_text()
     leaked = [kind for kind, value in VALUES.items() if value in raw or value in history(service.vault.root)]
@@ -97,13 +115,19 @@ def test_automatic_saves_are_redacted_and_the_value_never_reaches_git(service: M
 
 def test_the_allow_list_lets_a_known_value_through(tmp_path: Path) -> None:
     safe = SAMPLES["aws_access_key"]  # AWS's own documented example key
-    config = Config(vault=tmp_path / "vault", project="Sec", embedding_model="none",
-                    secret_allowlist=(safe, "re:^ghp_A1b2"))
+    config = Config(
+        vault=tmp_path / "vault",
+        project="Sec",
+        embedding_model="none",
+        secret_allowlist=(safe, "re:^ghp_A1b2"),
+    )
     service = MemoryService(Vault.open(config.vault), config)
     service.remember(f"the docs use {safe} as the example key")
     service.chunk(f"fixture token {SAMPLES['github_token']}", project="Sec")
     with pytest.raises(SecretFound, match="Stripe"):
         service.remember(f"but not {SAMPLES['stripe_key']} next to {safe}")
     assert dirty(service.vault.root) == []
-    env = Config.from_env({"RLM_VAULT_DIR": str(tmp_path / "v2"), "RLM_SECRET_ALLOWLIST": f"{safe},re:^sk_live_"})
+    env = Config.from_env(
+        {"RLM_VAULT_DIR": str(tmp_path / "v2"), "RLM_SECRET_ALLOWLIST": f"{safe},re:^sk_live_"}
+    )
     assert env.secret_allowlist == (safe, "re:^sk_live_")
