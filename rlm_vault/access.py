@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .filelock import file_lock
 from .vault import Vault
 
 __all__ = ["AccessLog"]
@@ -42,15 +41,10 @@ class AccessLog:
     @contextmanager
     def _locked(self) -> Iterator[dict[str, dict[str, Any]]]:
         # Its own small lock, never the write lock: reads must not wait for writers.
-        self.vault.state.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.vault.state / "access.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with file_lock(self.vault.state / "access.lock"):
             data = self.all()
             yield data
             self.vault.write_state(self.FILE, data)
-        finally:
-            os.close(fd)
 
     def all(self) -> dict[str, dict[str, Any]]:
         data = self.vault.read_state(self.FILE, {})

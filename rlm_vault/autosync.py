@@ -1,8 +1,8 @@
 """Automatic sync for a server whose vault has a remote (RLM_SYNC=auto).
 
-It pulls once when the server starts and pushes a few seconds after writes (several writes in a row
-make one sync). Everything runs in one background thread; a failure is logged and retried with the
-next write, and never reaches a tool call.
+Owns `AutoSync`: one background thread that pulls once when the server starts and pushes a few
+seconds after writes (several writes in a row make one sync). A failure is logged and retried with
+the next write, and never reaches a tool call.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from .core import Store
 from .errors import VaultError
-from .service import MemoryService
+from .sync import Sync
 
 __all__ = ["AutoSync"]
 
@@ -19,10 +20,11 @@ log = logging.getLogger("rlm_vault")
 
 
 class AutoSync:
-    """Debounced background `sync()` of one service."""
+    """Debounced background `sync()` of one vault."""
 
-    def __init__(self, service: MemoryService, delay: float) -> None:
-        self.service = service
+    def __init__(self, sync: Sync, store: Store, delay: float) -> None:
+        self.syncer = sync
+        self.store = store
         self.delay = delay
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -32,9 +34,9 @@ class AutoSync:
 
     def start(self) -> AutoSync:
         """Sync now (pull), then after every burst of writes; a vault without remote is left alone."""
-        if self.service.remote() is None:
+        if self.syncer.remote() is None:
             return self
-        self.service.after_commit.append(self._wake.set)
+        self.store.on_commit(self._wake.set)
         self._wake.set()
         self._thread.start()
         return self
@@ -55,7 +57,7 @@ class AutoSync:
 
     def _sync_once(self) -> None:
         try:
-            self.service.sync()
+            self.syncer.sync()
             self.last_error = ""
         except VaultError as exc:
             self.last_error = str(exc)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import markdown
-from .models import Chunk, Insight, chunk_id, chunk_prefix, content_hash, highest_seq, insight_id
+from .models import Chunk, Insight, chunk_id, chunk_prefix, highest_seq, insight_id
 from .service import MemoryService
 
 __all__ = ["BulkResult", "NewChunk", "NewInsight", "write_many"]
@@ -85,7 +85,7 @@ class _Ids:
 
     def __init__(self, service: MemoryService) -> None:
         self.root = service.vault.root
-        self.taken: set[str] = set(service.fresh().ids()) | set(service.archived())
+        self.taken: set[str] = set(service.store.fresh().ids()) | set(service.archive.paths())
         self.taken |= {p.name[:-3] for p in (self.root / "insights").glob("*.md")}
         self.seqs: dict[str, int] = {}
 
@@ -134,24 +134,20 @@ def _insight_file(new: NewInsight, ids: _Ids) -> tuple[str, bytes, str]:
 
 def _chunk_file(new: NewChunk, ids: _Ids) -> tuple[str, bytes, str]:
     note_id = ids.chunk(new)
-    day = new.created[:10]
-    chunk = Chunk(
+    chunk = Chunk.create(
         note_id,
         new.content,
         new.project,
-        new.chunk_type,
-        new.summary,
-        new.tags,
-        new.domain,
-        new.ticket,
-        f"{day}_{new.project}" + (f"_{new.domain}" if new.domain else ""),
         new.created,
-        content_hash(new.content),
-        len(new.content) // 4,
-        new.entities,
-        dict(new.extra),
+        chunk_type=new.chunk_type,
+        summary=new.summary,
+        tags=new.tags,
+        domain=new.domain,
+        ticket=new.ticket,
+        entities=new.entities,
+        extra=new.extra,
     )
     raw = markdown.render(chunk.to_meta(), chunk.content).encode("utf-8")
     if new.archived:
-        return f"archive/{chunk.project}/{note_id}.md.gz", gzip.compress(raw, 6, mtime=0), note_id
+        return chunk.archive_path, gzip.compress(raw, 6, mtime=0), note_id
     return chunk.path, raw, note_id

@@ -63,7 +63,7 @@ class Catalog:
         self._max_seq: dict[str, int] = {}
         self.version = 0  # bumped on every change, so readers can skip work when nothing moved
         self._folders: dict[str, tuple[Stamp, float]] = {}
-        self._mutex = threading.Lock()
+        self._mutex = threading.RLock()  # readers take it too: each gets a consistent snapshot
         self._loaded = False
         self._cached: dict[str, list[Any]] = {}
         self._parsed = 0
@@ -180,7 +180,8 @@ class Catalog:
         return self._loaded
 
     def problem(self, path: str) -> Problem | None:
-        entry = self._entries.get(path)
+        with self._mutex:
+            entry = self._entries.get(path)
         return entry.problem if entry else None
 
     def _load(self, path: str, stamp: Stamp) -> Entry:
@@ -226,41 +227,52 @@ class Catalog:
 
     def note(self, note_id: str) -> Insight | Chunk | None:
         """The note with this id, if any."""
-        path = self._by_id.get(note_id)
-        entry = self._entries.get(path) if path else None
-        return entry.note if entry else None
+        with self._mutex:
+            path = self._by_id.get(note_id)
+            entry = self._entries.get(path) if path else None
+            return entry.note if entry else None
 
     def path_of(self, note_id: str) -> str | None:
-        return self._by_id.get(note_id)
+        with self._mutex:
+            return self._by_id.get(note_id)
 
     def insights(self) -> list[Insight]:
-        return [e.note for e in self._entries.values() if isinstance(e.note, Insight)]
+        with self._mutex:
+            return [e.note for e in self._entries.values() if isinstance(e.note, Insight)]
 
     def chunks(self) -> list[Chunk]:
-        return [e.note for e in self._entries.values() if isinstance(e.note, Chunk)]
+        with self._mutex:
+            return [e.note for e in self._entries.values() if isinstance(e.note, Chunk)]
 
     def problems(self) -> list[Problem]:
-        return sorted((e.problem for e in self._entries.values() if e.problem), key=lambda p: p.path)
+        with self._mutex:
+            found = [e.problem for e in self._entries.values() if e.problem]
+        return sorted(found, key=lambda p: p.path)
 
     def hashes(self) -> dict[str, str]:
         """id -> sha256 of the file bytes, the key the search caches use."""
-        return dict(self._hashes)
+        with self._mutex:
+            return dict(self._hashes)
 
     def sha_of(self, note_id: str) -> str:
         """sha256 of the file holding `note_id` ("" when unknown)."""
-        return self._hashes.get(note_id, "")
+        with self._mutex:
+            return self._hashes.get(note_id, "")
 
     def chunk_with_digest(self, digest: str) -> Chunk | None:
         """The chunk whose content hash (front matter `sha256`) is `digest`, if any."""
-        note = self.note(self._by_digest.get(digest, ""))
+        with self._mutex:
+            note = self.note(self._by_digest.get(digest, ""))
         return note if isinstance(note, Chunk) else None
 
     def max_seq(self, prefix: str) -> int:
         """The highest sequence number of chunk ids `<day>_<project>_<seq>` seen for that prefix."""
-        return self._max_seq.get(prefix, 0)
+        with self._mutex:
+            return self._max_seq.get(prefix, 0)
 
     def ids(self) -> set[str]:
-        return set(self._by_id)
+        with self._mutex:
+            return set(self._by_id)
 
 
 def note_from_file(path: str, raw: bytes) -> Insight | Chunk:

@@ -290,7 +290,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `rlm-vault` and `python -m rlm_vault`."""
+    """Entry point of `rlm-vault` and `python -m rlm_vault`: 0 done, 1 refused (one line why), 3 a bug."""
     args = _parser().parse_args(argv)
     handler: Handler = getattr(args, "handler", cmd_serve)
     try:
@@ -302,4 +302,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # the last-resort handler: a bug, reported in one line
+        if os.environ.get("RLM_VAULT_RAISE_ERRORS"):
+            raise
+        where = _log_traceback()
+        print(
+            f"rlm-vault: unexpected error ({type(exc).__name__}: {exc}); traceback in {where}",
+            file=sys.stderr,
+        )
+        return 3
     return 0
+
+
+def error_log() -> Path:
+    """Where unexpected errors are logged: `$XDG_STATE_HOME/rlm-vault/errors.log` (~/.local/state)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "rlm-vault" / "errors.log"
+
+
+def _log_traceback() -> Path:
+    import tempfile
+    import traceback
+    from datetime import UTC, datetime
+
+    entry = (
+        f"--- {datetime.now(UTC).isoformat()} rlm-vault {' '.join(sys.argv[1:])}\n{traceback.format_exc()}"
+    )
+    for path in (error_log(), Path(tempfile.gettempdir()) / "rlm-vault-errors.log"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as log:
+                log.write(entry)
+            return path
+        except OSError:
+            continue
+    return Path("(no writable log folder)")

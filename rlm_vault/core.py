@@ -1,15 +1,17 @@
-"""What every service capability shares: the vault, the catalog, the clock, and how to write.
+"""What every part of the memory service shares: the record and how a change becomes one commit.
 
-Every change goes through `ServiceCore.writing()`: under the vault lock, edits a person made since
-the last look are committed first as their own `external: ...` commit, then the service's files are
-written and committed alone.
+Owns the `Store` (the vault, its catalog, the access log, the clock, and the edits a person made that
+are not committed yet) and `ContentRules` (what text may enter the vault). Every change goes through
+`Store.writing()`: under the vault lock, a person's pending edits are committed first as their own
+`external: ...` commit, then the part's files are written and committed alone, then the commit
+listeners run (background indexing, automatic sync).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,10 +20,11 @@ from .access import AccessLog
 from .catalog import Catalog, note_from_file
 from .config import Config
 from .errors import InvalidInput, InvalidNote, SecretFound
+from .git import toplevel
 from .models import safe_name
 from .vault import Transaction, Vault
 
-__all__ = ["Clock", "ServiceCore", "detect_project", "iso", "utc_now"]
+__all__ = ["Clock", "ContentRules", "PendingEdits", "Store", "detect_project", "iso", "utc_now", "valid_text"]
 
 Clock = Callable[[], datetime]
 
@@ -38,22 +41,49 @@ def iso(moment: datetime) -> str:
 def detect_project(cwd: str | os.PathLike[str] | None = None) -> str:
     """The git top-level folder name of `cwd`, else the folder name (RLM_PROJECT is read by Config)."""
     folder = Path(cwd or os.getcwd())
-    try:
-        top = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if top.returncode == 0 and top.stdout.strip():
-            folder = Path(top.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
+    folder = toplevel(folder) or folder
     return safe_name(folder.name, "project", strict=False) or "default"
 
 
-class ServiceCore:
-    """State and write discipline shared by the service capabilities."""
+class PendingEdits:
+    """Note paths a person added, changed or deleted that are not committed yet.
+
+    Tool threads and the background indexer both add to it, so every access holds its lock. It is
+    unknown (None) until the first look at git, which lists what changed since the last commit.
+    """
+
+    def __init__(self) -> None:
+        self._paths: set[str] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def known(self) -> bool:
+        with self._lock:
+            return self._paths is not None
+
+    def start(self, paths: Iterable[str]) -> None:
+        """Begin with what git reports as changed (once per process)."""
+        with self._lock:
+            if self._paths is None:
+                self._paths = set(paths)
+
+    def add(self, paths: Iterable[str]) -> None:
+        with self._lock:
+            if self._paths is not None:
+                self._paths |= set(paths)
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return sorted(self._paths or ())
+
+    def done(self, paths: Iterable[str]) -> None:
+        with self._lock:
+            if self._paths is not None:
+                self._paths -= set(paths)
+
+
+class Store:
+    """The vault and its in-memory catalog, and the one way to change them (`writing()`)."""
 
     def __init__(self, vault: Vault, config: Config, clock: Clock = utc_now) -> None:
         self.vault = vault
@@ -61,9 +91,9 @@ class ServiceCore:
         self.clock = clock
         self.catalog = Catalog(vault, config.scan_interval)
         self.access = AccessLog(vault)
+        self.pending = PendingEdits()
+        self._listeners: list[Callable[[], None]] = []
         self._project = safe_name(config.project, "project", strict=False) if config.project else ""
-        self._external: set[str] | None = None  # paths a person changed, not yet committed
-        self.after_commit: list[Callable[[], None]] = []  # e.g. automatic sync pushes soon after a write
 
     @property
     def project(self) -> str:
@@ -75,13 +105,19 @@ class ServiceCore:
     def now(self) -> str:
         return iso(self.clock())
 
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every commit this process makes (it must return quickly)."""
+        self._listeners.append(listener)
+
     def fresh(self) -> Catalog:
-        """The catalog, brought up to date with the disk."""
+        """The catalog, brought up to date with the disk; what changed is remembered as pending edits."""
         first = not self.catalog.loaded
         changed = self.catalog.refresh()
-        if self._external is not None:
-            # A first load reports nothing: ask git what changed since the process last looked.
-            self._external |= set(self.vault.pending_paths("insights", "chunks")) if first else changed
+        if first:  # a first load reports nothing: ask git what changed since the last commit
+            if self.pending.known:
+                self.pending.add(self.vault.pending_paths("insights", "chunks"))
+        else:
+            self.pending.add(changed)
         return self.catalog
 
     @contextmanager
@@ -91,7 +127,7 @@ class ServiceCore:
             self.commit_external()
             yield tx
             self.catalog.absorb(tx.paths)
-        for listener in self.after_commit:
+        for listener in list(self._listeners):
             listener()
 
     def prime(self) -> None:
@@ -99,21 +135,19 @@ class ServiceCore:
         than the next ones (secret patterns compiled, a person's pending edits listed)."""
         from . import secrets  # noqa: F401
 
-        if self._external is None:
-            self._external = set(self.vault.pending_paths("insights", "chunks"))
+        self.pending.start(self.vault.pending_paths("insights", "chunks"))
 
     def commit_external(self) -> str | None:
         """Commit notes a person added, edited or deleted (readable ones only); call under the lock."""
-        if self._external is None:  # once per process: what git sees as changed
-            self._external = set(self.vault.pending_paths("insights", "chunks"))
+        if not self.pending.known:  # once per process: what git sees as changed
+            self.pending.start(self.vault.pending_paths("insights", "chunks"))
         if self.catalog.loaded:  # then whatever the catalog notices (never a full parse just for this)
             self.fresh()
-        # A copy first: readers on other threads add to the set while this loop parses files.
-        ready = [p for p in sorted(set(self._external)) if self._readable(p)]
+        ready = [p for p in self.pending.snapshot() if self._readable(p)]
         if not ready:
             return None
         commit = self.vault.git.commit_paths(ready, external_message(ready))
-        self._external -= set(ready)
+        self.pending.done(ready)
         return commit
 
     def _readable(self, relpath: str) -> bool:
@@ -126,15 +160,22 @@ class ServiceCore:
             return False
         return True
 
-    def checked_content(self, content: str, what: str = "content") -> str:
+
+class ContentRules:
+    """What text may enter the vault: not empty, not too big, valid UTF-8, and without secrets."""
+
+    def __init__(self, config: Config) -> None:
+        self.max_bytes = config.max_content_bytes
+        self.allowlist = config.secret_allowlist
+
+    def checked(self, content: str, what: str = "content") -> str:
         """Content that is not empty, not over the size limit, and has no NUL."""
         if not content or not content.strip():
             raise InvalidInput(f"{what} is empty: send the text to save")
         size = len(content.encode("utf-8", "surrogatepass"))  # counted before the check below names the spot
-        if size > self.config.max_content_bytes:
+        if size > self.max_bytes:
             raise InvalidInput(
-                f"{what} is {size} bytes; the limit is {self.config.max_content_bytes} bytes: "
-                "split it into several parts"
+                f"{what} is {size} bytes; the limit is {self.max_bytes} bytes: split it into several parts"
             )
         if "\x00" in content:
             raise InvalidInput(f"{what} contains NUL characters; send plain text")
@@ -144,7 +185,7 @@ class ServiceCore:
         """`text` when it holds no secret; otherwise refuse, naming the kind and line, before git sees it."""
         from .secrets import describe, scan
 
-        findings = scan(text, self.config.secret_allowlist)
+        findings = scan(text, self.allowlist)
         if findings:
             raise SecretFound(
                 f"{what} holds {describe(findings)}; secrets must not enter the vault's git "
@@ -157,7 +198,7 @@ class ServiceCore:
         """`text` with secrets replaced by [REDACTED:<kind>], and the kinds replaced (automatic saves)."""
         from .secrets import redact
 
-        clean, findings = redact(text, self.config.secret_allowlist)
+        clean, findings = redact(text, self.allowlist)
         return clean, sorted({f.kind for f in findings})
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["render"]
@@ -87,7 +87,7 @@ def _doctor(r: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_RENDER = {
+_RENDER: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "remember": lambda r: _written("Remembered", r),
     "update": lambda r: _written("Updated", r),
     "chunk": lambda r: _written("Saved chunk", r),

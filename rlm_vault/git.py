@@ -17,7 +17,7 @@ from pathlib import Path
 from . import gitobjects
 from .errors import GitError
 
-__all__ = ["FALLBACK_EMAIL", "FALLBACK_NAME", "Commit", "Git"]
+__all__ = ["FALLBACK_EMAIL", "FALLBACK_NAME", "Commit", "Git", "toplevel"]
 
 FALLBACK_NAME = "rlm-vault"
 FALLBACK_EMAIL = "rlm-vault@localhost"
@@ -470,3 +470,18 @@ def _utc_offset() -> str:
     minutes = (time.localtime().tm_gmtoff or 0) // 60
     sign = "+" if minutes >= 0 else "-"
     return f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+
+
+def toplevel(folder: Path) -> Path | None:
+    """The top-level folder of the git work tree holding `folder`, or None outside one."""
+    try:
+        top = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(top.stdout.strip()) if top.returncode == 0 and top.stdout.strip() else None

@@ -8,7 +8,6 @@ user's session, and each one's start-up time is felt. Event formats: shared/note
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .config import Config
+from .filelock import file_lock
 
 if TYPE_CHECKING:
     from .models import Insight
@@ -270,13 +270,10 @@ def _newest(snapshots: dict[str, Any]) -> dict[str, Any]:
 @contextmanager
 def _hooks_lock(config: Config) -> Iterator[None]:
     """A lock of the hooks' own (the vault's write lock is taken inside `chunk` by the same process)."""
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(config.state_dir / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held for about a second at most; Claude Code's timeout bounds it
+    with file_lock(
+        config.state_dir / LOCK_NAME
+    ):  # held about a second at most; Claude Code's timeout bounds it
         yield
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------- SessionStart
@@ -346,21 +343,9 @@ def _insights(config: Config) -> list[Insight]:
     Not service.recall: its catalog parses every chunk too, and a vault of thousands of chunks would
     make each session start slow. Unreadable files are skipped (rlm_status reports them).
     """
-    from .catalog import note_from_file
-    from .errors import VaultError
-    from .models import Insight
-    from .vault import Vault
+    from .service import read_insights
 
-    vault = Vault(config.vault)  # no open(): a session start never creates or repairs the vault
-    found: list[Insight] = []
-    for path in vault.scan_folder("insights"):
-        try:
-            note = note_from_file(path, vault.read_bytes(path))
-        except (OSError, VaultError):
-            continue
-        if isinstance(note, Insight):
-            found.append(note)
-    return found
+    return read_insights(config)
 
 
 def _snapshot_pointer(event: HookEvent, config: Config) -> dict[str, Any] | None:
@@ -369,9 +354,9 @@ def _snapshot_pointer(event: HookEvent, config: Config) -> dict[str, Any] | None
         return None
     if event.source == "resume" and not _was_compacted(event.transcript_path):
         return None
-    from .vault import Vault
+    from .service import read_state
 
-    snapshots = Vault(config.vault).read_state(STATE_NAME, {})
+    snapshots = read_state(config, STATE_NAME)
     pointer = snapshots.get(event.session_id) if isinstance(snapshots, dict) else None
     return pointer if isinstance(pointer, dict) and pointer.get("chunk_id") else None
 

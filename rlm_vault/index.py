@@ -6,23 +6,38 @@ taken. One searcher stays open and is replaced after each commit, so a query nev
 
 from __future__ import annotations
 
+import pickle
 import shutil
+import struct
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from whoosh.index import IndexError as WhooshIndexError
+
 from rlm_vault import textproc
 from rlm_vault.errors import Busy, CacheError
 
-__all__ = ["NO_FILTERS", "Filters", "SearchDoc", "TextIndex", "Weights"]
+__all__ = ["BROKEN", "NO_FILTERS", "Filters", "SearchDoc", "TextIndex", "Weights"]
 
 Progress = Callable[[int, int], None]
 
-# Whoosh raises its own errors, but a truncated or half-deleted segment surfaces as whatever the
-# codec trips on (struct.error, EOFError, KeyError, ValueError...). All of them mean "rebuild me".
-_BROKEN = (Exception,)
+# Whoosh raises its own errors, but a truncated or half-deleted segment surfaces as whatever the codec
+# trips on. These, and only these, mean "rebuild me": any other exception is a bug and propagates.
+BROKEN = (
+    WhooshIndexError,
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    struct.error,
+    zlib.error,
+    pickle.UnpicklingError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +177,7 @@ class TextIndex:
                 self.path.mkdir(parents=True, exist_ok=True)
                 return index.create_in(str(self.path), schema())
             return index.open_dir(str(self.path))
-        except _BROKEN as exc:
+        except BROKEN as exc:
             raise CacheError(f"text index at {self.path} cannot be opened: {exc!r}") from exc
 
     def _new_searcher(self) -> Any:
@@ -170,7 +185,7 @@ class TextIndex:
 
         try:
             return self._ix.searcher(weighting=scoring.BM25F(B=self.weights.b, K1=self.weights.k1))
-        except _BROKEN as exc:
+        except BROKEN as exc:
             raise CacheError(f"text index at {self.path} cannot be read: {exc!r}") from exc
 
     def _read_stamps(self) -> tuple[dict[str, str], dict[str, str]]:
@@ -180,7 +195,7 @@ class TextIndex:
             for fields in self._searcher.all_stored_fields():
                 stamps[fields["id"]] = fields.get("sha", "")
                 kinds[fields["id"]] = fields.get("kind", "")
-        except _BROKEN as exc:
+        except BROKEN as exc:
             raise CacheError(f"text index at {self.path} is corrupt: {exc!r}") from exc
         return stamps, kinds
 
@@ -207,7 +222,7 @@ class TextIndex:
             if self._searcher.up_to_date():
                 return
             self._searcher = self._refreshed()
-        except _BROKEN as exc:
+        except BROKEN as exc:
             raise CacheError(f"text index at {self.path} cannot be refreshed: {exc!r}") from exc
         self._stamps, self._kinds = self._read_stamps()
 
@@ -255,7 +270,7 @@ class TextIndex:
                 raise
             writer.commit()
             self._searcher = self._refreshed()
-        except _BROKEN as exc:
+        except BROKEN as exc:
             raise CacheError(f"text index at {self.path} could not be updated: {exc!r}") from exc
 
     def rebuild(self, docs: Sequence[SearchDoc], progress: Progress | None = None) -> None:
@@ -277,7 +292,7 @@ class TextIndex:
                 if progress and (done % 200 == 0 or done == len(docs)):
                     progress(done, len(docs))
             writer.commit()
-        except _BROKEN as exc:
+        except BROKEN as exc:
             raise CacheError(f"text index at {self.path} could not be rebuilt: {exc!r}") from exc
 
     def search(self, text: str, filters: Filters = NO_FILTERS, limit: int = 10) -> list[tuple[str, float]]:
@@ -289,7 +304,7 @@ class TextIndex:
             self._refresh_if_stale()
             try:
                 return self._search(text_query(text, self.weights), filter_query(filters), limit)
-            except _BROKEN as exc:
+            except BROKEN as exc:
                 raise CacheError(f"text index at {self.path} failed a search: {exc!r}") from exc
 
     def _search(self, query: Any, filter_q: Any, limit: int) -> list[tuple[str, float]]:
@@ -312,5 +327,5 @@ class TextIndex:
             try:
                 column = self._searcher.reader().column_reader("id")
                 return {column[docnum] for docnum in self._searcher.docs_for_query(filter_q)}
-            except _BROKEN as exc:
+            except BROKEN as exc:
                 raise CacheError(f"text index at {self.path} failed a filter: {exc!r}") from exc

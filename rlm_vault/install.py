@@ -545,9 +545,10 @@ class _Run:
 
     def open_vault(self) -> None:
         from .config import Config
-        from .vault import Vault
+        from .service import open_service
 
-        path = Config.from_env().vault
+        config = Config.from_env()
+        path = config.vault
         existed = (path / ".git").exists()
         if self.dry_run:
             self.step(
@@ -558,7 +559,7 @@ class _Run:
                 else f"Would create the vault at {_display(path)}",
             )
             return
-        Vault.open(path)
+        open_service(config, embedder=None)
         self.step(
             "vault",
             path,

@@ -44,14 +44,13 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
     if any(ch in value for ch in "\x85\u2028\u2029"):
         # YAML reads these as line breaks unless the string is double-quoted (escaped).
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
-    if "\n" in value:
-        # Block scalars cannot carry trailing spaces on a line or some control chars; fall back.
-        if not re.search(r"[ \t]\n|[\x00-\x08\x0b-\x1f\x7f]", value):
-            return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    # Block scalars cannot carry trailing spaces on a line or some control chars; those fall back.
+    if "\n" in value and not re.search(r"[ \t]\n|[\x00-\x08\x0b-\x1f\x7f]", value):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
     return dumper.represent_scalar("tag:yaml.org,2002:str", value)
 
 
-def _list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.Node:
+def _list(dumper: yaml.SafeDumper, value: list[Any] | tuple[Any, ...]) -> yaml.Node:
     flow = all(isinstance(v, (str, int, float, bool)) and "\n" not in str(v) for v in value)
     return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
 

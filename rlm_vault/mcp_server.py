@@ -9,17 +9,16 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import Tool as MCPTool
 
 from . import __version__
-from .autosync import AutoSync
 from .config import Config
 from .errors import VaultError
 from .formatting import render
@@ -39,9 +38,12 @@ from .results import (
     Status,
     Synced,
     Written,
-)  # fmt: skip
+)
 from .service import MemoryService, open_service
 from .sync import remote_configured
+
+Opened = MemoryService | VaultError  # what the lifespan yields: the service, or why it could not open
+Ctx = Context[Opened, Any]
 
 __all__ = ["build_server", "serve_stdio"]
 
@@ -77,58 +79,91 @@ def _translating(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = False) -> MCPServer[Any]:
-    """An MCP server whose tools run against the service `get_service()` returns; `sync_tool` adds
-    rlm_sync (offered when the vault has a remote)."""
-    server: MCPServer[Any] = MCPServer(
-        "rlm-vault", instructions=INSTRUCTIONS, version=__version__, lifespan=_lifespan(get_service)
+class RlmServer(MCPServer[Opened]):
+    """The SDK's server, with a tools/list trimmed of what costs tokens and says nothing."""
+
+    async def list_tools(self) -> list[MCPTool]:
+        # pydantic's titles cost tokens and say nothing (descriptions are cleaned at registration).
+        return [
+            t.model_copy(
+                update={
+                    "input_schema": _untitled(t.input_schema),
+                    "output_schema": _untitled(t.output_schema) if t.output_schema else None,
+                }
+            )
+            for t in await super().list_tools()
+        ]
+
+
+def build_server(make_service: Callable[[], MemoryService], sync_tool: bool = False) -> RlmServer:
+    """An MCP server whose lifespan opens the service `make_service()` returns and yields it to the tools;
+    `sync_tool` adds rlm_sync (offered when the vault has a remote)."""
+    server = RlmServer(
+        "rlm-vault", instructions=INSTRUCTIONS, version=__version__, lifespan=_lifespan(make_service)
     )
 
     def tool(annotations: ToolAnnotations) -> Callable[[F], F]:
         def register(fn: F) -> F:
-            server.tool(annotations=annotations)(_translating(fn))
+            description = inspect.cleandoc(fn.__doc__ or "")
+            server.tool(annotations=annotations, description=description)(_translating(fn))
             return fn
 
         return register
 
     @tool(WRITE)
     def rlm_remember(
-        content: str, category: str = "general", importance: str = "medium", tags: str = "", project: str = ""
+        ctx: Ctx,
+        content: str,
+        category: str = "general",
+        importance: str = "medium",
+        tags: str = "",
+        project: str = "",
     ) -> Annotated[CallToolResult, Written]:
         """Save an insight (a durable decision, fact, preference, finding or todo) as its own note.
 
         category: decision|fact|preference|finding|todo|general. importance: critical|high|medium|low
         (critical ones are shown at every session start). tags: comma list. project: empty = all projects.
         """
-        return _reply("remember", get_service().remember(content, category, importance, tags, project))
+        return _reply("remember", _service(ctx).remember(content, category, importance, tags, project))
 
     @tool(READ)
     def rlm_recall(
-        query: str = "", category: str = "", importance: str = "", project: str = "", limit: int = 10
+        ctx: Ctx,
+        query: str = "",
+        category: str = "",
+        importance: str = "",
+        project: str = "",
+        limit: int = 10,
     ) -> Annotated[CallToolResult, Recall]:
         """List insights whose text or tags contain the query words (accents and case ignored), best first.
         Empty query lists the newest. Filters: category, importance, project."""
-        return _reply("recall", get_service().recall(query, category, importance, project, limit))
+        return _reply("recall", _service(ctx).recall(query, category, importance, project, limit))
 
     @tool(DELETE)
-    def rlm_forget(insight_id: str) -> Annotated[CallToolResult, Forgotten]:
+    def rlm_forget(ctx: Ctx, insight_id: str) -> Annotated[CallToolResult, Forgotten]:
         """Delete an insight by id (the vault's git history still keeps it)."""
-        return _reply("forget", get_service().forget(insight_id))
+        return _reply("forget", _service(ctx).forget(insight_id))
 
     @tool(WRITE)
     def rlm_update(
-        insight_id: str, content: str = "", category: str = "", importance: str = "", tags: str = ""
+        ctx: Ctx,
+        insight_id: str,
+        content: str = "",
+        category: str = "",
+        importance: str = "",
+        tags: str = "",
     ) -> Annotated[CallToolResult, Written]:
         """Edit an insight in place; empty arguments keep the current value. tags replaces all tags."""
-        return _reply("update", get_service().update(insight_id, content, category, importance, tags))
+        return _reply("update", _service(ctx).update(insight_id, content, category, importance, tags))
 
     @tool(READ)
-    def rlm_status() -> Annotated[CallToolResult, Status]:
+    def rlm_status(ctx: Ctx) -> Annotated[CallToolResult, Status]:
         """Counts of insights, chunks and archives, the vault path and git HEAD, search state, unreadable files."""
-        return _reply("status", get_service().status())
+        return _reply("status", _service(ctx).status())
 
     @tool(WRITE)
     def rlm_chunk(
+        ctx: Ctx,
         content: str,
         summary: str = "",
         tags: str = "",
@@ -144,16 +179,17 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
         Identical content is not saved twice: the existing id is returned.
         """
         return _reply(
-            "chunk", get_service().chunk(content, summary, tags, project, ticket, domain, chunk_type)
+            "chunk", _service(ctx).chunk(content, summary, tags, project, ticket, domain, chunk_type)
         )
 
     @tool(READ)
-    def rlm_peek(chunk_id: str, start: int = 0, end: int = -1) -> Annotated[CallToolResult, Peek]:
+    def rlm_peek(ctx: Ctx, chunk_id: str, start: int = 0, end: int = -1) -> Annotated[CallToolResult, Peek]:
         """Read a chunk (or insight) by id: lines start..end-1 of its text, 0-based; end=-1 reads to the end."""
-        return _reply("peek", get_service().peek(chunk_id, start, end))
+        return _reply("peek", _service(ctx).peek(chunk_id, start, end))
 
     @tool(READ)
     def rlm_grep(
+        ctx: Ctx,
         pattern: str,
         limit: int = 10,
         project: str = "",
@@ -170,7 +206,7 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
         Dates are YYYY-MM-DD; entity matches a file, version, module, ticket or function name."""
         return _reply(
             "grep",
-            get_service().grep(
+            _service(ctx).grep(
                 pattern,
                 limit,
                 project,
@@ -186,6 +222,7 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
 
     @tool(READ)
     def rlm_search(
+        ctx: Ctx,
         query: str,
         limit: int = 5,
         project: str = "",
@@ -200,76 +237,74 @@ def build_server(get_service: Callable[[], MemoryService], sync_tool: bool = Fal
         Each result has its id and kind (chunk or insight): read it with rlm_peek."""
         return _reply(
             "search",
-            get_service().search(
+            _service(ctx).search(
                 query, limit, project, domain, date_from, date_to, entity, include_insights, include_archived
             ),
         )
 
     @tool(READ)
-    def rlm_list_chunks(limit: int = 20, project: str = "") -> Annotated[CallToolResult, ChunkList]:
+    def rlm_list_chunks(ctx: Ctx, limit: int = 20, project: str = "") -> Annotated[CallToolResult, ChunkList]:
         """List chunks newest first, with summary, tags, project, date and size."""
-        return _reply("list_chunks", get_service().list_chunks(limit, project))
+        return _reply("list_chunks", _service(ctx).list_chunks(limit, project))
 
     @tool(READ)
     def rlm_sessions(
-        project: str = "", domain: str = "", limit: int = 10
+        ctx: Ctx, project: str = "", domain: str = "", limit: int = 10
     ) -> Annotated[CallToolResult, Sessions]:
         """List work sessions (day x project x domain) with their chunk counts, newest first."""
-        return _reply("sessions", get_service().sessions(project, domain, limit))
+        return _reply("sessions", _service(ctx).sessions(project, domain, limit))
 
     @tool(READ)
-    def rlm_domains() -> Annotated[CallToolResult, Domains]:
+    def rlm_domains(ctx: Ctx) -> Annotated[CallToolResult, Domains]:
         """List the suggested domains for chunks (from the vault's domains.yaml) and those in use."""
-        return _reply("domains", get_service().domains())
+        return _reply("domains", _service(ctx).domains())
 
     @tool(READ)
-    def rlm_retention_preview() -> Annotated[CallToolResult, RetentionPreview]:
+    def rlm_retention_preview(ctx: Ctx) -> Annotated[CallToolResult, RetentionPreview]:
         """List chunks a retention run would archive (unused for the archive delay, not immune) and archives
         it could purge. Immune: tags critical/decision/keep/important, 3+ reads, DECISION:/IMPORTANT: text."""
-        return _reply("retention_preview", get_service().retention_preview())
+        return _reply("retention_preview", _service(ctx).retention_preview())
 
     @tool(WRITE)
     def rlm_retention_run(
-        archive: bool = True, purge: bool = False
+        ctx: Ctx, archive: bool = True, purge: bool = False
     ) -> Annotated[CallToolResult, RetentionRun]:
         """Archive due chunks to archive/<project>/<id>.md.gz (one commit); purge=true also deletes due archives
         (git history still keeps them). Archived chunks stay readable with rlm_peek and rlm_restore."""
-        return _reply("retention_run", get_service().retention_run(archive, purge))
+        return _reply("retention_run", _service(ctx).retention_run(archive, purge))
 
     @tool(WRITE)
-    def rlm_restore(chunk_id: str) -> Annotated[CallToolResult, Reverted]:
+    def rlm_restore(ctx: Ctx, chunk_id: str) -> Annotated[CallToolResult, Reverted]:
         """Bring an archived chunk back, byte for byte; it is not archived again before the delay."""
-        return _reply("restore", get_service().restore(chunk_id))
+        return _reply("restore", _service(ctx).restore(chunk_id))
 
     @tool(READ)
-    def rlm_history(id: str, limit: int = 20) -> Annotated[CallToolResult, History]:
+    def rlm_history(ctx: Ctx, id: str, limit: int = 20) -> Annotated[CallToolResult, History]:
         """List the commits that changed a memory (insight or chunk), newest first, with dates and messages."""
-        return _reply("history", get_service().history(id, limit))
+        return _reply("history", _service(ctx).history(id, limit))
 
     @tool(WRITE)
-    def rlm_revert(id: str, commit: str) -> Annotated[CallToolResult, Reverted]:
+    def rlm_revert(ctx: Ctx, id: str, commit: str) -> Annotated[CallToolResult, Reverted]:
         """Restore a memory as it was at a commit listed by rlm_history; recorded as a new commit."""
-        return _reply("revert", get_service().revert(id, commit))
+        return _reply("revert", _service(ctx).revert(id, commit))
 
     if sync_tool:
 
         @tool(WRITE)
-        def rlm_sync() -> Annotated[CallToolResult, Synced]:
+        def rlm_sync(ctx: Ctx) -> Annotated[CallToolResult, Synced]:
             """Share memory with the vault's git remote: commit hand edits, pull, merge (both sides of a conflict
             are kept), push."""
-            return _reply("sync", get_service().sync())
+            return _reply("sync", _service(ctx).sync())
 
-    _compact(server)
     return server
 
 
-def _compact(server: MCPServer[Any]) -> None:
-    """Trim what tools/list sends: pydantic's titles and docstring indentation cost tokens, say nothing."""
-    for tool in server._tool_manager.list_tools():
-        tool.description = inspect.cleandoc(tool.description)
-        tool.parameters = _untitled(tool.parameters)
-        if tool.fn_metadata.output_schema is not None:
-            tool.fn_metadata.output_schema = _untitled(tool.fn_metadata.output_schema)
+def _service(ctx: Ctx) -> MemoryService:
+    """The service the lifespan opened; if it could not be opened, the reason, as a tool error."""
+    opened = ctx.request_context.lifespan_context
+    if isinstance(opened, VaultError):
+        raise ToolError(str(opened))
+    return opened
 
 
 def _untitled(schema: Any) -> Any:
@@ -284,39 +319,31 @@ def _untitled(schema: Any) -> Any:
     return schema
 
 
-def _lifespan(get_service: Callable[[], MemoryService]) -> Callable[[MCPServer[Any]], Any]:
+def _lifespan(make_service: Callable[[], MemoryService]) -> Callable[[MCPServer[Opened]], Any]:
     @asynccontextmanager
-    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
-        # Open (or create) the vault before serving: a client that sees the server up finds the vault there,
-        # and a crash's uncommitted writes are committed at start. It costs a few milliseconds.
-        _open_logged(get_service)
-        yield None
+    async def lifespan(_: MCPServer[Opened]) -> AsyncIterator[Opened]:
+        # The vault opens before serving: a client that sees the server up finds it there, and a crash's
+        # uncommitted writes are committed at start. A vault that cannot be opened is no crash: every tool
+        # call then says why.
+        try:
+            service = make_service()
+        except VaultError as exc:
+            log.warning("opening the vault failed: %s", exc)
+            yield exc
+            return
+        service.start()
+        try:
+            yield service
+        finally:
+            service.close()
 
     return lifespan
 
 
-def _open_logged(get_service: Callable[[], MemoryService]) -> None:
-    try:
-        get_service()
-    except Exception:  # the first tool call will report it to the model
-        log.exception("opening the vault failed")
-
-
 def serve_stdio() -> None:
     """Serve the real vault over stdio (what Claude Code starts)."""
-    service: list[MemoryService] = []
-    opening = threading.Lock()
-
-    def get_service() -> MemoryService:
-        with opening:  # tool calls run in worker threads; open the vault once
-            if not service:
-                service.append(open_service())
-                service[0].prime()
-                if service[0].config.auto_sync:
-                    AutoSync(service[0], service[0].config.sync_delay).start()
-                # Model and caches load in the background once a search needs them: no call waits for them,
-                # and a session that only writes never loads them.
-                service[0].background = True
-            return service[0]
-
-    build_server(get_service, sync_tool=remote_configured(Config.from_env().vault)).run()
+    config = Config.from_env()
+    server = build_server(
+        lambda: open_service(config, serving=True), sync_tool=remote_configured(config.vault)
+    )
+    server.run()

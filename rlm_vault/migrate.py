@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from . import query as q
+from .archive import gunzip
 from .bulk import NewChunk, NewInsight, write_many
-from .errors import InvalidInput
+from .errors import InvalidInput, InvalidNote
 from .models import (
     CATEGORIES,
     CHUNK_TYPES,
@@ -192,8 +192,8 @@ class _Known:
 
     @classmethod
     def of(cls, service: MemoryService) -> _Known:
-        cat = service.fresh()
-        notes: list[Any] = [*cat.insights(), *cat.chunks(), *service.archived_chunks()]
+        cat = service.store.fresh()
+        notes: list[Any] = [*cat.insights(), *cat.chunks(), *service.archive.chunks()]
         ids = {str(n.extra["rlm_claude_id"]) for n in notes if n.extra.get("rlm_claude_id")}
         hashes = {content_hash(n.content) for n in notes}
         sessions = {str(n.extra["claude_session"]) for n in notes if n.extra.get("claude_session")}
@@ -317,8 +317,8 @@ def _read_text(path: Path, rel: str, batch: _Batch) -> str | None:
     try:
         raw = path.read_bytes()
         if path.name.endswith(".gz"):
-            raw = _gunzip(raw)
-    except (OSError, ValueError) as exc:
+            raw = gunzip(raw, MAX_GUNZIP, rel)
+    except (OSError, InvalidNote) as exc:
         batch.problem(rel, f"cannot be read ({' '.join(str(exc).split())[:200]}); not imported")
         return None
     try:
@@ -326,17 +326,6 @@ def _read_text(path: Path, rel: str, batch: _Batch) -> str | None:
     except UnicodeDecodeError as exc:
         batch.problem(rel, f"not UTF-8 (byte {exc.start}); imported with bad bytes replaced by U+FFFD")
         return raw.decode("utf-8", errors="replace")
-
-
-def _gunzip(data: bytes) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, MAX_GUNZIP + 1)
-    except zlib.error as exc:
-        raise ValueError(f"not a valid gzip file: {exc}") from exc
-    if len(out) > MAX_GUNZIP or inflater.unconsumed_tail:
-        raise ValueError(f"expands to more than {MAX_GUNZIP} bytes")
-    return out
 
 
 def parse_rlm_chunk(text: str) -> tuple[dict[str, Any], str] | None:
@@ -588,7 +577,7 @@ def _write(service: MemoryService, batch: _Batch, source: str, folder: Path, mes
     pairs = zip(origins, result.chunk_ids, strict=True)
     access = {new: batch.access[old] for old, new in pairs if old in batch.access}
     if access:
-        service.access.update(access)
+        service.store.access.update(access)
     return ImportReport(
         source,
         str(folder),

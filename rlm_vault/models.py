@@ -202,6 +202,40 @@ class Chunk:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
+    def create(
+        cls,
+        id: str,
+        content: str,
+        project: str,
+        created: str,
+        *,
+        chunk_type: str = "session",
+        summary: str = "",
+        tags: tuple[str, ...] = (),
+        domain: str = "",
+        ticket: str = "",
+        entities: dict[str, list[str]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Chunk:
+        """A new chunk: its session, content hash, size and (unless given) entities follow from the rest."""
+        return cls(
+            id,
+            content,
+            project,
+            chunk_type,
+            summary,
+            tags,
+            domain,
+            ticket,
+            f"{created[:10]}_{project}" + (f"_{domain}" if domain else ""),
+            created,
+            content_hash(content),
+            len(content) // 4,
+            extract_entities(content) if entities is None else entities,
+            dict(extra or {}),
+        )
+
+    @classmethod
     def from_meta(cls, id: str, project: str, meta: dict[str, Any], body: str) -> Chunk:
         """Read what a file holds; the folder names the project when the key is missing."""
         entities = meta.get("entities")
@@ -244,6 +278,11 @@ class Chunk:
     @property
     def path(self) -> str:
         return f"chunks/{self.project}/{self.id}.md"
+
+    @property
+    def archive_path(self) -> str:
+        """Where retention keeps it: the gzip of the exact chunk file."""
+        return f"archive/{self.project}/{self.id}.md.gz"
 
 
 def _int(value: Any) -> int:

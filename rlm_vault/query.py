@@ -200,22 +200,19 @@ def _match(note: Chunk | Insight, line_no: int, line: str, score: float) -> Grep
     }
 
 
+def _searchable(note: Chunk | Insight) -> str:
+    if isinstance(note, Chunk):
+        return f"{note.summary} {' '.join(note.tags)} {note.content}"
+    return f"{' '.join(note.tags)} {note.content}"
+
+
 def keyword_search(
     chunks: Sequence[Chunk], insights: Sequence[Insight], query: str, limit: int
 ) -> list[SearchHit]:
     """A plain tf-idf ranking over the given notes (used when the search caches are unavailable)."""
     terms = set(words(query))
-    docs: list[tuple[Chunk | Insight, list[str]]] = [
-        (
-            n,
-            words(
-                f"{n.summary} {' '.join(n.tags)} {n.content}"
-                if isinstance(n, Chunk)
-                else f"{' '.join(n.tags)} {n.content}"
-            ),
-        )
-        for n in [*chunks, *insights]
-    ]
+    notes: list[Chunk | Insight] = [*chunks, *insights]
+    docs = [(n, words(_searchable(n))) for n in notes]
     df = {t: sum(1 for _, ws in docs if t in ws) for t in terms}
     hits = []
     for note, ws in docs:

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from typing import NotRequired
 
+# pydantic (through the MCP SDK) needs typing_extensions' TypedDict on Python < 3.12.
 from typing_extensions import TypedDict
 
 __all__ = [
     "ChunkList",
     "ChunkRow",
     "CommitRow",
+    "Doctor",
     "Domains",
     "Forgotten",
     "GrepMatch",
     "GrepResult",
     "History",
+    "Initialised",
     "InsightRow",
     "Peek",
     "Problem",
     "Recall",
+    "Reindexed",
+    "RemoteSet",
     "RetentionPreview",
     "RetentionRun",
     "Reverted",
@@ -30,7 +35,7 @@ __all__ = [
     "Status",
     "Synced",
     "Written",
-]  # fmt: skip
+]
 
 
 class Written(TypedDict):
@@ -183,11 +188,11 @@ class History(TypedDict):
     id: NotRequired[str]
 
 
-class Reverted(TypedDict):
-    id: str
-    path: str
-    commit: str | None
-    kind: NotRequired[str]
+# `from` is a Python keyword, hence the functional form.
+Reverted = TypedDict(
+    "Reverted",
+    {"id": str, "path": str, "commit": str | None, "kind": NotRequired[str], "from": NotRequired[str]},
+)
 
 
 class Synced(TypedDict):
@@ -197,3 +202,29 @@ class Synced(TypedDict):
     pushed: int
     conflicts: list[str]
     external: NotRequired[str | None]
+
+
+class RemoteSet(TypedDict):
+    remote: str
+
+
+class Reindexed(TypedDict):
+    indexed: int
+    semantic: SemanticStatus
+
+
+class Doctor(TypedDict):
+    notes: list[str]
+    caches: list[str]
+    semantic: SemanticStatus
+    git: str
+    conflicts: list[str]
+    ok: bool
+
+
+class Initialised(TypedDict):
+    vault: str
+    head: str | None
+    how: str
+    remote: NotRequired[str]
+    sync: NotRequired[Synced]

@@ -35,7 +35,7 @@ def immune_reason(chunk: Chunk, accesses: int) -> str | None:
     """Why a chunk must never be archived or purged, or None."""
     tags = {t.lower() for t in chunk.tags} & IMMUNE_TAGS
     if tags:
-        return f"tag {sorted(tags)[0]}"
+        return f"tag {min(tags)}"
     if accesses >= IMMUNE_ACCESSES:
         return f"read {accesses} times"
     upper = chunk.content.upper()

@@ -1,8 +1,9 @@
 """Finding memories: ranked search, regex and fuzzy grep, over caches that follow the vault.
 
-The search caches (Whoosh index, model2vec vectors, fuzzy vocabulary) live in `.rlm/` and are
+Owns `Search`: the search caches (Whoosh index, model2vec vectors, fuzzy vocabulary) in `.rlm/`,
 brought in step with the catalog before every query by content hash, so a note written by a tool or
 by a person is found at once. They are imported lazily: hooks and plain writes never load them.
+The embedder is given by the composition root (`service.open_service`); this module never picks one.
 """
 
 from __future__ import annotations
@@ -11,26 +12,41 @@ import atexit
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from . import query as q
-from .core import ServiceCore
-from .errors import CacheError, InvalidInput
-from .models import Chunk, Insight, safe_name
-from .results import GrepMatch, GrepResult, SearchHit, SearchResult
+from .archive import Archive
+from .core import Store
+from .errors import CacheError, InvalidInput, VaultError
+from .insights import name_filter
+from .models import Chunk, Insight
+from .results import GrepMatch, GrepResult, Reindexed, SearchHit, SearchResult, SemanticStatus
 
 if TYPE_CHECKING:
+    from .embeddings import Matrix
     from .index import Filters, SearchDoc
     from .search import SearchEngine
 
-__all__ = ["SearchMixin", "to_doc"]
+__all__ = ["LazyEmbedder", "Search", "to_doc"]
 
 log = logging.getLogger("rlm_vault")
 
 
-def _name(value: str) -> str:
-    """A project or domain filter, cleaned the way names are cleaned when notes are written."""
-    return safe_name(value, "name", strict=False) if value.strip() else ""
+class LazyEmbedder(Protocol):
+    """What search needs of an embedder that loads in the background (`Model2VecEmbedder`)."""
+
+    name: str
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: list[str]) -> Matrix: ...
+
+    def status(self) -> tuple[bool, str]: ...
+
+    def start_loading(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 def to_doc(note: Insight | Chunk, sha256: str) -> SearchDoc:
@@ -71,68 +87,79 @@ def to_doc(note: Insight | Chunk, sha256: str) -> SearchDoc:
     )
 
 
-class SearchMixin(ServiceCore):
-    """rlm_search, rlm_grep, reindex and doctor."""
+class Search:
+    """rlm_search, rlm_grep, reindex and the caches' health, over one vault's store and archive.
 
-    _engines: dict[str, SearchEngine]
-    _embedder: Any = None
-    _warming: threading.Thread | None = None
-    # A long-running server sets this: the caches then build in the background, started by the
-    # first search, and until they are ready searches answer from the catalog instead of waiting.
-    background: bool = False
+    It owns the search engines (active notes, and the archive), the embedder it was given (None when
+    semantic search is off), and the background indexer a long-running server uses.
+    """
+
+    def __init__(
+        self, store: Store, archive: Archive, embedder: LazyEmbedder | None, *, background: bool = False
+    ) -> None:
+        self.store = store
+        self.archive = archive
+        self.embedder = embedder
+        # A long-running server builds the caches in the background, started by the first search; until
+        # they are ready its searches answer from the catalog instead of waiting.
+        self.background = background
+        self._engines: dict[str, SearchEngine] = {}
+        self._engine_lock = threading.Lock()
+        self._synced_state: tuple[int, bool] | None = None
+        self._sync_lock = threading.Lock()
+        self._warming: threading.Thread | None = None
+        self._warm_lock = threading.Lock()
+        self._wake = threading.Event()
 
     # ------------------------------------------------------------------ caches
 
-    def embedder(self) -> Any:
-        """The model2vec embedder (not loaded until `start_loading`), or None when disabled."""
-        if self._embedder is None:
-            from .embeddings import Model2VecEmbedder
-
-            self._embedder = Model2VecEmbedder(self.config.embedding_model)
-        return None if self._embedder.disabled else self._embedder
-
     def engine(self, which: str = "active") -> SearchEngine:
         """The search caches for active notes, or for the archive (`which="archive"`)."""
-        engines = self.__dict__.setdefault("_engines", {})
-        with self.__dict__.setdefault("_engine_lock", threading.Lock()):
-            if which not in engines:
+        with self._engine_lock:
+            if which not in self._engines:
                 from .search import SearchEngine
 
-                folder = self.vault.state if which == "active" else self.vault.state / "archive-cache"
-                engines[which] = SearchEngine(folder, self.embedder())
-                atexit.register(engines[which].close)  # vectors kept in memory are saved at exit
-            return engines[which]
+                vault = self.store.vault
+                folder = vault.state if which == "active" else vault.state / "archive-cache"
+                self._engines[which] = SearchEngine(folder, self.embedder)
+                atexit.register(self._engines[which].close)  # vectors kept in memory are saved at exit
+            return self._engines[which]
+
+    def close(self) -> None:
+        """Save vectors kept in memory and close the indexes."""
+        with self._engine_lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.close()
 
     def warm(self) -> None:
-        """Load the model and bring the caches up to date in a background thread."""
-        if self._warming is None:
-            self._warming = threading.Thread(target=self._warm, name="rlm-vault-warm", daemon=True)
-            self._warming.start()
+        """Load the model and bring the caches up to date in a background thread (once)."""
+        with self._warm_lock:
+            if self._warming is None:
+                self._warming = threading.Thread(target=self._warm, name="rlm-vault-warm", daemon=True)
+                self._warming.start()
 
     def _warm(self) -> None:
-        try:
-            if (embedder := self.embedder()) is not None:
-                embedder.start_loading()
-            self._synced()
-        except Exception:  # a cache problem must never take the server down; searches retry
-            log.exception("warming the search caches failed")
-        self._follow_writes()
+        if self.embedder is not None:
+            self.embedder.start_loading()
+        self._index_quietly("warming the search caches failed; searches retry")
+        self.store.on_commit(self._wake.set)
+        threading.Thread(target=self._follow_writes, name="rlm-vault-index", daemon=True).start()
 
     def _follow_writes(self) -> None:
         """Index each write in the background, so the next search does not pay for it."""
-        wake = threading.Event()
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self._index_quietly("indexing a write in the background failed; the next search retries")
 
-        def follow() -> None:
-            while True:
-                wake.wait()
-                wake.clear()
-                try:
-                    self._synced()
-                except Exception:
-                    log.exception("indexing a write in the background failed; the next search retries")
-
-        threading.Thread(target=follow, name="rlm-vault-index", daemon=True).start()
-        self.after_commit.append(wake.set)
+    def _index_quietly(self, what: str) -> None:
+        # A background thread has no caller to report to: a cache or vault problem is logged and the next
+        # search meets it again (and reports it). A bug in our code is not caught here.
+        try:
+            self._synced()
+        except VaultError:
+            log.exception(what)
 
     def _ready(self) -> bool:
         if self.background and self._warming is None:
@@ -140,24 +167,24 @@ class SearchMixin(ServiceCore):
         return self._warming is None or not self._warming.is_alive()
 
     def _synced(self) -> SearchEngine:
-        cat = self.fresh()
+        cat = self.store.fresh()
         engine = self.engine()
-        # The catalog's version moves with every change it sees: unchanged, the caches are already in step
-        # (unless the model finished loading since, or vectors are still being filled in batches).
-        state = (cat.version, self.semantic_status()["enabled"])
-        if self.__dict__.get("_synced_state") != state or engine.behind:
-            engine.sync(cat.hashes(), self._loader)
-            self.__dict__["_synced_state"] = state
+        with self._sync_lock:  # the background indexer and tool threads may both get here
+            # The catalog's version moves with every change it sees: unchanged, the caches are already in
+            # step (unless the model finished loading since, or vectors are still being filled in batches).
+            state = (cat.version, self.semantic_status()["enabled"])
+            if self._synced_state != state or engine.behind:
+                engine.sync(cat.hashes(), self._loader)
+                self._synced_state = state
         return engine
 
     def _loader(self, ids: list[str]) -> list[SearchDoc]:
         # Per-id lookups: fuzzy grep loads a few hundred candidates per query, not a copy of every hash.
-        return [
-            to_doc(note, self.catalog.sha_of(i)) for i in ids if (note := self.catalog.note(i)) is not None
-        ]
+        catalog = self.store.catalog
+        return [to_doc(note, catalog.sha_of(i)) for i in ids if (note := catalog.note(i)) is not None]
 
     def _archive_engine(self) -> tuple[SearchEngine, dict[str, Chunk]]:
-        archived = {c.id: c for c in self.archived_chunks()}
+        archived = {c.id: c for c in self.archive.chunks()}
         stamps = {i: f"{c.sha256}-{c.created}" for i, c in archived.items()}
         engine = self.engine("archive")
         engine.sync(stamps, lambda ids: [to_doc(archived[i], stamps[i]) for i in ids if i in archived])
@@ -187,7 +214,7 @@ class SearchMixin(ServiceCore):
         if not self._ready():  # caches still building in the background: answer from the catalog
             return {"results": self._plain_search(query, filters, limit, include_archived)}
         hits = [
-            self._hit(h.id, h.score, self.catalog.note(h.id))
+            self._hit(h.id, h.score, self.store.catalog.note(h.id))
             for h in self._synced().search(query, filters, limit)
         ]
         if include_archived:
@@ -204,8 +231,8 @@ class SearchMixin(ServiceCore):
         from .index import Filters
 
         return Filters(
-            project=_name(project),
-            domain=_name(domain),
+            project=name_filter(project),
+            domain=name_filter(domain),
             kind=kind,
             date_from=q.date(date_from, "date_from"),
             date_to=q.date(date_to, "date_to"),
@@ -241,8 +268,8 @@ class SearchMixin(ServiceCore):
         return q.keyword_search(chunks, insights, query, limit)
 
     def _candidates(self, f: Filters, include_archived: bool) -> tuple[list[Chunk], list[Insight]]:
-        cat = self.fresh()
-        chunks = cat.chunks() + (self.archived_chunks() if include_archived else [])
+        cat = self.store.fresh()
+        chunks = cat.chunks() + (self.archive.chunks() if include_archived else [])
         chunks = q.filter_chunks(chunks, f.project, f.domain, f.date_from, f.date_to, f.entity)
         with_insights = f.kind != "chunk" and not (f.domain or f.entity)
         insights = (
@@ -284,13 +311,13 @@ class SearchMixin(ServiceCore):
         notes: list[Chunk | Insight] = [*chunks, *q.newest(insights)]
         if fuzzy:
             return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit)}
-        return {"matches": q.regex_lines(notes, pattern, limit, self.config.grep_timeout)}
+        return {"matches": q.regex_lines(notes, pattern, limit, self.store.config.grep_timeout)}
 
     def _fuzzy(self, pattern: str, threshold: int, limit: int, filters: Filters) -> list[GrepMatch]:
         engine = self._synced()
         matches: list[GrepMatch] = []
         for hit in engine.grep_fuzzy(pattern, threshold, limit, filters):
-            note = self.catalog.note(hit.id)
+            note = self.store.catalog.note(hit.id)
             if note is not None:
                 matches.append(
                     {
@@ -306,71 +333,34 @@ class SearchMixin(ServiceCore):
 
     # ------------------------------------------------------------------ caches as a whole
 
-    def semantic_status(self) -> dict[str, Any]:
+    def semantic_status(self) -> SemanticStatus:
         """Whether meaning-based ranking is on, with which model, and if not, why."""
-        model = self.config.embedding_model
-        embedder = self.embedder()
-        if embedder is None:
-            return {
-                "enabled": False,
-                "model": model,
-                "reason": "RLM_EMBEDDING_MODEL is 'none': search is BM25-only",
-            }
-        enabled, reason = embedder.status()
+        model = self.store.config.embedding_model
+        if self.embedder is None:
+            reason = "RLM_EMBEDDING_MODEL is 'none': search is BM25-only"
+            return {"enabled": False, "model": model, "reason": reason}
+        enabled, reason = self.embedder.status()
         return {"enabled": enabled, "model": model, "reason": reason}
 
     def wait_for_model(self, timeout: float = 120.0) -> bool:
         """Load the embedding model now (CLI commands); True when semantic search is on."""
-        embedder = self.embedder()
-        return embedder is not None and embedder.wait(timeout=timeout)
+        return self.embedder is not None and self.embedder.wait(timeout=timeout)
 
     def reindex(
         self, progress: Callable[[int, int], None] | None = None, wait_model: bool = True
-    ) -> dict[str, Any]:
+    ) -> Reindexed:
         """Rebuild the search caches from the vault alone."""
         if wait_model:
             self.wait_for_model(timeout=600)
-        cat = self.fresh()
-        hashes = cat.hashes()
+        hashes = self.store.fresh().hashes()
         engine = self.engine()
         count = engine.rebuild(lambda: self._loader(sorted(hashes)), progress)
         engine.sync(hashes, self._loader)
         return {"indexed": count, "semantic": self.semantic_status()}
 
-    def doctor(self) -> dict[str, Any]:
-        """What is wrong, if anything: unreadable notes, caches out of step, conflicts, git health."""
-        self.wait_for_model()
-        cat = self.fresh()
-        problems = [f"{p.path}: {p.reason}" for p in cat.problems()]
+    def cache_problems(self) -> list[str]:
+        """What the caches lack compared to the vault (they catch up at the next search)."""
         try:
-            cache = _cache_problems(self.engine().status(cat.hashes()))
+            return self.engine().problems(self.store.fresh().hashes())
         except CacheError as exc:
-            cache = [str(exc)]
-        fsck = self.vault.git.run("fsck", "--no-progress", "--no-dangling", check=False)
-        git_ok = self.vault.git.run_status("fsck", "--no-progress") == 0
-        semantic = self.semantic_status()
-        broken_model = "could not be loaded" in semantic["reason"]
-        # Caches that lag behind catch up at the next search; only what needs a person fails doctor.
-        return {
-            "notes": problems,
-            "caches": cache,
-            "semantic": semantic,
-            "git": "ok" if git_ok else fsck.strip()[:500],
-            "conflicts": self.conflict_files(),
-            "ok": not problems and git_ok and not broken_model,
-        }
-
-    def conflict_files(self) -> list[str]:
-        return self.vault.conflict_files()
-
-
-def _cache_problems(status: dict[str, Any]) -> list[str]:
-    """Readable cache problems from the engine's counts (semantic state is reported apart)."""
-    found = [
-        (status["index_missing_or_stale"], "text index: {} notes missing or stale"),
-        (status["index_extra"], "text index: {} entries for notes no longer in the vault"),
-        (status["vectors_missing_or_stale"], "vectors: {} notes not embedded yet"),
-    ]
-    return [text.format(n) for n, text in found if n] + [
-        f"rebuilt a broken cache: {r}" for r in status["repairs"]
-    ]
+            return [str(exc)]

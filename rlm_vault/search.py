@@ -18,7 +18,7 @@ from typing import Any
 from rlm_vault.embeddings import Embedder, VectorStore, embedder_ready
 from rlm_vault.errors import CacheError
 from rlm_vault.fuzzy import FuzzyHit, FuzzyIndex
-from rlm_vault.index import NO_FILTERS, Filters, SearchDoc, TextIndex, Weights
+from rlm_vault.index import BROKEN, NO_FILTERS, Filters, SearchDoc, TextIndex, Weights
 
 __all__ = ["Fusion", "Hit", "SearchEngine"]
 
@@ -102,7 +102,7 @@ class SearchEngine:
 
     def _reset_index(self, reason: CacheError) -> None:
         self.repairs.append(str(reason))
-        with contextlib.suppress(Exception):  # the old handles belong to a broken index
+        with contextlib.suppress(*BROKEN):  # the old handles belong to a broken index
             self._index.close()
         shutil.rmtree(self.cache_dir / "index", ignore_errors=True)
         self._index = TextIndex(self.cache_dir / "index", self._weights)
@@ -318,7 +318,7 @@ class SearchEngine:
         return status() if callable(status) else (True, f"embedder {self.embedder.name!r} ready")
 
     def problems(self, current: Mapping[str, str] | None = None) -> list[str]:
-        """Readable problems for doctor (empty when the caches match the vault)."""
+        """Readable cache problems for doctor (the semantic state is reported apart)."""
         s = self.status(current)
         found = [
             (s["index_missing_or_stale"], "text index: {} notes missing or stale"),
@@ -326,8 +326,6 @@ class SearchEngine:
             (s["vectors_missing_or_stale"], "vectors: {} notes not embedded yet"),
         ]
         problems = [text.format(count) for count, text in found if count]
-        if not s["semantic"]:
-            problems.append(s["semantic_reason"])
         return problems + [f"rebuilt a broken cache: {r}" for r in s["repairs"]]
 
     def close(self) -> None:
@@ -336,7 +334,7 @@ class SearchEngine:
             if self._vectors is not None:
                 with contextlib.suppress(CacheError):
                     self._vectors.flush()
-            with contextlib.suppress(Exception):  # closing twice (a test, then at exit) is harmless
+            with contextlib.suppress(*BROKEN):  # closing twice (a test, then at exit) is harmless
                 self._index.close()
 
 

@@ -10,44 +10,47 @@ import socket
 import tempfile
 from datetime import UTC
 from pathlib import Path
-from typing import Any
 
-from .core import ServiceCore, external_message
+from .core import Store, external_message
 from .errors import GitError, InvalidInput, SyncError
 from .git import Git
+from .results import RemoteSet, Synced
 
-__all__ = ["SyncMixin", "clone_or_create", "remote_configured"]
+__all__ = ["Sync", "clone_or_create", "remote_configured"]
 
 REMOTE = "origin"
 MERGING = "merging"  # .rlm/merging exists while a sync's merge is in progress
 DEFAULT_BRANCH = "main"
 
 
-class SyncMixin(ServiceCore):
-    """Remote settings and `sync`."""
+class Sync:
+    """Remote settings and `sync` of one vault."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def remote(self) -> str | None:
         """The URL of the vault's remote, if one is set."""
-        url = self.vault.git.run("config", "--get", f"remote.{REMOTE}.url", check=False).strip()
+        url = self.store.vault.git.run("config", "--get", f"remote.{REMOTE}.url", check=False).strip()
         return url or None
 
-    def set_remote(self, url: str) -> dict[str, Any]:
+    def set_remote(self, url: str) -> RemoteSet:
         """Track `url` (any git remote: path, ssh, https) as the vault's remote."""
         url = url.strip()
         if not url or url.startswith("-"):
             raise InvalidInput(f"remote {url!r} is not accepted: give a git URL or a path to a repository")
         verb = "set-url" if self.remote() else "add"
-        self.vault.git.run("remote", verb, REMOTE, url)
+        self.store.vault.git.run("remote", verb, REMOTE, url)
         return {"remote": url}
 
-    def sync(self) -> dict[str, Any]:
+    def sync(self) -> Synced:
         """Commit local edits, fetch, merge (keeping both sides of a conflict), push."""
         url = self.remote()
         if url is None:
             raise InvalidInput("this vault has no remote: run `rlm-vault remote set URL` first")
-        git = self.vault.git
-        with self.vault.lock():
-            self.vault.abort_interrupted_merge()
+        git = self.store.vault.git
+        with self.store.vault.lock():
+            self.store.vault.abort_interrupted_merge()
             if git.merging():
                 raise SyncError(
                     "a git merge is in progress in the vault (not one of rlm-vault's): finish it or "
@@ -60,7 +63,7 @@ class SyncMixin(ServiceCore):
             conflicts = self._integrate(git, url)
             pulled = _count(git, f"{before}..HEAD") if before else 0
             pushed = _push(git, url, branch)
-        self.fresh()
+        self.store.fresh()
         return {
             "remote": url,
             "head": git.head(),
@@ -72,14 +75,11 @@ class SyncMixin(ServiceCore):
 
     def _commit_everything_external(self) -> str | None:
         """Commit every change in the work tree except notes that cannot be read (left for the person)."""
-        self.fresh()
-        paths = sorted({p for _, p in self.vault.git.status() if not p.startswith(".rlm/")})
-        ready = [
-            p for p in paths if self.catalog.problem(p) is None and not Path(p).name.endswith(".rlm-tmp")
-        ]
-        commit = self.vault.git.commit_paths(ready, external_message(ready)) if ready else None
-        if self._external is not None:
-            self._external -= set(ready)
+        catalog = self.store.fresh()
+        paths = sorted({p for _, p in self.store.vault.git.status() if not p.startswith(".rlm/")})
+        ready = [p for p in paths if catalog.problem(p) is None and not Path(p).name.endswith(".rlm-tmp")]
+        commit = self.store.vault.git.commit_paths(ready, external_message(ready)) if ready else None
+        self.store.pending.done(ready)
         return commit
 
     def _integrate(self, git: Git, url: str) -> list[str]:
@@ -91,10 +91,10 @@ class SyncMixin(ServiceCore):
         if git.run_status("merge-base", "--is-ancestor", "HEAD", theirs) == 0:
             git.run("merge", "-q", "--ff-only", theirs)
             return []
-        marker = self.vault.state / MERGING
+        marker = self.store.vault.state / MERGING
         marker.write_text(theirs)  # a merge a kill interrupts is aborted at the next start (Vault.recover)
         proc_ok = _merge(git, theirs)
-        conflicts = [] if proc_ok else keep_both_sides(git, self.vault.root)
+        conflicts = [] if proc_ok else keep_both_sides(git, self.store.vault.root)
         if git.merging():
             note = f" ({len(conflicts)} conflicting note(s) kept as *.conflict-* files)" if conflicts else ""
             git.commit_merge(f"sync: merge {url}{note}")

@@ -8,8 +8,6 @@ either the old files or a journal that `recover()` commits at the next start.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import shutil
@@ -24,7 +22,8 @@ from typing import Any
 import yaml
 
 from . import markdown
-from .errors import Busy, InvalidInput, InvalidNote
+from .errors import InvalidInput, InvalidNote
+from .filelock import file_lock
 from .git import Git
 
 __all__ = ["NOTE_DIRS", "Stamp", "Transaction", "Vault"]
@@ -144,31 +143,8 @@ class Vault:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """The one cross-process (and cross-thread) write lock, `.rlm/write.lock`."""
-        self.state.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state / "write.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            self._acquire(fd)
+        with file_lock(self.state / "write.lock", self.lock_timeout):
             yield
-        finally:
-            os.close(fd)  # releases the flock; the OS does the same if the process dies
-
-    def _acquire(self, fd: int) -> None:
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.002
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-            if time.monotonic() > deadline:
-                raise Busy(
-                    f"the vault is busy: another writer held {self.state / 'write.lock'} "
-                    f"for more than {self.lock_timeout:.0f} s; try again"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

@@ -518,13 +518,10 @@ def make_env(base: Path, vault: Path, model: str) -> dict[str, str]:
 
 def open_service(vault: Path, model: str, clock: Clock | None = None) -> Any:
     from rlm_vault.config import Config
-    from rlm_vault.service import MemoryService
-    from rlm_vault.vault import Vault
+    from rlm_vault.service import open_service as open_
 
     config = Config(vault=vault, project="BenchApp", embedding_model=model)
-    return MemoryService(
-        Vault.open(vault, config.lock_timeout), config, **({"clock": clock} if clock else {})
-    )
+    return open_(config, **({"clock": clock} if clock else {}))
 
 
 class CommitTimer:

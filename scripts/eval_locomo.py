@@ -175,8 +175,7 @@ def evaluate_tools(
 ) -> dict[str, tuple[dict[str, float], float]]:
     """Write each conversation through the service, then ask the questions with BM25 only and hybrid."""
     from rlm_vault.config import Config
-    from rlm_vault.service import MemoryService
-    from rlm_vault.vault import Vault
+    from rlm_vault.service import open_service
 
     tallies = {"bm25": Tally(), "hybrid": Tally()}
     elapsed = {"bm25": 0.0, "hybrid": 0.0}
@@ -185,16 +184,14 @@ def evaluate_tools(
         with tempfile.TemporaryDirectory() as folder:
             clock = _Clock()
             config = Config(vault=Path(folder) / "vault", project="locomo", embedding_model="none")
-            writer = MemoryService(Vault.open(config.vault), config, clock=clock)
+            writer = open_service(config, clock=clock)
             for key, d in docs.items():
                 clock.now = datetime.strptime(d.created, "%Y-%m-%dT%H:%M:%SZ")
                 writer.chunk(d.body, summary=d.summary, extra={"locomo": key}, dedup=False, redact=True)
-            key_of = {c.id: str(c.extra.get("locomo")) for c in writer.fresh().chunks()}
+            key_of = {c.id: str(c.extra.get("locomo")) for c in writer.store.fresh().chunks()}
             for mode in ("bm25", "hybrid"):
-                svc = MemoryService(
-                    Vault.open(config.vault),
-                    replace(config, embedding_model=model if mode == "hybrid" else "none"),
-                    clock=clock,
+                svc = open_service(
+                    replace(config, embedding_model=model if mode == "hybrid" else "none"), clock=clock
                 )
                 svc.reindex(wait_model=True)
                 for q in questions(sample, level):
@@ -202,7 +199,7 @@ def evaluate_tools(
                     hits = svc.search(q.text, limit=max(KS))["results"]
                     elapsed[mode] += time.perf_counter() - start
                     tallies[mode].add([key_of.get(h["id"], "") for h in hits], q.evidence)
-                svc.engine().close()
+                svc.close()
     return {mode: (t.row(), elapsed[mode] / max(t.n, 1)) for mode, t in tallies.items()}
 
 

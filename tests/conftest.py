@@ -11,8 +11,7 @@ from helpers import FakeClock
 
 from rlm_vault import config as config_module
 from rlm_vault.config import Config
-from rlm_vault.service import MemoryService
-from rlm_vault.vault import Vault
+from rlm_vault.service import MemoryService, open_service
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test Author",
@@ -74,4 +73,4 @@ def config(vault_dir: Path) -> Config:
 
 @pytest.fixture
 def service(config: Config, clock: FakeClock) -> MemoryService:
-    return MemoryService(Vault.open(config.vault), config, clock=clock)
+    return open_service(config, clock=clock)

@@ -10,7 +10,7 @@ import pytest
 from helpers import FakeClock, commit_count, git, git_log, git_status
 
 from rlm_vault.errors import InvalidInput, InvalidNote, NotFound
-from rlm_vault.service import MemoryService
+from rlm_vault.service import MemoryService, open_service
 
 
 def backdate(path: Path, created: str) -> None:
@@ -197,13 +197,12 @@ def test_external_edit_is_committed_apart_before_the_next_write(service: MemoryS
 def test_external_edits_made_while_stopped_are_committed_at_next_write(
     service: MemoryService, config
 ) -> None:
-    from rlm_vault.vault import Vault
 
     root = service.vault.root
     note = service.remember("Text about cranes.")
     (root / note["path"]).write_text((root / note["path"]).read_text().replace("cranes", "storks"))
     (root / "insights" / "hand-made.md").write_text("---\ncategory: fact\n---\nA note a person wrote.\n")
-    fresh = MemoryService(Vault.open(config.vault), config)
+    fresh = open_service(config)
     fresh.remember("After a restart.")
     assert git_log(root)[1] == "external: 2 files"
     assert git_status(root) == []

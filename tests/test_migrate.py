@@ -99,7 +99,7 @@ def test_archives_become_vault_archives_and_access_counts_are_kept(
     meta, body = markdown.parse(gzip.decompress(service.vault.read_bytes(relpath)).decode())
     assert meta["summary"] == "'caching exploration" and meta["created"] == "2026-09-01T10:00:00Z"
     assert meta["rlm_claude_id"] == "2026-11-27_MyApp_004" and body.startswith("Old exploration")
-    access = service.access.all()
+    access = service.store.access.all()
     assert access["2026-11-27_MyApp_001_feature"]["count"] == 2
     assert access["2026-11-27_MyApp_004"]["archived"].startswith("2026-11-27T")
     service.restore("2026-11-27_MyApp_004")

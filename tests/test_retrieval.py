@@ -12,10 +12,25 @@ from helpers import FakeClock
 from tinymodel import build_tiny_model
 
 from rlm_vault.config import Config
-from rlm_vault.service import MemoryService
-from rlm_vault.vault import Vault
+from rlm_vault.service import MemoryService, open_service
 
-WORDS = ["database", "migration", "migrations", "failed", "failing", "schema", "upgrade", "cat", "food", "dog", "kibble", "deploy", "server", "rollback", "postgres"]
+WORDS = [
+    "database",
+    "migration",
+    "migrations",
+    "failed",
+    "failing",
+    "schema",
+    "upgrade",
+    "cat",
+    "food",
+    "dog",
+    "kibble",
+    "deploy",
+    "server",
+    "rollback",
+    "postgres",
+]
 
 
 def ids(result: dict) -> list[str]:
@@ -25,7 +40,7 @@ def ids(result: dict) -> list[str]:
 @pytest.fixture
 def semantic(tmp_path: Path, config: Config, clock: FakeClock) -> MemoryService:
     model = build_tiny_model(WORDS, tmp_path / "tiny-model")
-    svc = MemoryService(Vault.open(config.vault), replace(config, embedding_model=str(model)), clock=clock)
+    svc = open_service(replace(config, embedding_model=str(model)), clock=clock)
     assert svc.wait_for_model(timeout=60)
     return svc
 
@@ -83,19 +98,19 @@ def test_a_note_edited_by_hand_is_found_without_restart(service: MemoryService) 
 def test_deleted_caches_are_rebuilt(service: MemoryService, config: Config) -> None:
     note = service.chunk("Saguaro cactus facts.")["id"]
     assert ids(service.search("saguaro")) == [note]
-    service.engine().close()
+    service.searcher.engine().close()
     shutil.rmtree(service.vault.state / "index")
-    fresh = MemoryService(Vault.open(config.vault), config)
+    fresh = open_service(config)
     assert ids(fresh.search("saguaro")) == [note]
 
 
 def test_corrupted_index_is_rebuilt(service: MemoryService, config: Config) -> None:
     note = service.chunk("Ocotillo plant facts.")["id"]
     service.search("ocotillo")
-    service.engine().close()
+    service.searcher.engine().close()
     for segment in (service.vault.state / "index").iterdir():
         segment.write_bytes(b"garbage")
-    fresh = MemoryService(Vault.open(config.vault), config)
+    fresh = open_service(config)
     assert ids(fresh.search("ocotillo")) == [note]
 
 
@@ -109,7 +124,7 @@ def test_semantic_ranking_finds_related_words(semantic: MemoryService) -> None:
 
 
 def test_semantic_status_explains_a_model_that_cannot_load(config: Config) -> None:
-    svc = MemoryService(Vault.open(config.vault), replace(config, embedding_model="/nonexistent/model"))
+    svc = open_service(replace(config, embedding_model="/nonexistent/model"))
     svc.chunk("postgres notes")
     assert ids(svc.search("postgres"))  # BM25 keeps working
     svc.wait_for_model(timeout=30)
@@ -133,11 +148,12 @@ def test_reindex_rebuilds_from_the_vault(service: MemoryService) -> None:
     assert service.doctor()["caches"] == []
 
 
-def test_in_a_server_the_first_search_answers_while_the_caches_build(service: MemoryService) -> None:
+def test_in_a_server_the_first_search_answers_while_the_caches_build(config: Config) -> None:
+    service = open_service(config, serving=True)
     note = service.chunk("Joshua tree facts.")["id"]
-    service.background = True
     assert ids(service.search("joshua")) == [note]  # answered from the catalog, caches building meanwhile
-    assert service._warming is not None
-    service._warming.join(timeout=60)
+    warming = service.searcher._warming
+    assert warming is not None
+    warming.join(timeout=60)
     assert ids(service.search("joshua")) == [note]  # now from the index
-    assert service.engine().status(service.catalog.hashes())["index_missing_or_stale"] == 0
+    assert service.searcher.engine().status(service.store.catalog.hashes())["index_missing_or_stale"] == 0

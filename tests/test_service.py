@@ -15,7 +15,7 @@ from helpers import commit_count, git, git_log, git_status
 from rlm_vault import markdown
 from rlm_vault.errors import InvalidInput, NotFound
 from rlm_vault.models import content_hash
-from rlm_vault.service import MemoryService
+from rlm_vault.service import MemoryService, open_service
 
 DEPLOY = "Always deploy LOCAL -> VPS, never direct."
 DEPLOY_ID = "2026-11-24-always-deploy-local-vps-never-direct"
@@ -717,10 +717,8 @@ def test_read_filters_accept_the_project_name_as_it_was_given_to_writes(service:
 def test_two_services_on_one_vault_lose_nothing(config: Any, clock: Any) -> None:
     import threading
 
-    from rlm_vault.vault import Vault
-
-    first = MemoryService(Vault.open(config.vault), config, clock=clock)
-    second = MemoryService(Vault.open(config.vault), config, clock=clock)
+    first = open_service(config, clock=clock)
+    second = open_service(config, clock=clock)
     made: list[str] = []
     errors: list[BaseException] = []
 
@@ -803,7 +801,5 @@ def test_automatic_saves_redact_and_say_so(service: MemoryService) -> None:
 def test_allow_list_lets_a_known_value_through(config: Any, clock: Any) -> None:
     from dataclasses import replace
 
-    from rlm_vault.vault import Vault
-
-    svc = MemoryService(Vault.open(config.vault), replace(config, secret_allowlist=(SECRET,)), clock=clock)
+    svc = open_service(replace(config, secret_allowlist=(SECRET,)), clock=clock)
     assert svc.remember(f"the public demo token is {SECRET}")["id"]

@@ -16,18 +16,19 @@ PACKAGE = ROOT / "rlm_vault"
 # Lower layers never import higher ones (data flows one way: front ends -> service -> vault and caches).
 LAYERS = {
     0: {"errors", "config", "results", "formatting", "textproc", "secrets", "transcript", "gitobjects"},
-    1: {"models", "markdown", "git"},
+    1: {"models", "markdown", "git", "filelock"},
     2: {"vault", "retention", "fuzzy", "index"},
     3: {"catalog", "access", "embeddings", "query"},
-    4: {"search"},
+    4: {"search", "archive"},
     5: {"core"},
-    6: {"lifecycle", "sync", "retrieval"},
-    7: {"service"},
-    8: {"bulk"},
-    9: {"migrate", "install", "hooks", "autosync"},
-    10: {"mcp_server"},
-    11: {"cli"},
-    12: {"__main__"},
+    6: {"insights", "lifecycle", "sync"},
+    7: {"chunks", "retrieval", "autosync"},
+    8: {"service"},
+    9: {"bulk"},
+    10: {"migrate", "install", "hooks"},
+    11: {"mcp_server"},
+    12: {"cli"},
+    13: {"__main__"},
 }
 RANK = {name: rank for rank, names in LAYERS.items() for name in names}
 
@@ -131,3 +132,69 @@ def test_every_tool_is_in_the_readme_and_interface() -> None:
         shutil.rmtree(ROOT / ".pytest-unused", ignore_errors=True)
     assert len(tools) == 18
     assert [t for t in tools if t not in readme] == []
+
+
+def test_the_public_api_is_what_all_says() -> None:
+    """`import rlm_vault` is enough for a script: every name of `__all__` resolves, and nothing else is
+    offered as public."""
+    import rlm_vault
+
+    assert sorted(rlm_vault.__all__) == sorted(set(rlm_vault.__all__))
+    for name in rlm_vault.__all__:
+        assert getattr(rlm_vault, name) is not None, name
+    assert {"open_service", "MemoryService", "Insight", "Chunk", "VaultError", "Config"} <= set(
+        rlm_vault.__all__
+    )
+    errors = [getattr(rlm_vault, n) for n in rlm_vault.__all__ if n.endswith("Error")]
+    assert all(issubclass(e, rlm_vault.VaultError) for e in errors)
+    from rlm_vault import errors as errors_module
+
+    assert set(errors_module.__all__) <= set(rlm_vault.__all__)
+
+
+def test_a_script_uses_memory_through_import_rlm_vault(tmp_path: Path) -> None:
+    code = (
+        "import rlm_vault, sys; from pathlib import Path\n"
+        "m = rlm_vault.open_service(rlm_vault.Config(vault=Path(sys.argv[1]), embedding_model='none'))\n"
+        "m.remember('Use ruff, never black', category='preference')\n"
+        "print(m.search('ruff')['results'][0]['kind'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "v")], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "insight"
+
+
+def test_no_mixins_and_no_untyped_results() -> None:
+    for path in modules():
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source)
+        assert not [
+            n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name.endswith("Mixin")
+        ]
+        assert "__dict__" not in source, path.name
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef) and fn.returns is not None and not fn.name.startswith("_"):
+                returns = ast.unparse(fn.returns)
+                if path.stem in {"service", "insights", "chunks", "retrieval", "lifecycle", "sync"}:
+                    assert returns != "dict[str, Any]", f"{path.stem}.{fn.name} returns an untyped dict"
+
+
+def test_only_git_module_starts_git() -> None:
+    """Every git process starts in git.py (the one wrapper that cleans git's environment)."""
+    starters = set()
+    for path in modules():
+        source = path.read_text(encoding="utf-8")
+        if re.search(r"""\[\s*["']git["']""", source) and ("subprocess" in source):
+            starters.add(path.stem)
+    assert starters <= {"git"}, starters
+
+
+FRONT_ENDS = {"cli", "mcp_server", "hooks", "install", "migrate", "bulk"}
+RECORD_AND_CACHES = {"vault", "git", "gitobjects", "catalog", "index", "search", "embeddings", "fuzzy"}
+
+
+@pytest.mark.parametrize("name", sorted(FRONT_ENDS))
+def test_front_ends_reach_the_vault_only_through_the_service(name: str) -> None:
+    reached = imported(PACKAGE / f"{name}.py") & RECORD_AND_CACHES
+    assert not reached, f"{name} imports {reached}: go through the service"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from helpers import git, git_status
 from rlm_vault.autosync import AutoSync
 from rlm_vault.config import Config
 from rlm_vault.errors import InvalidInput, VaultError
-from rlm_vault.service import MemoryService
+from rlm_vault.service import MemoryService, open_service
 from rlm_vault.sync import clone_or_create
 from rlm_vault.vault import Vault
 
@@ -22,7 +21,7 @@ def machine(root: Path, remote: Path, name: str) -> MemoryService:
     """A vault on one 'machine', set up the way `rlm-vault init --remote` does."""
     config = Config(vault=root / name, project="SyncProj", embedding_model="none")
     clone_or_create(config.vault, str(remote))
-    svc = MemoryService(Vault.open(config.vault), config)
+    svc = open_service(config)
     svc.set_remote(str(remote))
     svc.sync()
     return svc
@@ -95,7 +94,7 @@ def test_hand_edits_are_committed_before_the_pull(tmp_path: Path, remote: Path) 
 
 def test_an_unreachable_remote_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
     config = Config(vault=tmp_path / "solo", project="P", embedding_model="none")
-    svc = MemoryService(Vault.open(config.vault), config)
+    svc = open_service(config)
     svc.remember("Stays local.")
     svc.set_remote(str(tmp_path / "no-such-remote.git"))
     head = svc.vault.git.head()
@@ -119,7 +118,7 @@ def test_automatic_sync_pulls_at_start_and_pushes_after_writes(tmp_path: Path, r
     b = machine(tmp_path, remote, "B")
     b.remember("Written on B before A's server starts.")
     b.sync()
-    auto = AutoSync(replace_delay(a, 0.2), 0.2).start()
+    auto = AutoSync(a.syncer, a.store, 0.2).start()
     deadline = time.monotonic() + 20
     while "before A's server" not in texts(a) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -129,11 +128,6 @@ def test_automatic_sync_pulls_at_start_and_pushes_after_writes(tmp_path: Path, r
         time.sleep(0.1)
     auto.stop()
     assert "pushed by itself" in git(remote, "log", "-p", "-1")
-
-
-def replace_delay(svc: MemoryService, delay: float) -> MemoryService:
-    svc.config = replace(svc.config, sync_delay=delay)
-    return svc
 
 
 def test_a_merge_a_kill_interrupted_is_undone_at_the_next_start(tmp_path: Path, remote: Path) -> None:

@@ -106,13 +106,12 @@ def write_batch(vault: str, worker: int, count: int, barrier: object, results: o
     Puts (worker, [(kind, id, path), ...]) on the `results` queue, or (worker, error text).
     """
     from rlm_vault.config import Config
-    from rlm_vault.service import MemoryService
-    from rlm_vault.vault import Vault
+    from rlm_vault.service import open_service
 
     done: list[tuple[str, str, str]] = []
     try:
         config = Config(vault=Path(vault), project="Conc", embedding_model="none", lock_timeout=120.0)
-        service = MemoryService(Vault.open(config.vault, config.lock_timeout), config)
+        service = open_service(config)
         barrier.wait(60)  # type: ignore[attr-defined]
         for i in range(count):
             if i % 2:

@@ -19,8 +19,7 @@ from relkit import deadline, dirty, fsck_clean, git, new_commits, temp_files, tr
 
 from rlm_vault.config import Config
 from rlm_vault.errors import VaultError
-from rlm_vault.service import MemoryService
-from rlm_vault.vault import Vault
+from rlm_vault.service import MemoryService, open_service
 
 pytestmark = pytest.mark.reliability
 
@@ -29,7 +28,7 @@ Written = list[tuple[str, str, str]]
 
 def open_vault(vault: Path) -> MemoryService:
     config = Config(vault=vault, project="Conc", embedding_model="none")
-    return MemoryService(Vault.open(vault), config)
+    return open_service(config)
 
 
 def assert_all_there(vault: Path, base: str, written: Written, expected: int) -> None:

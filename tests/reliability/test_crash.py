@@ -20,7 +20,7 @@ import pytest
 from relkit import CHILD, commit_count, deadline, dirty, fsck_clean, git, temp_files, tracked
 
 from rlm_vault.config import Config
-from rlm_vault.service import MemoryService
+from rlm_vault.service import MemoryService, open_service
 from rlm_vault.vault import Vault
 
 pytestmark = pytest.mark.reliability
@@ -75,7 +75,7 @@ def reopen(vault: Path) -> MemoryService:
     """What a restarted server does, bounded: open (recover) and build a service."""
     with deadline(20, "reopening the vault after a kill"):
         config = Config(vault=vault, project="CrashProj", embedding_model="none", lock_timeout=1.0)
-        return MemoryService(Vault.open(vault, lock_timeout=1.0), config)
+        return open_service(config)
 
 
 def assert_recovered(vault: Path, acked: list[tuple[str, str, str]]) -> None:
@@ -155,9 +155,7 @@ def _old_chunks(vault: Path, count: int, start: int = 0) -> dict[str, bytes]:
     """Add `count` chunks dated 2020 (due for archive) in one commit; returns every active chunk's bytes."""
     from rlm_vault.bulk import NewChunk, write_many
 
-    service = MemoryService(
-        Vault.open(vault), Config(vault=vault, project="CrashProj", embedding_model="none")
-    )
+    service = open_service(Config(vault=vault, project="CrashProj", embedding_model="none"))
     new = [
         NewChunk(
             f"old chunk number {i}\n" + "line of an old session\n" * 5,
@@ -174,10 +172,10 @@ def _old_chunks(vault: Path, count: int, start: int = 0) -> dict[str, bytes]:
 def _archive_state(service: MemoryService, originals: dict[str, bytes]) -> tuple[int, int]:
     """(active, archived); fails if any chunk is neither, or an archive differs from the original bytes."""
     active = {c.id for c in service.fresh().chunks()}
-    archived = service.archived()
+    archived = service.archive.paths()
     for note_id, raw in originals.items():
         if note_id in archived:
-            assert service.read_archive(archived[note_id])[0] == raw, f"archive of {note_id} differs"
+            assert service.archive.read(archived[note_id])[0] == raw, f"archive of {note_id} differs"
         else:
             assert note_id in active, f"{note_id} is neither active nor archived after a kill"
     return len(active & set(originals)), len(set(archived) & set(originals))
@@ -251,7 +249,7 @@ def test_sigkill_during_sync_loses_nothing_on_either_side(tmp_path: Path) -> Non
 def _searchable(tmp_path: Path, embedder: object = None) -> MemoryService:
     model = str(embedder) if embedder else "none"
     config = Config(vault=tmp_path / "vault", project="Cache", embedding_model=model)
-    service = MemoryService(Vault.open(config.vault), config)
+    service = open_service(config)
     service.chunk("The pelican colony nests on the northern cliffs", summary="pelicans", project="Cache")
     service.chunk("Kubernetes rollout stalled on the readiness probe", summary="rollout", project="Cache")
     service.remember("Always pin the walrus operator version in CI", category="decision")
@@ -264,7 +262,7 @@ def _top(service: MemoryService, query: str) -> str:
 
 def _fresh(service: MemoryService) -> MemoryService:
     """A new process's view of the same vault and caches."""
-    return MemoryService(Vault.open(service.vault.root), service.config)
+    return open_service(service.config)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "delete_toc"])
@@ -289,14 +287,33 @@ def test_a_broken_text_index_is_rebuilt_and_search_still_answers(tmp_path: Path,
             [],
             [c for c in fresh.doctor()["caches"] if c.startswith("rebuilt")],
         )
-    assert fresh.engine().status(fresh.fresh().hashes())["index_missing_or_stale"] == 0
+    assert fresh.searcher.engine().status(fresh.fresh().hashes())["index_missing_or_stale"] == 0
 
 
 def test_garbage_vectors_and_access_log_are_rebuilt(tmp_path: Path) -> None:
     from tinymodel import build_tiny_model
 
     model = build_tiny_model(
-        ["the", "pelican", "colony", "nests", "on", "northern", "cliffs", "kubernetes", "rollout", "stalled", "readiness", "probe", "always", "pin", "walrus", "operator", "version", "ci"],
+        [
+            "the",
+            "pelican",
+            "colony",
+            "nests",
+            "on",
+            "northern",
+            "cliffs",
+            "kubernetes",
+            "rollout",
+            "stalled",
+            "readiness",
+            "probe",
+            "always",
+            "pin",
+            "walrus",
+            "operator",
+            "version",
+            "ci",
+        ],
         tmp_path / "tiny",
     )
     service = _searchable(tmp_path, model)
@@ -312,7 +329,7 @@ def test_garbage_vectors_and_access_log_are_rebuilt(tmp_path: Path) -> None:
         assert _top(fresh, "pelican") == "pelicans"
         assert _top(fresh, "walrus") != ""
         fresh.peek(fresh.list_chunks()["chunks"][0]["id"])  # counts an access over a broken access.json
-    assert fresh.access.all() != {}
+    assert fresh.store.access.all() != {}
     assert fresh.doctor()["caches"] == []
     shutil.rmtree(state)  # deleting .rlm/ loses nothing
     assert _top(_fresh(service), "rollout") == "rollout"

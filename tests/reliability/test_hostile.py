@@ -21,8 +21,7 @@ from relkit import deadline, dirty, fsck_clean, snapshot, tracked
 
 from rlm_vault.config import Config
 from rlm_vault.errors import VaultError
-from rlm_vault.service import MemoryService
-from rlm_vault.vault import Vault
+from rlm_vault.service import open_service
 
 pytestmark = pytest.mark.reliability
 
@@ -101,7 +100,7 @@ class Guard:
         self.root = root
         self.vault = root / "vault"
         self.config = Config(vault=self.vault, project="Hostile", embedding_model="none", **config)
-        self.service = MemoryService(Vault.open(self.vault), self.config)
+        self.service = open_service(self.config)
         self.service.chunk(
             "a plain chunk to read and search\nsecond line", summary="plain", project="Hostile"
         )

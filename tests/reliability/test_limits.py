@@ -12,8 +12,7 @@ from relkit import deadline, dirty
 
 from rlm_vault.config import Config
 from rlm_vault.errors import InvalidInput
-from rlm_vault.service import MemoryService
-from rlm_vault.vault import Vault
+from rlm_vault.service import MemoryService, open_service
 
 pytestmark = pytest.mark.reliability
 
@@ -23,7 +22,7 @@ MIB = 1024 * 1024
 @pytest.fixture
 def service(tmp_path: Path) -> MemoryService:
     config = Config(vault=tmp_path / "vault", project="Lim", embedding_model="none", grep_timeout=0.5)
-    return MemoryService(Vault.open(config.vault), config)
+    return open_service(config)
 
 
 def test_content_size_is_counted_in_bytes(service: MemoryService) -> None:

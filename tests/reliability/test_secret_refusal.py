@@ -12,8 +12,7 @@ from relkit import commit_count, dirty
 from rlm_vault.config import Config
 from rlm_vault.errors import SecretFound
 from rlm_vault.secrets import KINDS
-from rlm_vault.service import MemoryService
-from rlm_vault.vault import Vault
+from rlm_vault.service import MemoryService, open_service
 
 pytestmark = pytest.mark.reliability
 
@@ -54,7 +53,7 @@ def test_every_kind_has_a_sample() -> None:
 @pytest.fixture
 def service(tmp_path: Path) -> MemoryService:
     config = Config(vault=tmp_path / "vault", project="Sec", embedding_model="none")
-    return MemoryService(Vault.open(config.vault), config)
+    return open_service(config)
 
 
 def history(vault: Path) -> str:
@@ -121,7 +120,7 @@ def test_the_allow_list_lets_a_known_value_through(tmp_path: Path) -> None:
         embedding_model="none",
         secret_allowlist=(safe, "re:^ghp_A1b2"),
     )
-    service = MemoryService(Vault.open(config.vault), config)
+    service = open_service(config)
     service.remember(f"the docs use {safe} as the example key")
     service.chunk(f"fixture token {SAMPLES['github_token']}", project="Sec")
     with pytest.raises(SecretFound, match="Stripe"):

@@ -1,0 +1,207 @@
+"""Chunks: saved conversation segments, one note each in `chunks/<project>/`, and what derives from them.
+
+Owns `Chunks`: chunk (save), peek (read back by lines, restoring an archived chunk on demand),
+list_chunks, sessions and domains.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import markdown
+from . import query as q
+from .core import ContentRules, Store, iso, valid_text
+from .errors import InvalidInput, NotFound
+from .insights import name_filter
+from .lifecycle import Lifecycle
+from .models import (
+    CHUNK_TYPES,
+    Chunk,
+    Insight,
+    chunk_id,
+    chunk_prefix,
+    content_hash,
+    highest_seq,
+    parse_tags,
+    safe_name,
+)
+from .results import ChunkList, ChunkRow, Domains, Peek, SessionRow, Sessions, Written
+
+__all__ = ["Chunks", "chunk_row"]
+
+
+class Chunks:
+    """The chunk notes of one vault."""
+
+    def __init__(self, store: Store, rules: ContentRules, lifecycle: Lifecycle) -> None:
+        self.store = store
+        self.rules = rules
+        self.lifecycle = lifecycle  # peek of an archived chunk restores it first
+
+    def chunk(
+        self,
+        content: str,
+        summary: str = "",
+        tags: str = "",
+        project: str = "",
+        ticket: str = "",
+        domain: str = "",
+        chunk_type: str = "session",
+        extra: dict[str, object] | None = None,
+        dedup: bool = True,
+        redact: bool = False,
+    ) -> Written:
+        """Save a conversation segment as `chunks/<project>/<id>.md`, one commit.
+
+        A secret in the text is refused (tool calls), or with `redact` replaced by [REDACTED:<kind>]
+        and recorded in the front matter (automatic snapshots and imports).
+        """
+        if chunk_type.strip().lower() == "insight":
+            raise InvalidInput(
+                "chunk_type 'insight' is not a chunk: call rlm_remember(content, category, "
+                "importance) to save an insight"
+            )
+        chunk_type = q.choice(chunk_type or "session", CHUNK_TYPES, "chunk_type")
+        content = self.rules.checked(content)
+        extras = dict(extra or {})
+        if redact:
+            content, kinds = self.rules.redacted(content)
+            summary, more = self.rules.redacted(summary)
+            if kinds or more:
+                extras["redacted"] = sorted({*kinds, *more})
+        else:
+            content = self.rules.no_secrets(content, "content")
+            summary = self.rules.no_secrets(summary, "summary")
+            tags = self.rules.no_secrets(tags, "tags")
+        project = safe_name(project, "project") if project else self.store.project
+        ticket = safe_name(ticket, "ticket") if ticket else ""
+        domain = safe_name(domain, "domain") if domain else ""
+        summary = valid_text(summary, "summary").strip()[:500] if summary.strip() else q.auto_summary(content)
+        tags = valid_text(tags, "tags")
+        if dedup and (existing := self.store.fresh().chunk_with_digest(content_hash(content))) is not None:
+            return {"id": existing.id, "path": existing.path, "duplicate": True, "commit": None}
+        now = iso(self.store.clock())
+        with self.store.writing() as tx:
+            new_id = self._new_id(now[:10], project, ticket, domain)
+            chunk = Chunk.create(
+                new_id,
+                content,
+                project,
+                now,
+                chunk_type=chunk_type,
+                summary=summary,
+                tags=parse_tags(tags),
+                domain=domain,
+                ticket=ticket,
+                extra=extras,
+            )
+            tx.message = f"chunk: {new_id} {q.short(summary)}"
+            tx.write(chunk.path, markdown.render(chunk.to_meta(), chunk.content))
+        result: Written = {"id": new_id, "path": chunk.path, "commit": tx.commit_id}
+        if extras.get("redacted"):
+            result["redacted"] = list(extras["redacted"])  # type: ignore[call-overload]
+        return result
+
+    def _new_id(self, day: str, project: str, ticket: str, domain: str) -> str:
+        prefix = chunk_prefix(day, project)
+        catalog = self.store.catalog
+        root = self.store.vault.root
+        # Under the write lock the catalog has just been refreshed: it knows the highest sequence number
+        # without listing a folder of thousands; a process that never read (a hook) lists the folder.
+        active = [] if catalog.loaded else _names(root / "chunks" / project, prefix)
+        after = max(
+            highest_seq(active + _names(root / "archive" / project, prefix), prefix),
+            catalog.max_seq(prefix) if catalog.loaded else 0,
+        )
+        # Never over an existing note, whatever the bookkeeping says.
+        return chunk_id(
+            prefix, after, ticket, domain, lambda i: self.store.vault.exists(f"chunks/{project}/{i}.md")
+        )
+
+    def note(self, note_id: str) -> Chunk | Insight:
+        """The chunk or insight with this id; an archived chunk is restored first."""
+        note = self.store.fresh().note(note_id)
+        if note is None and note_id in self.lifecycle.archive.paths():
+            self.lifecycle.restore(note_id)
+            note = self.store.fresh().note(note_id)
+        if note is None:
+            raise NotFound(
+                f"no chunk or insight with id {note_id!r}: use rlm_list_chunks or rlm_search to find ids"
+            )
+        return note
+
+    def peek(self, chunk_id: str, start: int = 0, end: int = -1) -> Peek:
+        """Lines [start, end) of a chunk (or insight) body; end=-1 means to the last line."""
+        note = self.note(chunk_id)
+        lines = note.content.split("\n")
+        total = len(lines)
+        lo = max(0, start if start >= 0 else total + start)
+        hi = total if end is None or end == -1 else (end if end >= 0 else total + end + 1)
+        hi = min(max(hi, lo), total)
+        self.store.access.touch(note.id, self.store.now())
+        kind = "chunk" if isinstance(note, Chunk) else "insight"
+        summary = note.summary if isinstance(note, Chunk) else q.short(note.content)
+        return {
+            "id": note.id,
+            "content": "\n".join(lines[lo:hi]),
+            "start": lo,
+            "end": hi,
+            "total_lines": total,
+            "kind": kind,
+            "summary": summary,
+            "path": note.path,
+        }
+
+    def list_chunks(self, limit: int = 20, project: str = "") -> ChunkList:
+        """Chunks newest first."""
+        limit = q.limit(limit, 1000)
+        project = name_filter(project)
+        rows = q.newest(c for c in self.store.fresh().chunks() if not project or c.project == project)
+        return {"chunks": [chunk_row(c) for c in rows[:limit]]}
+
+    def sessions(self, project: str = "", domain: str = "", limit: int = 10) -> Sessions:
+        """Sessions (day x project x domain) derived from the chunks, newest first."""
+        limit = q.limit(limit, 1000)
+        project, domain = name_filter(project), name_filter(domain)
+        groups: dict[str, list[Chunk]] = {}
+        for c in self.store.fresh().chunks():
+            if (not project or c.project == project) and (not domain or c.domain == domain):
+                groups.setdefault(c.session or f"{c.created[:10]}_{c.project}", []).append(c)
+        rows: list[SessionRow] = [
+            {
+                "id": sid,
+                "project": cs[0].project,
+                "domain": cs[0].domain or None,
+                "chunks": len(cs),
+                "started": min(c.created for c in cs),
+            }
+            for sid, cs in groups.items()
+        ]
+        rows.sort(key=lambda r: (r["started"], r["id"]), reverse=True)
+        return {"sessions": rows[:limit]}
+
+    def domains(self) -> Domains:
+        """Suggested domains (domains.yaml) and those already used."""
+        suggested = self.store.vault.read_domains()
+        used = sorted({c.domain for c in self.store.fresh().chunks() if c.domain} - set(suggested))
+        return {"domains": suggested + used}
+
+
+def _names(folder: os.PathLike[str], prefix: str) -> list[str]:
+    try:
+        return [name for name in os.listdir(folder) if name.startswith(prefix)]
+    except OSError:
+        return []
+
+
+def chunk_row(c: Chunk) -> ChunkRow:
+    return {
+        "id": c.id,
+        "summary": c.summary,
+        "tags": list(c.tags),
+        "project": c.project,
+        "created": c.created,
+        "tokens": c.tokens,
+        "chunk_type": c.chunk_type,
+        "domain": c.domain or None,
+    }

@@ -1,0 +1,126 @@
+"""Insights: durable decisions, facts, preferences, findings and todos, one note each in `insights/`.
+
+Owns `Insights`: remember, recall, update and forget, each change one commit through the store.
+"""
+
+from __future__ import annotations
+
+from . import markdown
+from . import query as q
+from .core import ContentRules, Store, valid_text
+from .errors import NotFound
+from .models import CATEGORIES, IMPORTANCES, Insight, insight_id, parse_tags, safe_name
+from .results import Forgotten, InsightRow, Recall, Written
+
+__all__ = ["Insights", "insight_row", "name_filter"]
+
+
+class Insights:
+    """The insight notes of one vault."""
+
+    def __init__(self, store: Store, rules: ContentRules) -> None:
+        self.store = store
+        self.rules = rules
+
+    def remember(
+        self,
+        content: str,
+        category: str = "general",
+        importance: str = "medium",
+        tags: str = "",
+        project: str = "",
+    ) -> Written:
+        """Save an insight as `insights/<id>.md`, one commit."""
+        content = self.rules.no_secrets(self.rules.checked(content), "content")
+        tags = self.rules.no_secrets(valid_text(tags, "tags"), "tags")
+        category = q.choice(category or "general", CATEGORIES, "category")
+        importance = q.choice(importance or "medium", IMPORTANCES, "importance")
+        project = safe_name(project, "project") if project else ""
+        now = self.store.now()
+        with self.store.writing() as tx:
+            note_id = insight_id(now[:10], content, lambda i: self.store.vault.exists(f"insights/{i}.md"))
+            insight = Insight(note_id, content, category, importance, parse_tags(tags), project, now, now)
+            tx.message = f"remember: {note_id} ({category}/{importance})"
+            tx.write(insight.path, markdown.render(insight.to_meta(), insight.content))
+        return {"id": note_id, "path": insight.path, "commit": tx.commit_id}
+
+    def recall(
+        self, query: str = "", category: str = "", importance: str = "", project: str = "", limit: int = 10
+    ) -> Recall:
+        """Insights matching words of the query (accents and case ignored), best first."""
+        limit = q.limit(limit)
+        project = name_filter(project)
+        category = q.choice(category, CATEGORIES, "category") if category else ""
+        importance = q.choice(importance, IMPORTANCES, "importance") if importance else ""
+        rows = [
+            i
+            for i in self.store.fresh().insights()
+            if (not category or i.category == category)
+            and (not importance or i.importance == importance)
+            and (not project or i.project == project)
+        ]
+        scored = q.rank_insights(rows, query)
+        return {"insights": [insight_row(i, score) for i, score in scored[:limit]]}
+
+    def get(self, insight_id: str) -> Insight:
+        """The insight with this id; NotFound otherwise."""
+        note = self.store.fresh().note(insight_id)
+        if not isinstance(note, Insight):
+            raise NotFound(f"no insight with id {insight_id!r}: use rlm_recall to list insight ids")
+        return note
+
+    def forget(self, insight_id: str) -> Forgotten:
+        """Delete an insight file, one commit (git history keeps it)."""
+        insight = self.get(insight_id)
+        with self.store.writing() as tx:
+            tx.message = f"forget: {insight.id} {q.short(insight.content)}"
+            tx.delete(insight.path)
+        return {"id": insight.id, "removed": True, "commit": tx.commit_id}
+
+    def update(
+        self, insight_id: str, content: str = "", category: str = "", importance: str = "", tags: str = ""
+    ) -> Written:
+        """Edit an insight in place; empty arguments keep what is there."""
+        old = self.get(insight_id)
+        new = Insight(
+            old.id,
+            self.rules.no_secrets(self.rules.checked(content), "content") if content else old.content,
+            q.choice(category, CATEGORIES, "category") if category else old.category,
+            q.choice(importance, IMPORTANCES, "importance") if importance else old.importance,
+            parse_tags(self.rules.no_secrets(valid_text(tags, "tags"), "tags")) if tags else old.tags,
+            old.project,
+            old.created,
+            self.store.now(),
+            old.extra,
+        )
+        if (new.content, new.category, new.importance, new.tags) == (
+            old.content,
+            old.category,
+            old.importance,
+            old.tags,
+        ):
+            return {"id": old.id, "path": old.path, "changed": False, "commit": None}
+        with self.store.writing() as tx:
+            tx.message = f"update: {old.id} ({new.category}/{new.importance})"
+            tx.write(new.path, markdown.render(new.to_meta(), new.content))
+        return {"id": new.id, "path": new.path, "changed": True, "commit": tx.commit_id}
+
+
+def name_filter(value: str) -> str:
+    """A project or domain filter, cleaned the way names are cleaned when notes are written."""
+    return safe_name(value, "name", strict=False) if value.strip() else ""
+
+
+def insight_row(i: Insight, score: float | None = None) -> InsightRow:
+    row: InsightRow = {
+        "id": i.id,
+        "content": i.content,
+        "category": i.category,
+        "importance": i.importance,
+        "tags": list(i.tags),
+        "project": i.project or None,
+        "created": i.created,
+    }
+    if score is not None:
+        row["score"] = round(score, 4)
+    return row
