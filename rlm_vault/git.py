@@ -424,11 +424,6 @@ class Git:
             raise GitError(cmd[3:], proc.returncode, proc.stderr.decode(errors="replace"))
         return proc.stdout
 
-    def tracked(self, *paths: str) -> list[str]:
-        """Tracked files under the given paths."""
-        out = self.run("ls-files", "-z", "--", *paths)
-        return [p for p in out.split("\0") if p]
-
     def identity_env(self) -> dict[str, str]:
         # A user without a git identity still gets commits; their own identity wins when set.
         if self._identity is None:

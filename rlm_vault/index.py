@@ -6,6 +6,7 @@ taken. One searcher stays open and is replaced after each commit, so a query nev
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 import struct
@@ -21,12 +22,13 @@ from whoosh.index import IndexError as WhooshIndexError
 from rlm_vault import textproc
 from rlm_vault.errors import Busy, CacheError
 
-__all__ = ["BROKEN", "NO_FILTERS", "Filters", "SearchDoc", "TextIndex", "Weights"]
+__all__ = ["BROKEN", "NO_FILTERS", "Filters", "SearchDoc", "TextIndex", "Weights", "broken", "cache_error"]
 
 Progress = Callable[[int, int], None]
 
 # Whoosh raises its own errors, but a truncated or half-deleted segment surfaces as whatever the codec
-# trips on. These, and only these, mean "rebuild me": any other exception is a bug and propagates.
+# trips on (an empty file gives a TypeError deep in its varint reader). An error of these kinds, or any
+# error raised inside Whoosh's own code, means "rebuild me"; any other exception is our bug and propagates.
 BROKEN = (
     WhooshIndexError,
     OSError,
@@ -38,6 +40,23 @@ BROKEN = (
     zlib.error,
     pickle.UnpicklingError,
 )
+
+
+def broken(exc: BaseException) -> bool:
+    """True when `exc` says the index files are damaged: raised by the file system or inside Whoosh."""
+    if isinstance(exc, BROKEN):
+        return True
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}whoosh{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
+def cache_error(exc: Exception, what: str) -> CacheError:
+    """`exc` translated to a CacheError when the index is damaged; a bug of ours is raised as it is."""
+    if not broken(exc):
+        raise exc
+    return CacheError(f"{what}: {exc!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +184,7 @@ class TextIndex:
         self.path = Path(path)
         self.weights = weights or Weights()
         self._lock = threading.RLock()
+        self._closed = False
         self._ix = self._open()
         self._searcher = self._new_searcher()
         self._stamps, self._kinds = self._read_stamps()
@@ -177,16 +197,16 @@ class TextIndex:
                 self.path.mkdir(parents=True, exist_ok=True)
                 return index.create_in(str(self.path), schema())
             return index.open_dir(str(self.path))
-        except BROKEN as exc:
-            raise CacheError(f"text index at {self.path} cannot be opened: {exc!r}") from exc
+        except Exception as exc:
+            raise cache_error(exc, f"text index at {self.path} cannot be opened") from exc
 
     def _new_searcher(self) -> Any:
         from whoosh import scoring
 
         try:
             return self._ix.searcher(weighting=scoring.BM25F(B=self.weights.b, K1=self.weights.k1))
-        except BROKEN as exc:
-            raise CacheError(f"text index at {self.path} cannot be read: {exc!r}") from exc
+        except Exception as exc:
+            raise cache_error(exc, f"text index at {self.path} cannot be read") from exc
 
     def _read_stamps(self) -> tuple[dict[str, str], dict[str, str]]:
         stamps: dict[str, str] = {}
@@ -195,14 +215,21 @@ class TextIndex:
             for fields in self._searcher.all_stored_fields():
                 stamps[fields["id"]] = fields.get("sha", "")
                 kinds[fields["id"]] = fields.get("kind", "")
-        except BROKEN as exc:
-            raise CacheError(f"text index at {self.path} is corrupt: {exc!r}") from exc
+        except Exception as exc:
+            raise cache_error(exc, f"text index at {self.path} is corrupt") from exc
         return stamps, kinds
 
     def close(self) -> None:
-        """Release the open searcher (and its file handles)."""
+        """Release the open searcher (and its file handles); closing twice is harmless."""
         with self._lock:
-            self._searcher.close()
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._searcher.close()
+            except Exception as exc:
+                if not broken(exc):  # the handles of a damaged index may fail to close; ours may not
+                    raise
 
     def stamps(self) -> dict[str, str]:
         """id -> sha256 of every indexed document (kept in memory, reread when another process writes)."""
@@ -222,8 +249,8 @@ class TextIndex:
             if self._searcher.up_to_date():
                 return
             self._searcher = self._refreshed()
-        except BROKEN as exc:
-            raise CacheError(f"text index at {self.path} cannot be refreshed: {exc!r}") from exc
+        except Exception as exc:
+            raise cache_error(exc, f"text index at {self.path} cannot be refreshed") from exc
         self._stamps, self._kinds = self._read_stamps()
 
     def _refreshed(self) -> Any:
@@ -270,8 +297,8 @@ class TextIndex:
                 raise
             writer.commit()
             self._searcher = self._refreshed()
-        except BROKEN as exc:
-            raise CacheError(f"text index at {self.path} could not be updated: {exc!r}") from exc
+        except Exception as exc:
+            raise cache_error(exc, f"text index at {self.path} could not be updated") from exc
 
     def rebuild(self, docs: Sequence[SearchDoc], progress: Progress | None = None) -> None:
         """Recreate the index from scratch with `docs` (one writer, one commit)."""
@@ -292,8 +319,8 @@ class TextIndex:
                 if progress and (done % 200 == 0 or done == len(docs)):
                     progress(done, len(docs))
             writer.commit()
-        except BROKEN as exc:
-            raise CacheError(f"text index at {self.path} could not be rebuilt: {exc!r}") from exc
+        except Exception as exc:
+            raise cache_error(exc, f"text index at {self.path} could not be rebuilt") from exc
 
     def search(self, text: str, filters: Filters = NO_FILTERS, limit: int = 10) -> list[tuple[str, float]]:
         """Best `limit` (id, BM25 score) for `text` among the documents `filters` allows.
@@ -304,8 +331,8 @@ class TextIndex:
             self._refresh_if_stale()
             try:
                 return self._search(text_query(text, self.weights), filter_query(filters), limit)
-            except BROKEN as exc:
-                raise CacheError(f"text index at {self.path} failed a search: {exc!r}") from exc
+            except Exception as exc:
+                raise cache_error(exc, f"text index at {self.path} failed a search") from exc
 
     def _search(self, query: Any, filter_q: Any, limit: int) -> list[tuple[str, float]]:
         from whoosh.query import Every
@@ -327,5 +354,5 @@ class TextIndex:
             try:
                 column = self._searcher.reader().column_reader("id")
                 return {column[docnum] for docnum in self._searcher.docs_for_query(filter_q)}
-            except BROKEN as exc:
-                raise CacheError(f"text index at {self.path} failed a filter: {exc!r}") from exc
+            except Exception as exc:
+                raise cache_error(exc, f"text index at {self.path} failed a filter") from exc

@@ -18,7 +18,7 @@ from typing import Any
 from rlm_vault.embeddings import Embedder, VectorStore, embedder_ready
 from rlm_vault.errors import CacheError
 from rlm_vault.fuzzy import FuzzyHit, FuzzyIndex
-from rlm_vault.index import BROKEN, NO_FILTERS, Filters, SearchDoc, TextIndex, Weights
+from rlm_vault.index import NO_FILTERS, Filters, SearchDoc, TextIndex, Weights
 
 __all__ = ["Fusion", "Hit", "SearchEngine"]
 
@@ -102,8 +102,7 @@ class SearchEngine:
 
     def _reset_index(self, reason: CacheError) -> None:
         self.repairs.append(str(reason))
-        with contextlib.suppress(*BROKEN):  # the old handles belong to a broken index
-            self._index.close()
+        self._index.close()  # the old handles belong to a broken index
         shutil.rmtree(self.cache_dir / "index", ignore_errors=True)
         self._index = TextIndex(self.cache_dir / "index", self._weights)
 
@@ -181,18 +180,6 @@ class SearchEngine:
         for doc_id in gone:
             del self._fuzzy_stamps[doc_id]
         self._fuzzy_stamps.update((doc.id, doc.sha256) for doc in fresh)
-
-    def upsert(self, docs: Sequence[SearchDoc]) -> None:
-        """Index notes the service has just written (same in-memory notes, no reload)."""
-        with self._lock:
-            for doc in docs:
-                self._current[doc.id] = doc.sha256
-            self._guarded(lambda: self._index.update(docs))
-            vectors = self._vectors_ready()
-            if vectors is not None:
-                vectors.update(docs)
-            if self._fuzzy is not None:
-                self._apply_fuzzy(list(docs))
 
     def delete(self, ids: Sequence[str]) -> None:
         """Drop notes the service has just removed."""
@@ -334,8 +321,7 @@ class SearchEngine:
             if self._vectors is not None:
                 with contextlib.suppress(CacheError):
                     self._vectors.flush()
-            with contextlib.suppress(*BROKEN):  # closing twice (a test, then at exit) is harmless
-                self._index.close()
+            self._index.close()
 
 
 def _diff(truth: Mapping[str, str], stamps: Mapping[str, str]) -> tuple[list[str], list[str]]:

@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from . import markdown
 from .errors import InvalidInput, InvalidNote
 from .filelock import file_lock
 from .git import Git
@@ -217,20 +216,6 @@ class Vault:
         if path.is_symlink():
             raise InvalidNote(relpath, "is a symbolic link; notes must be regular files")
         return path.read_bytes()
-
-    def read_note(self, relpath: str) -> tuple[dict[str, Any], str]:
-        """Front matter and body of a note."""
-        try:
-            raw = self.read_bytes(relpath)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise InvalidNote(relpath, f"cannot be read: {exc.strerror}") from exc
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidNote(relpath, f"is not valid UTF-8 (byte {exc.start})") from exc
-        return markdown.parse(text, relpath)
 
     def exists(self, relpath: str) -> bool:
         return self._inside(relpath) and (self.root / relpath).exists()

@@ -36,3 +36,10 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+def tracked(repo: object, *paths: str) -> list[str]:
+    """Files git tracks under `paths` in the repository of a `Git` wrapper."""
+    root = repo.root
+    out = git(root, "ls-files", "-z", "--", *paths)
+    return [p for p in out.split("\0") if p]

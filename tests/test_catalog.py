@@ -63,7 +63,7 @@ def test_a_new_process_reads_parsed_notes_from_the_cache(tmp_path: Path) -> None
 
 def test_a_file_changed_since_the_cache_is_parsed_again(tmp_path: Path) -> None:
     vault = Vault.open(tmp_path / "v")
-    path = note(vault, "insights/a.md", "old text")
+    _path = note(vault, "insights/a.md", "old text")
     Catalog(vault).refresh()
     note(vault, "insights/a.md", "new text, longer")
     later = Catalog(vault)

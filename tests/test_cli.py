@@ -89,7 +89,7 @@ def test_remember_json_and_unicode_output(capsys: pytest.CaptureFixture[str]) ->
     result = run_json(capsys, "remember", "L'équipe préfère デプロイ le lundi", "--project", "Mon-App")
     assert (vault_path() / result["path"]).is_file()
     assert result["path"] == f"insights/{result['id']}.md"
-    code, out, _ = run(capsys, "recall", "prefere")
+    _code, out, _ = run(capsys, "recall", "prefere")
     assert "L'équipe préfère デプロイ le lundi" in out and "@Mon-App" in out
 
 
@@ -120,12 +120,12 @@ def test_search_and_peek(capsys: pytest.CaptureFixture[str]) -> None:
     note_id = run_json(capsys, "remember", "Kubernetes upgrade runbook\nstep one\nstep two")["id"]
     results = run_json(capsys, "search", "kubernetes")["results"]
     assert [(r["id"], r["kind"]) for r in results] == [(note_id, "insight")]
-    code, out, _ = run(capsys, "search", "kubernetes")
+    _, out, _ = run(capsys, "search", "kubernetes")
     assert out.startswith(f"1. [insight] {note_id} (")
 
     peek = run_json(capsys, "peek", note_id, "--start", "1", "--end", "2")
     assert (peek["content"], peek["start"], peek["end"], peek["total_lines"]) == ("step one", 1, 2, 3)
-    code, out, _ = run(capsys, "peek", note_id, "--start", "-1")
+    _code, out, _ = run(capsys, "peek", note_id, "--start", "-1")
     assert out.splitlines() == [f"{note_id} lines 2-3 of 3:", "step two"]
     assert run(capsys, "search", "zeppelin")[1].strip() == "Nothing found."
 
@@ -188,7 +188,7 @@ def test_installed_console_script(tmp_path: Path) -> None:
 
     def call(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [script, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+            [script, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False
         )
 
     made = call("remember", "saved from a real shell", "--category", "fact", "--json")

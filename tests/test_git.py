@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import commit_count, git, git_log, git_status
+from helpers import commit_count, git, git_log, git_status, tracked
 
 from rlm_vault.errors import GitError
 from rlm_vault.git import FALLBACK_EMAIL, FALLBACK_NAME, Git
@@ -129,7 +129,7 @@ def test_paths_with_spaces_and_unicode(repo: Git) -> None:
     commit = repo.commit_paths([rel], "chunk: unicode")
     assert commit is not None
     assert repo.show(commit, rel) == b"x\n"
-    assert repo.tracked("chunks") == [rel]
+    assert tracked(repo, "chunks") == [rel]
     assert [c.message for c in repo.log(rel)] == ["chunk: unicode"]
 
 
@@ -259,7 +259,7 @@ def test_status_and_tracked(repo: Git) -> None:
     write(repo, "insights/a.md", "a\n")
     repo.commit_paths(["insights/a.md"], "init")
     write(repo, "insights/b.md", "b\n")
-    assert repo.tracked("insights") == ["insights/a.md"]
+    assert tracked(repo, "insights") == ["insights/a.md"]
     assert repo.status() == [("??", "insights/b.md")]
     assert repo.status("insights/a.md") == []
 

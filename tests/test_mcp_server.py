@@ -229,6 +229,7 @@ def test_python_m_rlm_vault_without_command_serves(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     reply = json.loads(proc.stdout.splitlines()[0])
     assert reply["result"]["serverInfo"]["name"] == "rlm-vault"

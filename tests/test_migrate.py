@@ -29,7 +29,7 @@ def context(tmp_path: Path) -> Path:
 
 
 def _front(service: MemoryService, relpath: str) -> dict:
-    return service.vault.read_note(relpath)[0]
+    return markdown.parse(service.vault.read_bytes(relpath).decode(), relpath)[0]
 
 
 def _by_origin(service: MemoryService) -> dict[str, object]:

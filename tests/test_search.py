@@ -116,13 +116,13 @@ def test_filters_apply_inside_both_retrievals(tmp_path: Path, embedder: Model2Ve
     assert engine.search("deploy pipeline", Filters(project="C")) == []
 
 
-def test_upsert_and_delete_after_service_writes(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
+def test_new_and_deleted_notes_after_service_writes(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
     vault = Vault(base_docs())
     engine = SearchEngine(tmp_path, embedder)
     vault.sync(engine)
     new = make_doc("new", "connection timeout")
-    engine.upsert([new])
     vault.docs["new"] = new
+    vault.sync(engine)
     assert engine.search("timeout")[0].id == "new"
     engine.delete(["new", "mig"])
     del vault.docs["new"], vault.docs["mig"]

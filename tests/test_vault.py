@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import commit_count, git, git_log, git_status
 
+from rlm_vault import markdown
 from rlm_vault.errors import Busy, InvalidInput, InvalidNote
 from rlm_vault.vault import Vault
 
@@ -40,6 +41,7 @@ def run_child(code: str, *args: str, **kwargs: object) -> subprocess.CompletedPr
         text=True,
         timeout=60,
         **kwargs,
+        check=False,
     )  # type: ignore[call-overload]
 
 
@@ -126,7 +128,10 @@ def test_transaction_writes_and_makes_one_commit(vault: Vault) -> None:
     assert git_status(vault.root) == []
     assert pending(vault.root) == []
     assert temp_files(vault.root) == []
-    assert vault.read_note("insights/a.md") == ({"id": "a", "type": "insight"}, "alpha\n")
+    assert markdown.parse(vault.read_bytes("insights/a.md").decode(), "a") == (
+        {"id": "a", "type": "insight"},
+        "alpha\n",
+    )
 
 
 def test_transaction_delete_commits_the_removal(vault: Vault) -> None:
@@ -322,7 +327,7 @@ def test_symlinked_note_file_is_not_followed(vault: Vault, tmp_path: Path) -> No
     secret.write_text("do not touch")
     (vault.root / "insights" / "link.md").symlink_to(secret)
     with pytest.raises(InvalidNote):
-        vault.read_note("insights/link.md")
+        vault.read_bytes("insights/link.md")
     assert "insights/link.md" not in vault.scan_folder("insights")
     with vault.transaction() as tx:
         tx.message = "write over the link"
@@ -483,7 +488,7 @@ def test_a_dead_writer_s_state_temp_file_is_removed_at_start(vault: Vault) -> No
     import sys
 
     dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False
     )
     orphan = vault.state / f".catalog.json.{dead.stdout.strip()}.abc123.rlm-tmp"
     orphan.write_text("{half")

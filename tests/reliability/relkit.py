@@ -18,7 +18,7 @@ CHILD = HERE / "child.py"
 
 
 def git(vault: Path, *args: str, check: bool = True) -> str:
-    proc = subprocess.run(["git", "-C", str(vault), *args], capture_output=True, text=True)
+    proc = subprocess.run(["git", "-C", str(vault), *args], capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed: {proc.stderr}")
     return proc.stdout
@@ -43,6 +43,7 @@ def fsck_clean(vault: Path) -> str:
         ["git", "-C", str(vault), "fsck", "--strict", "--no-progress", "--no-dangling"],
         capture_output=True,
         text=True,
+        check=False,
     )
     out = (proc.stdout + proc.stderr).strip()
     return "" if proc.returncode == 0 and "error" not in out and "missing" not in out else out
@@ -127,5 +128,5 @@ def write_batch(vault: str, worker: int, count: int, barrier: object, results: o
                 )
                 done.append(("chunk", r["id"], r["path"]))
         results.put((worker, done))  # type: ignore[attr-defined]
-    except BaseException as exc:  # the parent reports it; a silent child would only look like a loss
+    except BaseException as exc:  # noqa: BLE001 - the parent reports it; a silent child would look like a loss
         results.put((worker, f"{type(exc).__name__}: {exc}"))  # type: ignore[attr-defined]
