@@ -5,8 +5,11 @@ Owns `Insights`: remember, recall, update and forget, each change one commit thr
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import markdown
 from . import query as q
+from .catalog import note_from_file
 from .core import ContentRules, Store, valid_text
 from .errors import NotFound
 from .models import CATEGORIES, IMPORTANCES, Insight, insight_id, parse_tags, safe_name
@@ -69,10 +72,23 @@ class Insights:
             raise NotFound(f"no insight with id {insight_id!r}: use rlm_recall to list insight ids")
         return note
 
+    def _current(self, insight_id: str) -> Insight:
+        """The insight as its file is now; call under the write lock (another process may have just
+        changed or deleted it, so the catalog is not enough)."""
+        path = self.store.fresh().path_of(insight_id) or f"insights/{insight_id}.md"
+        try:
+            note = note_from_file(path, self.store.vault.read_bytes(path))
+        except FileNotFoundError:
+            note = None
+        if not isinstance(note, Insight) or note.id != insight_id:
+            raise NotFound(f"no insight with id {insight_id!r} (it may have just been forgotten): use rlm_recall")
+        return note
+
     def forget(self, insight_id: str) -> Forgotten:
         """Delete an insight file, one commit (git history keeps it)."""
-        insight = self.get(insight_id)
+        self.get(insight_id)  # a clear NotFound without taking the lock
         with self.store.writing() as tx:
+            insight = self._current(insight_id)
             tx.message = f"forget: {insight.id} {q.short(insight.content)}"
             tx.delete(insight.path)
         return {"id": insight.id, "removed": True, "commit": tx.commit_id}
@@ -80,27 +96,33 @@ class Insights:
     def update(
         self, insight_id: str, content: str = "", category: str = "", importance: str = "", tags: str = ""
     ) -> Written:
-        """Edit an insight in place; empty arguments keep what is there."""
-        old = self.get(insight_id)
-        new = Insight(
-            old.id,
-            self.rules.no_secrets(self.rules.checked(content), "content") if content else old.content,
-            q.choice(category, CATEGORIES, "category") if category else old.category,
-            q.choice(importance, IMPORTANCES, "importance") if importance else old.importance,
-            parse_tags(self.rules.no_secrets(valid_text(tags, "tags"), "tags")) if tags else old.tags,
-            old.project,
-            old.created,
-            self.store.now(),
-            old.extra,
-        )
-        if (new.content, new.category, new.importance, new.tags) == (
-            old.content,
-            old.category,
-            old.importance,
-            old.tags,
-        ):
-            return {"id": old.id, "path": old.path, "changed": False, "commit": None}
+        """Edit an insight in place; empty arguments keep what is there.
+
+        The note is read and rewritten under the write lock, so two updates of different fields both
+        land, and an insight forgotten meanwhile is NotFound rather than brought back.
+        """
+        self.get(insight_id)  # a clear NotFound before any other check
+        content = self.rules.no_secrets(self.rules.checked(content), "content") if content else ""
+        category = q.choice(category, CATEGORIES, "category") if category else ""
+        importance = q.choice(importance, IMPORTANCES, "importance") if importance else ""
+        new_tags = parse_tags(self.rules.no_secrets(valid_text(tags, "tags"), "tags")) if tags else None
         with self.store.writing() as tx:
+            old = self._current(insight_id)
+            new = replace(
+                old,
+                content=content or old.content,
+                category=category or old.category,
+                importance=importance or old.importance,
+                tags=old.tags if new_tags is None else new_tags,
+                updated=self.store.now(),
+            )
+            if (new.content, new.category, new.importance, new.tags) == (
+                old.content,
+                old.category,
+                old.importance,
+                old.tags,
+            ):
+                return {"id": old.id, "path": old.path, "changed": False, "commit": None}
             tx.message = f"update: {old.id} ({new.category}/{new.importance})"
             tx.write(new.path, markdown.render(new.to_meta(), new.content))
         return {"id": new.id, "path": new.path, "changed": True, "commit": tx.commit_id}
