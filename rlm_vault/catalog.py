@@ -47,7 +47,7 @@ class Catalog:
     A folder whose own stamp has not changed is listed again only once `scan_interval` seconds have
     passed: files added, removed or replaced (the way most editors save) change the folder's stamp and
     are seen at once; a file rewritten in place is seen within the interval. Parsed notes are kept in
-    `.rlm/catalog.json` so a new process does not parse ten thousand files again.
+    `catalog.json` of the vault's cache folder so a new process does not parse ten thousand files again.
     """
 
     CACHE = "catalog.json"
@@ -149,7 +149,7 @@ class Catalog:
     # ------------------------------------------------------------------ the on-disk cache
 
     def _read_cache(self) -> dict[str, list[Any]]:
-        data = self.vault.read_state(self.CACHE, {})
+        data = self.vault.read_cache(self.CACHE, {})
         entries = data.get("entries") if isinstance(data, dict) and data.get("version") == 1 else None
         return entries if isinstance(entries, dict) else {}
 
@@ -169,7 +169,7 @@ class Catalog:
             if e.note is not None
         }
         try:
-            self.vault.write_state(self.CACHE, {"version": 1, "entries": rows})
+            self.vault.write_cache(self.CACHE, {"version": 1, "entries": rows})
         except OSError:
             pass  # a cache that cannot be written only costs time at the next start
         self._parsed = 0

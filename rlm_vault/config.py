@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL", "Config", "default_vault_dir"]
+__all__ = ["DEFAULT_MODEL", "Config", "cache_home", "default_vault_dir", "vault_cache_dir"]
 
 DEFAULT_MODEL = "minishlab/potion-multilingual-128M"
 MIB = 1024 * 1024
@@ -15,6 +16,27 @@ MIB = 1024 * 1024
 def default_vault_dir() -> Path:
     """Where the vault lives when RLM_VAULT_DIR is not set."""
     return Path.home() / ".claude" / "rlm" / "vault"
+
+
+def cache_home(env: dict[str, str] | os._Environ[str] | None = None) -> Path:
+    """Machine-local caches: RLM_CACHE_DIR, else `$XDG_CACHE_HOME/rlm-vault` (~/.cache/rlm-vault)."""
+    env = os.environ if env is None else env
+    if explicit := env.get("RLM_CACHE_DIR", "").strip():
+        return Path(explicit).expanduser()
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "rlm-vault"
+
+
+def vault_cache_dir(vault: Path) -> Path:
+    """The search caches of one vault, outside its work tree.
+
+    Nothing git writes can land there (a pull, a merge, a checkout of a hostile remote), so no cache
+    file, and no pickle inside Whoosh's files, can come from someone else.
+    """
+    real = os.path.realpath(vault)
+    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in os.path.basename(real))[:40] or "vault"
+    return cache_home() / "vaults" / f"{name}-{digest}"
 
 
 def _int_env(env: dict[str, str] | os._Environ[str], name: str, default: int) -> int:

@@ -81,7 +81,9 @@ class Insights:
         except FileNotFoundError:
             note = None
         if not isinstance(note, Insight) or note.id != insight_id:
-            raise NotFound(f"no insight with id {insight_id!r} (it may have just been forgotten): use rlm_recall")
+            raise NotFound(
+                f"no insight with id {insight_id!r} (it may have just been forgotten): use rlm_recall"
+            )
         return note
 
     def forget(self, insight_id: str) -> Forgotten:

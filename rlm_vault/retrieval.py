@@ -120,7 +120,7 @@ class Search:
                 from .search import SearchEngine
 
                 vault = self.store.vault
-                folder = vault.state if which == "active" else vault.state / "archive-cache"
+                folder = vault.cache if which == "active" else vault.cache / "archive-cache"
                 self._engines[which] = SearchEngine(folder, self.embedder)
                 atexit.register(self._engines[which].close)  # vectors kept in memory are saved at exit
             return self._engines[which]

@@ -9,8 +9,10 @@ either the old files or a journal that `recover()` commits at the next start.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from .config import vault_cache_dir
 from .errors import InvalidInput, InvalidNote
 from .filelock import file_lock
 from .git import Git
@@ -29,6 +32,7 @@ __all__ = ["NOTE_DIRS", "Stamp", "Transaction", "Vault"]
 
 NOTE_DIRS = ("insights", "chunks", "archive")
 _TMP_SUFFIX = ".rlm-tmp"
+log = logging.getLogger("rlm_vault")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +54,8 @@ class Vault:
     def __init__(self, root: Path, lock_timeout: float = 30.0) -> None:
         self.root = root
         self.git = Git(root)
-        self.state = root / ".rlm"
+        self.state = root / ".rlm"  # machine-local state (locks, journals, access counts), git-ignored
+        self.cache = vault_cache_dir(root)  # rebuildable caches, outside the work tree
         self.lock_timeout = lock_timeout
 
     # ------------------------------------------------------------------ set-up
@@ -59,13 +64,25 @@ class Vault:
     def open(cls, root: Path, lock_timeout: float = 30.0) -> Vault:
         """Open the vault at `root`, creating it from the template on first use."""
         vault = cls(Path(os.path.abspath(root)), lock_timeout)
-        vault.state.mkdir(parents=True, exist_ok=True)
+        vault.own_state_dir()
         if not vault.git.is_repo() or vault.git.head() is None:
             with vault.lock():
                 vault._create()
         vault.git.tune()
         vault.recover()
         return vault
+
+    def own_state_dir(self) -> None:
+        """Make `.rlm/` a real folder of this machine's: a symlink or a file there (a hostile remote can
+        track one) is removed, never followed, so locks and journals are never written elsewhere."""
+        try:
+            st = os.lstat(self.state)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            os.unlink(self.state)
+            log.warning("removed %s: it was not a folder (a symlink or file, e.g. from a remote)", self.state)
+        self.state.mkdir(parents=True, exist_ok=True)
 
     def _create(self) -> None:
         if self.git.is_repo() and self.git.head() is not None:
@@ -90,7 +107,7 @@ class Vault:
             with self.lock():
                 self.abort_interrupted_merge()
         # State files (.rlm/*.json) are written without the vault lock: only a dead process's temp file goes.
-        for temp in self.state.glob(f".*{_TMP_SUFFIX}"):
+        for temp in [*self.state.glob(f".*{_TMP_SUFFIX}"), *self.cache.glob(f".*{_TMP_SUFFIX}")]:
             if not _alive(_writer_pid(temp.name)):
                 temp.unlink(missing_ok=True)
         pending = sorted((self.state / "pending").glob("*.json"))
@@ -256,6 +273,18 @@ class Vault:
     def write_state(self, name: str, data: Any) -> None:
         """Replace a JSON file of `.rlm/` atomically (no fsync: machine-local state, rebuilt if lost)."""
         _atomic_write(self.state / name, json.dumps(data, ensure_ascii=False).encode(), sync=False)
+
+    def read_cache(self, name: str, default: Any) -> Any:
+        """A JSON file of the vault's cache folder, or `default` when missing or broken."""
+        try:
+            return json.loads((self.cache / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return default
+
+    def write_cache(self, name: str, data: Any) -> None:
+        """Replace a JSON file of the cache folder atomically (no fsync: rebuilt if lost)."""
+        self.cache.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.cache / name, json.dumps(data, ensure_ascii=False).encode(), sync=False)
 
 
 @dataclass

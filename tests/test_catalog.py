@@ -53,7 +53,7 @@ def test_a_new_process_reads_parsed_notes_from_the_cache(tmp_path: Path) -> None
         note(vault, f"chunks/P/c{n}.md", f"chunk {n}")
     first = Catalog(vault)
     first.refresh()
-    cache = json.loads((vault.state / "catalog.json").read_text())
+    cache = json.loads((vault.cache / "catalog.json").read_text())
     assert set(cache["entries"]) == {f"chunks/P/c{n}.md" for n in range(3)}
     second = Catalog(vault)
     second.refresh()
@@ -75,13 +75,13 @@ def test_a_broken_cache_is_ignored(tmp_path: Path) -> None:
     vault = Vault.open(tmp_path / "v")
     note(vault, "insights/a.md", "text")
     Catalog(vault).refresh()
-    (vault.state / "catalog.json").write_text("{not json")
+    (vault.cache / "catalog.json").write_text("{not json")
     catalog = Catalog(vault)
     catalog.refresh()
     assert catalog.note("a").content == "text"
-    data = json.loads((vault.state / "catalog.json").read_text())
+    data = json.loads((vault.cache / "catalog.json").read_text())
     data["entries"]["insights/a.md"][2] = "not a mapping"
-    (vault.state / "catalog.json").write_text(json.dumps(data))
+    (vault.cache / "catalog.json").write_text(json.dumps(data))
     again = Catalog(vault)
     again.refresh()
     assert again.note("a").content == "text"

@@ -99,7 +99,7 @@ def test_deleted_caches_are_rebuilt(service: MemoryService, config: Config) -> N
     note = service.chunk("Saguaro cactus facts.")["id"]
     assert ids(service.search("saguaro")) == [note]
     service.searcher.engine().close()
-    shutil.rmtree(service.vault.state / "index")
+    shutil.rmtree(service.vault.cache / "index")
     fresh = open_service(config)
     assert ids(fresh.search("saguaro")) == [note]
 
@@ -108,7 +108,7 @@ def test_corrupted_index_is_rebuilt(service: MemoryService, config: Config) -> N
     note = service.chunk("Ocotillo plant facts.")["id"]
     service.search("ocotillo")
     service.searcher.engine().close()
-    for segment in (service.vault.state / "index").iterdir():
+    for segment in (service.vault.cache / "index").iterdir():
         segment.write_bytes(b"garbage")
     fresh = open_service(config)
     assert ids(fresh.search("ocotillo")) == [note]

@@ -490,7 +490,8 @@ def test_a_dead_writer_s_state_temp_file_is_removed_at_start(vault: Vault) -> No
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False
     )
-    orphan = vault.state / f".catalog.json.{dead.stdout.strip()}.abc123.rlm-tmp"
+    vault.cache.mkdir(parents=True, exist_ok=True)
+    orphan = vault.cache / f".catalog.json.{dead.stdout.strip()}.abc123.rlm-tmp"
     orphan.write_text("{half")
     mine = vault.state / f".access.json.{os.getpid()}.def456.rlm-tmp"  # a live writer's: left alone
     mine.write_text("{")

@@ -269,7 +269,7 @@ def _fresh(service: MemoryService) -> MemoryService:
 def test_a_broken_text_index_is_rebuilt_and_search_still_answers(tmp_path: Path, damage: str) -> None:
     service = _searchable(tmp_path)
     assert _top(service, "pelican cliffs") == "pelicans"
-    index = service.vault.root / ".rlm" / "index"
+    index = service.vault.cache / "index"
     for f in index.iterdir():
         if damage == "truncate":
             f.write_bytes(f.read_bytes()[: max(1, f.stat().st_size // 3)])
@@ -320,8 +320,8 @@ def test_garbage_vectors_and_access_log_are_rebuilt(tmp_path: Path) -> None:
     assert service.wait_for_model(30)
     assert _top(service, "pelican") == "pelicans"
     state = service.vault.root / ".rlm"
-    assert (state / "embeddings.npz").is_file()
-    (state / "embeddings.npz").write_bytes(b"PK\x03\x04 this is not a zip" + os.urandom(300))
+    assert (service.vault.cache / "embeddings.npz").is_file()
+    (service.vault.cache / "embeddings.npz").write_bytes(b"PK\x03\x04 this is not a zip" + os.urandom(300))
     (state / "access.json").write_bytes(b'{"2026": [unterminated \xff')
     fresh = _fresh(service)
     assert fresh.wait_for_model(30)
