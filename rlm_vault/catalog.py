@@ -20,7 +20,7 @@ from .errors import InvalidNote
 from .models import Chunk, Insight
 from .vault import Stamp, Vault
 
-__all__ = ["Catalog", "Entry", "Problem"]
+__all__ = ["Catalog", "Entry", "Problem", "aliases_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,7 @@ class Catalog:
         self.scan_interval = scan_interval
         self._entries: dict[str, Entry] = {}
         self._by_id: dict[str, str] = {}
+        self._by_alias: dict[str, str] = {}  # an old id in a note's `aliases` -> the note's id
         self._by_digest: dict[str, str] = {}  # a chunk's content hash -> its id, to spot duplicates
         self._hashes: dict[str, str] = {}  # id -> sha256 of the file, what the search caches key on
         self._max_seq: dict[str, int] = {}
@@ -204,6 +205,9 @@ class Catalog:
         if old is not None and old.note is not None and self._by_id.get(old.note.id) == path:
             del self._by_id[old.note.id]
             self._hashes.pop(old.note.id, None)
+            for alias in aliases_of(old.note):
+                if self._by_alias.get(alias) == old.note.id:
+                    del self._by_alias[alias]
             if isinstance(old.note, Chunk) and self._by_digest.get(old.note.sha256) == old.note.id:
                 del self._by_digest[old.note.sha256]
         if entry is not None:
@@ -211,6 +215,8 @@ class Catalog:
             note = entry.note
             if note is not None and self._by_id.setdefault(note.id, path) == path:
                 self._hashes[note.id] = entry.sha256
+                for alias in aliases_of(note):
+                    self._by_alias.setdefault(alias, note.id)
                 if isinstance(note, Chunk):
                     if note.sha256:
                         self._by_digest.setdefault(note.sha256, note.id)
@@ -229,6 +235,12 @@ class Catalog:
         path = self._by_id.get(note_id)
         entry = self._entries.get(path) if path else None
         return entry.note if entry else None
+
+    def resolve(self, note_id: str) -> str | None:
+        """The id of the note known by `note_id`: its own id, or an old id listed in its `aliases`."""
+        if note_id in self._by_id:
+            return note_id
+        return self._by_alias.get(note_id)
 
     def path_of(self, note_id: str) -> str | None:
         return self._by_id.get(note_id)
@@ -261,6 +273,13 @@ class Catalog:
 
     def ids(self) -> set[str]:
         return set(self._by_id)
+
+
+def aliases_of(note: Insight | Chunk) -> list[str]:
+    """The other ids a note is known by: front matter `aliases` (a list, or one string), as Obsidian reads it."""
+    value = note.extra.get("aliases")
+    items = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    return [str(a) for a in items if isinstance(a, (str, int)) and str(a) and str(a) != note.id]
 
 
 def note_from_file(path: str, raw: bytes) -> Insight | Chunk:

@@ -100,6 +100,7 @@ class Peek(TypedDict):
     kind: NotRequired[str]
     summary: NotRequired[str]
     path: NotRequired[str]
+    old_id: NotRequired[str]
 
 
 class GrepMatch(TypedDict):
@@ -122,6 +123,7 @@ class SearchHit(TypedDict):
     summary: str
     project: str | None
     created: NotRequired[str]
+    old_id: NotRequired[str]
 
 
 class SearchResult(TypedDict):

@@ -185,7 +185,8 @@ class SearchMixin(ServiceCore):
             project, domain, date_from, date_to, entity, "" if include_insights else "chunk"
         )
         if not self._ready():  # caches still building in the background: answer from the catalog
-            return {"results": self._plain_search(query, filters, limit, include_archived)}
+            plain = self._plain_search(query, filters, limit, include_archived)
+            return _first(self._old_id_hit(query), plain, limit)
         hits = [
             self._hit(h.id, h.score, self.catalog.note(h.id))
             for h in self._synced().search(query, filters, limit)
@@ -196,7 +197,17 @@ class SearchMixin(ServiceCore):
                 self._hit(h.id, h.score, archived.get(h.id)) for h in engine.search(query, filters, limit)
             ]
             hits.sort(key=lambda h: -h["score"])
-        return {"results": [h for h in hits if h["summary"] is not None][:limit]}
+        return _first(self._old_id_hit(query), [h for h in hits if h["summary"] is not None], limit)
+
+    def _old_id_hit(self, query: str) -> SearchHit | None:
+        """An old id (front matter `aliases`, e.g. rlm-claude's) asked for as such: the note it became."""
+        cat = self.fresh()
+        note_id = cat.resolve(query.strip())
+        if note_id is None or note_id == query.strip():
+            return None
+        hit = self._hit(note_id, 1.0, cat.note(note_id))
+        hit["old_id"] = query.strip()
+        return hit
 
     def _filters(
         self, project: str, domain: str, date_from: str, date_to: str, entity: str, kind: str
@@ -362,6 +373,12 @@ class SearchMixin(ServiceCore):
 
     def conflict_files(self) -> list[str]:
         return self.vault.conflict_files()
+
+
+def _first(hit: SearchHit | None, hits: list[SearchHit], limit: int) -> SearchResult:
+    """The results, led by the note an old id named (when the query was one)."""
+    lead = [hit] if hit is not None else []
+    return {"results": [*lead, *(h for h in hits if hit is None or h["id"] != hit["id"])][:limit]}
 
 
 def _cache_problems(status: dict[str, Any]) -> list[str]:

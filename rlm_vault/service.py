@@ -230,10 +230,11 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
 
     def chunk_note(self, chunk_id: str) -> Chunk | Insight:
         """The chunk or insight with this id; an archived chunk is restored first."""
-        note = self.fresh().note(chunk_id)
-        if note is None and chunk_id in self.archived():
-            self.restore(chunk_id)
-            note = self.fresh().note(chunk_id)
+        note_id = self.resolve_id(chunk_id)  # an old id (front matter `aliases`) reads the note it became
+        note = self.fresh().note(note_id)
+        if note is None and note_id in self.archived():
+            self.restore(note_id)
+            note = self.fresh().note(note_id)
         if note is None:
             raise NotFound(
                 f"no chunk or insight with id {chunk_id!r}: use rlm_list_chunks or rlm_search to find ids"
@@ -251,7 +252,7 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
         self.access.touch(note.id, self.now())
         kind = "chunk" if isinstance(note, Chunk) else "insight"
         summary = note.summary if isinstance(note, Chunk) else q.short(note.content)
-        return {
+        result: Peek = {
             "id": note.id,
             "content": "\n".join(lines[lo:hi]),
             "start": lo,
@@ -261,6 +262,9 @@ class MemoryService(SearchMixin, LifecycleMixin, SyncMixin, ServiceCore):
             "summary": summary,
             "path": note.path,
         }
+        if note.id != chunk_id:
+            result["old_id"] = chunk_id
+        return result
 
     def list_chunks(self, limit: int = 20, project: str = "") -> ChunkList:
         """Chunks newest first."""

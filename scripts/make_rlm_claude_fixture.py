@@ -36,7 +36,12 @@ INSIGHTS: list[dict[str, str]] = [
     # one text remembered twice with the same metadata: two ids for one memory
     {"content": TWICE, "category": "fact", "importance": "medium", "tags": "testing"},
     {"content": TWICE, "category": "fact", "importance": "medium", "tags": "testing"},
-    {"content": "ユーザーは日本語の回答を好む 🎌", "category": "preference", "importance": "high", "tags": "言語"},
+    {
+        "content": "ユーザーは日本語の回答を好む 🎌",
+        "category": "preference",
+        "importance": "high",
+        "tags": "言語",
+    },
     {"content": "Line one of a note\r\nline two, written on Windows\r\n", "category": "fact", "tags": ""},
 ]
 

@@ -18,6 +18,14 @@ from rlm_vault.migrate import import_rlm_claude, import_transcripts, parse_rlm_c
 from rlm_vault.service import MemoryService
 
 DATA = Path(__file__).resolve().parent / "data"
+SOURCE_IDS = [
+    i["id"] for i in json.loads((DATA / "rlm_claude" / "session_memory.json").read_text())["insights"]
+]
+SOURCE_IDS += [
+    e["id"]
+    for name, key in (("index.json", "chunks"), ("archive_index.json", "archives"))
+    for e in json.loads((DATA / "rlm_claude" / name).read_text())[key]
+]
 
 
 @pytest.fixture
@@ -40,12 +48,18 @@ def _by_origin(service: MemoryService) -> dict[str, object]:
 def test_import_makes_one_commit_with_every_note(service: MemoryService, context: Path) -> None:
     before = commit_count(service.vault.root)
     report = import_rlm_claude(service, context)
-    assert (report.insights, report.chunks, report.archived, report.already) == (4, 6, 1, 0)
-    assert report.problems == ()
+    assert (report.insights, report.chunks, report.archived, report.already, report.merged) == (
+        9,
+        11,
+        2,
+        0,
+        1,
+    )
+    assert report.problems == () and report.ok
     assert commit_count(service.vault.root) == before + 1
-    assert git_log(service.vault.root)[0] == "import: 4 insights, 6 chunks from rlm-claude"
+    assert git_log(service.vault.root)[0] == "import: 9 insights, 11 chunks from rlm-claude"
     assert git_status(service.vault.root) == []
-    assert len(service.fresh().insights()) == 4 and len(service.fresh().chunks()) == 5
+    assert len(service.fresh().insights()) == 9 and len(service.fresh().chunks()) == 9
 
 
 def test_insights_keep_category_importance_tags_and_dates(service: MemoryService, context: Path) -> None:
@@ -110,15 +124,18 @@ def test_importing_twice_adds_nothing(service: MemoryService, context: Path) -> 
     import_rlm_claude(service, context)
     commits = commit_count(service.vault.root)
     again = import_rlm_claude(service, context)
-    assert (again.insights, again.chunks, again.already, again.commit) == (0, 0, 10, None)
+    assert (again.insights, again.chunks, again.already, again.commit) == (0, 0, 21, None)
     assert commit_count(service.vault.root) == commits
     assert "Nothing new to import" in again.text()
 
 
 def test_same_content_already_in_the_vault_is_not_duplicated(service: MemoryService, context: Path) -> None:
-    service.remember("Always deploy LOCAL -> VPS, never direct.", "decision", "critical")
+    service.remember("Always deploy LOCAL -> VPS, never direct.", "decision", "critical", "deploy,workflow")
+    service.remember("Fix: the API times out after 30 s on cold start", "finding", "high")
     report = import_rlm_claude(service, context)
-    assert (report.insights, report.already) == (3, 1)
+    assert (report.insights, report.already) == (8, 1)  # same text and metadata: one note, the old id added
+    assert service.peek("16a0af26")["content"] == "Always deploy LOCAL -> VPS, never direct."
+    assert len(service.recall("cold start")["insights"]) == 2  # same text, other importance: both kept
 
 
 def test_unreadable_files_are_imported_raw_or_reported(service: MemoryService, context: Path) -> None:
@@ -145,7 +162,7 @@ def test_unreadable_files_are_imported_raw_or_reported(service: MemoryService, c
     )
     assert (raw.project, raw.created) == ("MyApp", "2026-11-28T00:00:00Z")
     assert notes["2026-11-28_MyApp_002"].content == "caf\ufffd au lait"
-    assert report.chunks == 8
+    assert report.chunks == 13 and not report.ok
 
 
 def test_broken_session_memory_is_reported_and_chunks_still_come(
@@ -153,10 +170,8 @@ def test_broken_session_memory_is_reported_and_chunks_still_come(
 ) -> None:
     (context / "session_memory.json").write_text('{"insights": [')
     report = import_rlm_claude(service, context)
-    assert report.insights == 0 and report.chunks == 6
-    assert (
-        report.problems[0].path == "session_memory.json" and "not readable JSON" in report.problems[0].reason
-    )
+    assert report.insights == 0 and report.chunks == 11 and not report.ok
+    assert report.problems[0].path == "session_memory.json" and "damaged" in report.problems[0].reason
 
 
 def test_secrets_are_redacted_before_git(service: MemoryService, context: Path) -> None:
@@ -181,6 +196,11 @@ def test_missing_folder_says_what_to_give(service: MemoryService, tmp_path: Path
      ({"summary": "# not a comment", "entities": {"files": ["a.py", "b.py"], "versions": ["v1.0.0"]}, "ticket": ""},
       "x")),
     ("---\r\nid: crlf\r\n---\r\n\r\nbody", ({"id": "crlf"}, "body")),
+    # rlm-claude writes summaries raw: a '---' line or a key-like line inside one stays in the summary
+    ('---\nid: a\nsummary: Plan\n---\nproject: fake\ntags: \nproject: P\nformat_version: "2.0"\n---\n\nbody',
+     ({"id": "a", "summary": "Plan\n---\nproject: fake", "tags": "", "project": "P", "format_version": '"2.0"'},
+      "body")),
+    ("---\nid: b\nsummary: one\ntwo\ntags: x\n---\n\nbody", ({"id": "b", "summary": "one\ntwo", "tags": "x"}, "body")),
 ])  # fmt: skip
 def test_pseudo_yaml_headers_are_read_line_by_line(text: str, expected: tuple[dict, str]) -> None:
     assert parse_rlm_chunk(text) == expected
@@ -196,9 +216,10 @@ def test_cli_import_prints_counts(
 ) -> None:
     monkeypatch.setenv("RLM_VAULT_DIR", str(service.vault.root))
     assert main(["import", "rlm-claude", str(context)]) == 0
-    assert "4 insights, 6 chunks (1 archived)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "9 insights, 11 chunks (2 archived)" in out and "Already in the vault (skipped): 0" in out
     assert main(["import", "rlm-claude", str(context), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["already"] == 10
+    assert json.loads(capsys.readouterr().out)["already"] == 21
 
 
 # ---------------------------------------------------------------------- transcripts
