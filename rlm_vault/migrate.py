@@ -695,7 +695,11 @@ class _Plan:
     def _again(self, new: NewInsight | NewChunk, before: _Imported) -> None:
         origin = str(new.extra["rlm_claude_id"])
         state = self._state(before)
-        if _same(new) == _same(before.note):
+        damage = (
+            bool(new.extra.get("rlm_claude_damaged")),
+            bool(before.note.extra.get("rlm_claude_damaged")),
+        )
+        if _same(new) == _same(before.note) and damage[0] == damage[1]:
             if state == "gone":
                 self.batch.kept += 1  # forgotten since: not brought back
             else:
