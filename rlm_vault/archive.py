@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import zlib
 
-from .catalog import note_from_file
 from .errors import InvalidNote
 from .models import Chunk
+from .notes import note_from_file
 from .vault import Vault
 
-__all__ = ["Archive", "gunzip"]
+__all__ = ["Archive", "gunzip", "inflate"]
 
 
-def gunzip(data: bytes, limit: int, path: str) -> bytes:
-    """Decompress at most `limit` bytes: a bomb is refused, not expanded; a cut file is named as such."""
+def inflate(data: bytes, limit: int, path: str) -> tuple[bytes, bool]:
+    """At most `limit` bytes of a gzip file, and whether it stopped before its end (a truncated file).
+
+    A bomb is refused, not expanded; a file that yields nothing at all is not gzip.
+    """
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = inflater.decompress(data, limit + 1)
@@ -25,7 +28,15 @@ def gunzip(data: bytes, limit: int, path: str) -> bytes:
         raise InvalidNote(path, f"is not a valid gzip file ({exc})") from exc
     if len(out) > limit or inflater.unconsumed_tail:
         raise InvalidNote(path, f"expands to more than {limit} bytes; refused")
-    if not inflater.eof:
+    if not inflater.eof and not out:
+        raise InvalidNote(path, "is not a valid gzip file: it ends before any text")
+    return out, not inflater.eof
+
+
+def gunzip(data: bytes, limit: int, path: str) -> bytes:
+    """The whole content of a gzip file; a truncated one is refused, naming it as such."""
+    out, truncated = inflate(data, limit, path)
+    if truncated:
         raise InvalidNote(path, "is a truncated gzip file (it ends before its data does)")
     return out
 

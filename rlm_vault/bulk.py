@@ -2,6 +2,8 @@
 
 Ids are chosen under the vault's write lock, as for single writes, so an import running beside a live
 server loses nothing. Archived chunks are written as `archive/<project>/<id>.md.gz`, like retention does.
+A note keeps the other ids it was known by in front matter `aliases`, which peek, search and history
+accept (and Obsidian links resolve). The same commit may also rewrite files already in the vault.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from . import markdown
 from .models import Chunk, Insight, chunk_id, chunk_prefix, highest_seq, insight_id
 from .service import MemoryService
 
-__all__ = ["BulkResult", "NewChunk", "NewInsight", "write_many"]
+__all__ = ["BulkResult", "NewChunk", "NewInsight", "note_file", "write_many"]
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
@@ -33,6 +35,7 @@ class NewInsight:
     project: str = ""
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class NewChunk:
     extra: dict[str, Any] = field(default_factory=dict)
     wanted_id: str = ""
     archived: bool = False
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,20 +67,25 @@ class BulkResult:
 
 
 def write_many(
-    service: MemoryService, insights: Sequence[NewInsight], chunks: Sequence[NewChunk], message: str
+    service: MemoryService,
+    insights: Sequence[NewInsight],
+    chunks: Sequence[NewChunk],
+    message: str,
+    rewrites: Sequence[tuple[str, bytes]] = (),
 ) -> BulkResult:
-    """Write every note, then make one commit with `message`."""
-    if not insights and not chunks:
+    """Write every note (and `rewrites`: vault path, new bytes), then make one commit with `message`."""
+    if not insights and not chunks and not rewrites:
         return BulkResult((), (), None)
     with service.writing() as tx:
         tx.message = message
         ids = _Ids(service)
         files = [_insight_file(i, ids) for i in insights] + [_chunk_file(c, ids) for c in chunks]
+        files += [(path, data, "") for path, data in rewrites]
         tx.expect([path for path, _, _ in files])
         for path, data, _ in files:
             tx.write(path, data, sync=False)
         tx.sync()
-    note_ids = [note_id for _, _, note_id in files]
+    note_ids = [note_id for _, _, note_id in files[: len(insights) + len(chunks)]]
     return BulkResult(tuple(note_ids[: len(insights)]), tuple(note_ids[len(insights) :]), tx.commit_id)
 
 
@@ -118,26 +127,37 @@ class _Ids:
 
 def _insight_file(new: NewInsight, ids: _Ids) -> tuple[str, bytes, str]:
     note_id = ids.insight(new.created, new.content)
-    insight = Insight(
-        note_id,
-        new.content,
-        new.category,
-        new.importance,
-        new.tags,
-        new.project,
-        new.created,
-        new.created,
-        dict(new.extra),
-    )
-    return insight.path, markdown.render(insight.to_meta(), insight.content).encode("utf-8"), note_id
+    return (*note_file(new, note_id), note_id)
 
 
 def _chunk_file(new: NewChunk, ids: _Ids) -> tuple[str, bytes, str]:
     note_id = ids.chunk(new)
+    return (*note_file(new, note_id), note_id)
+
+
+def note_file(new: NewInsight | NewChunk, note_id: str, project: str = "") -> tuple[str, bytes]:
+    """The vault path and bytes of a new note once it has its id (`project` overrides a chunk's folder)."""
+    extra = dict(new.extra)
+    aliases = [a for a in dict.fromkeys(new.aliases) if a and a != note_id]
+    if aliases:
+        extra["aliases"] = aliases
+    if isinstance(new, NewInsight):
+        insight = Insight(
+            note_id,
+            new.content,
+            new.category,
+            new.importance,
+            new.tags,
+            new.project,
+            new.created,
+            new.created,
+            extra,
+        )
+        return insight.path, markdown.render(insight.to_meta(), insight.content).encode("utf-8")
     chunk = Chunk.create(
         note_id,
         new.content,
-        new.project,
+        project or new.project,
         new.created,
         chunk_type=new.chunk_type,
         summary=new.summary,
@@ -145,9 +165,9 @@ def _chunk_file(new: NewChunk, ids: _Ids) -> tuple[str, bytes, str]:
         domain=new.domain,
         ticket=new.ticket,
         entities=new.entities,
-        extra=new.extra,
+        extra=extra,
     )
     raw = markdown.render(chunk.to_meta(), chunk.content).encode("utf-8")
     if new.archived:
-        return chunk.archive_path, gzip.compress(raw, 6, mtime=0), note_id
-    return chunk.path, raw, note_id
+        return f"archive/{chunk.project}/{note_id}.md.gz", gzip.compress(raw, 6, mtime=0)
+    return chunk.path, raw

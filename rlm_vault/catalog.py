@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import markdown
 from .errors import InvalidNote
 from .models import Chunk, Insight
+from .notes import aliases_of, note_from_file, note_from_meta
 from .vault import Stamp, Vault
 
-__all__ = ["Catalog", "Entry", "Problem"]
+__all__ = ["Catalog", "Entry", "Problem", "aliases_of", "note_from_file", "note_from_meta"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,7 @@ class Catalog:
         self.scan_interval = scan_interval
         self._entries: dict[str, Entry] = {}
         self._by_id: dict[str, str] = {}
+        self._by_alias: dict[str, str] = {}  # an old id in a note's `aliases` -> the note's id
         self._by_digest: dict[str, str] = {}  # a chunk's content hash -> its id, to spot duplicates
         self._hashes: dict[str, str] = {}  # id -> sha256 of the file, what the search caches key on
         self._max_seq: dict[str, int] = {}
@@ -205,6 +206,9 @@ class Catalog:
         if old is not None and old.note is not None and self._by_id.get(old.note.id) == path:
             del self._by_id[old.note.id]
             self._hashes.pop(old.note.id, None)
+            for alias in aliases_of(old.note):
+                if self._by_alias.get(alias) == old.note.id:
+                    del self._by_alias[alias]
             if isinstance(old.note, Chunk) and self._by_digest.get(old.note.sha256) == old.note.id:
                 del self._by_digest[old.note.sha256]
         if entry is not None:
@@ -212,6 +216,8 @@ class Catalog:
             note = entry.note
             if note is not None and self._by_id.setdefault(note.id, path) == path:
                 self._hashes[note.id] = entry.sha256
+                for alias in aliases_of(note):
+                    self._by_alias.setdefault(alias, note.id)
                 if isinstance(note, Chunk):
                     if note.sha256:
                         self._by_digest.setdefault(note.sha256, note.id)
@@ -231,6 +237,13 @@ class Catalog:
             path = self._by_id.get(note_id)
             entry = self._entries.get(path) if path else None
             return entry.note if entry else None
+
+    def resolve(self, note_id: str) -> str | None:
+        """The id of the note known by `note_id`: its own id, or an old id listed in its `aliases`."""
+        with self._mutex:
+            if note_id in self._by_id:
+                return note_id
+            return self._by_alias.get(note_id)
 
     def path_of(self, note_id: str) -> str | None:
         with self._mutex:
@@ -273,24 +286,3 @@ class Catalog:
     def ids(self) -> set[str]:
         with self._mutex:
             return set(self._by_id)
-
-
-def note_from_file(path: str, raw: bytes) -> Insight | Chunk:
-    """Parse file bytes into the record its folder calls for."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidNote(path, f"is not valid UTF-8 (byte {exc.start})") from exc
-    meta, body = markdown.parse(text, path)
-    return note_from_meta(path, meta, body)
-
-
-def note_from_meta(path: str, meta: dict[str, Any], body: str) -> Insight | Chunk:
-    """The record a note's front matter and body make, by the folder it is in."""
-    if not isinstance(meta, dict):
-        raise InvalidNote(path, "front matter is not a mapping")
-    parts = path.split("/")
-    note_id = parts[-1].removesuffix(".md")
-    if parts[0] == "insights":
-        return Insight.from_meta(note_id, meta, body)
-    return Chunk.from_meta(note_id, parts[1], meta, body)

@@ -120,13 +120,14 @@ class Chunks:
 
     def note(self, note_id: str) -> Chunk | Insight:
         """The chunk or insight with this id; an archived chunk is restored first."""
+        asked, note_id = note_id, self.lifecycle.resolve_id(note_id)  # an old id reads the note it became
         note = self.store.fresh().note(note_id)
         if note is None and note_id in self.lifecycle.archive.paths():
             self.lifecycle.restore(note_id)
             note = self.store.fresh().note(note_id)
         if note is None:
             raise NotFound(
-                f"no chunk or insight with id {note_id!r}: use rlm_list_chunks or rlm_search to find ids"
+                f"no chunk or insight with id {asked!r}: use rlm_list_chunks or rlm_search to find ids"
             )
         return note
 
@@ -141,7 +142,7 @@ class Chunks:
         self.store.access.touch(note.id, self.store.now())
         kind = "chunk" if isinstance(note, Chunk) else "insight"
         summary = note.summary if isinstance(note, Chunk) else q.short(note.content)
-        return {
+        result: Peek = {
             "id": note.id,
             "content": "\n".join(lines[lo:hi]),
             "start": lo,
@@ -151,6 +152,9 @@ class Chunks:
             "summary": summary,
             "path": note.path,
         }
+        if note.id != chunk_id:
+            result["old_id"] = chunk_id
+        return result
 
     def list_chunks(self, limit: int = 20, project: str = "") -> ChunkList:
         """Chunks newest first."""

@@ -184,6 +184,8 @@ def cmd_import(args: argparse.Namespace) -> None:
             svc, Path(args.projects_dir).expanduser() if args.projects_dir else None
         )
     print(json.dumps(report.to_json(), ensure_ascii=False, indent=2) if args.json else report.text())
+    if not report.ok:
+        raise SystemExit(1)  # something was damaged: a script must not take the move as complete
 
 
 def cmd_hook(args: argparse.Namespace) -> None:

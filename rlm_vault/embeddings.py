@@ -110,7 +110,7 @@ class Model2VecEmbedder:
             model = StaticModel.from_pretrained(self.name)
             self._dim = int(model.encode(["probe"]).shape[1])
             self._model = model
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an optional model failing in any way leaves BM25 on
             self._error = f"{type(exc).__name__}: {exc}".strip()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -194,7 +194,7 @@ class VectorStore:
                 if str(data["model"]) != self.embedder.name:
                     return [], [], None
                 return data["ids"].tolist(), data["shas"].tolist(), data["vectors"].astype(np.float32)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any damage in a deletable cache means "embed again"
             return [], [], None
 
     def _set(self, ids: list[str], shas: list[str], matrix: Any) -> None:

@@ -40,8 +40,12 @@ def _status(r: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _was(r: Mapping[str, Any]) -> str:
+    return f" (was {r['old_id']})" if r.get("old_id") else ""
+
+
 def _peek(r: Mapping[str, Any]) -> str:
-    return f"{r['id']} lines {r['start']}-{r['end']} of {r['total_lines']}:\n{r['content']}"
+    return f"{r['id']}{_was(r)} lines {r['start']}-{r['end']} of {r['total_lines']}:\n{r['content']}"
 
 
 def _grep(r: Mapping[str, Any]) -> str:
@@ -59,7 +63,8 @@ def _search(r: Mapping[str, Any]) -> str:
     if not rows:
         return "Nothing found."
     return "\n".join(
-        f"{n}. [{h['kind']}] {h['id']} ({h['score']:.3f}) {h['summary']}" for n, h in enumerate(rows, 1)
+        f"{n}. [{h['kind']}] {h['id']}{_was(h)} ({h['score']:.3f}) {h['summary']}"
+        for n, h in enumerate(rows, 1)
     )
 
 
@@ -79,7 +84,9 @@ def _sessions(r: Mapping[str, Any]) -> str:
 
 def _doctor(r: Mapping[str, Any]) -> str:
     lines = [f"Notes: {'all readable' if not r['notes'] else ''}".rstrip()] + [f"  - {p}" for p in r["notes"]]
-    lines += [f"Caches: {'in step with the vault' if not r['caches'] else ''}".rstrip()]
+    # Caches behind the vault are not a fault (the next search catches up), so they do not fail doctor.
+    lag = "behind the vault, caught up at the next search or by `rlm-vault reindex`:"
+    lines += [f"Caches: {'in step with the vault' if not r['caches'] else lag}"]
     lines += [f"  - {p}" for p in r["caches"]]
     lines += [f"Semantic search: {r['semantic']['reason']}", f"Git: {r['git']}"]
     lines += [f"Conflict copy to review: {c}" for c in r["conflicts"]]
@@ -107,8 +114,9 @@ _RENDER: dict[str, Callable[[Mapping[str, Any]], str]] = {
         f"Archived {len(r['archived'])}, purged {len(r['purged'])} (git history keeps purged archives)."
     ),
     "restore": lambda r: _written("Restored", r),
-    "history": lambda r: "\n".join(
-        f"{c['commit'][:10]} {c['date'][:16]} {c['message']}" for c in r["commits"]
+    "history": lambda r: (
+        (f"{r['old_id']} is now {r['id']}\n" if r.get("old_id") else "")
+        + "\n".join(f"{c['commit'][:10]} {c['date'][:16]} {c['message']}" for c in r["commits"])
     ),
     "revert": lambda r: f"Reverted {r['id']} to {r.get('from', '')[:10]} ({r['path']}).",
     "sync": lambda r: (

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from . import gitobjects
 from .errors import GitError
@@ -96,6 +97,7 @@ class Git:
         try:
             return subprocess.run(
                 cmd,
+                check=False,
                 input=input,
                 capture_output=True,
                 text=True,
@@ -134,7 +136,11 @@ class Git:
     # Settings a vault repository gets (also a cloned one): readable unicode paths, and a split, compact
     # index, so each commit rewrites a small file instead of an index of every note (at 10,000 notes
     # update-index went from 12 to 5 ms).
-    TUNING = {"core.quotepath": "false", "core.splitindex": "true", "index.version": "4"}
+    TUNING: ClassVar[dict[str, str]] = {
+        "core.quotepath": "false",
+        "core.splitindex": "true",
+        "index.version": "4",
+    }
 
     def tune(self) -> None:
         """Apply TUNING where the repository's config lacks it (read from the file: no spawn when set)."""
@@ -270,7 +276,9 @@ class Git:
             return self._tree_cache[sha]
         found = gitobjects.read_loose(self.root / ".git", sha)
         if found is None:  # packed: git reads it
-            proc = subprocess.run(["git", "-C", str(self.root), "cat-file", "tree", sha], capture_output=True)
+            proc = subprocess.run(
+                ["git", "-C", str(self.root), "cat-file", "tree", sha], capture_output=True, check=False
+            )
             if proc.returncode != 0:
                 raise _NotHere(f"tree {sha} cannot be read")
             found = ("tree", proc.stdout)
@@ -419,10 +427,31 @@ class Git:
     def show(self, commit: str, path: str) -> bytes:
         """The bytes of a path as it was at a commit (or at an index stage given as ':2')."""
         cmd = ["git", "-C", str(self.root), "show", f"{commit}:{path}"]
-        proc = subprocess.run(cmd, capture_output=True)
+        proc = subprocess.run(cmd, capture_output=True, check=False)
         if proc.returncode != 0:
             raise GitError(cmd[3:], proc.returncode, proc.stderr.decode(errors="replace"))
         return proc.stdout
+
+    def cat_blobs(self, shas: list[str]) -> dict[str, bytes]:
+        """Blob contents by id, read in one `git cat-file --batch`; ids that are not blobs are left out."""
+        if not shas:
+            return {}
+        proc = subprocess.run(
+            ["git", "-C", str(self.root), "cat-file", "--batch"],
+            input=("\n".join(shas) + "\n").encode(),
+            capture_output=True,
+            check=False,
+        )
+        out, pos, found = proc.stdout, 0, {}
+        while pos < len(out):
+            end = out.index(b"\n", pos)
+            head = out[pos:end].split()
+            pos = end + 1
+            if len(head) == 3 and head[1] == b"blob":
+                size = int(head[2])
+                found[head[0].decode()] = out[pos : pos + size]
+                pos += size + 1
+        return found
 
     def identity_env(self) -> dict[str, str]:
         # A user without a git identity still gets commits; their own identity wins when set.

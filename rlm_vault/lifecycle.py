@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 
 from .archive import Archive
-from .catalog import note_from_file
+from .catalog import aliases_of, note_from_file
 from .core import Store
 from .errors import GitError, InvalidInput, InvalidNote, NotFound
 from .models import Chunk, Insight
@@ -125,18 +125,23 @@ class Lifecycle:
         if not 1 <= limit <= 1000:
             raise InvalidInput(f"limit {limit!r} is not accepted: use a number from 1 to 1000")
         check_id(note_id)
+        asked, note_id = note_id, self.resolve_id(note_id)
         specs = [f"insights/{note_id}.md", f"chunks/*/{note_id}.md", f"archive/*/{note_id}.md.gz"]
         commits = self.store.vault.git.log_paths(specs, limit)
         if not commits:
             raise NotFound(f"no memory with id {note_id!r} in the vault's history")
-        return {
+        result: History = {
             "id": note_id,
             "commits": [CommitRow(commit=c.commit, date=c.date, message=c.message) for c in commits],
         }
+        if asked != note_id:
+            result["old_id"] = asked
+        return result
 
     def revert(self, note_id: str, commit: str) -> Reverted:
         """Bring back a memory as it was at `commit` (from rlm_history), as a new commit."""
         check_id(note_id)
+        note_id = self.resolve_id(note_id)
         if not _COMMIT.match(commit or ""):
             raise InvalidInput(f"commit {commit!r} is not accepted: use a commit id from rlm_history")
         full, relpath = self._version_path(note_id, commit)
@@ -171,6 +176,17 @@ class Lifecycle:
                 f"it): pick an older commit from rlm_history, e.g. {full[:10]}^"
             )
         return full, match
+
+    # ------------------------------------------------------------------ old ids
+
+    def resolve_id(self, note_id: str) -> str:
+        """The id of the note asked for by its id or by an old id in its `aliases` (active or archived);
+        `note_id` itself when nothing answers to it."""
+        found = self.store.fresh().resolve(note_id)
+        if found is not None or note_id in self.archive.paths():
+            return found or note_id
+        # Only an id that is nowhere else pays for reading the archive.
+        return next((c.id for c in self.archive.chunks() if note_id in aliases_of(c)), note_id)
 
 
 def check_id(note_id: str) -> None:

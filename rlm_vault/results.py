@@ -105,6 +105,7 @@ class Peek(TypedDict):
     kind: NotRequired[str]
     summary: NotRequired[str]
     path: NotRequired[str]
+    old_id: NotRequired[str]
 
 
 class GrepMatch(TypedDict):
@@ -127,6 +128,7 @@ class SearchHit(TypedDict):
     summary: str
     project: str | None
     created: NotRequired[str]
+    old_id: NotRequired[str]
 
 
 class SearchResult(TypedDict):
@@ -186,6 +188,7 @@ class CommitRow(TypedDict):
 class History(TypedDict):
     commits: list[CommitRow]
     id: NotRequired[str]
+    old_id: NotRequired[str]
 
 
 # `from` is a Python keyword, hence the functional form.

@@ -212,7 +212,8 @@ class Search:
             project, domain, date_from, date_to, entity, "" if include_insights else "chunk"
         )
         if not self._ready():  # caches still building in the background: answer from the catalog
-            return {"results": self._plain_search(query, filters, limit, include_archived)}
+            plain = self._plain_search(query, filters, limit, include_archived)
+            return _first(self._old_id_hit(query), plain, limit)
         hits = [
             self._hit(h.id, h.score, self.store.catalog.note(h.id))
             for h in self._synced().search(query, filters, limit)
@@ -223,7 +224,17 @@ class Search:
                 self._hit(h.id, h.score, archived.get(h.id)) for h in engine.search(query, filters, limit)
             ]
             hits.sort(key=lambda h: -h["score"])
-        return {"results": [h for h in hits if h["summary"] is not None][:limit]}
+        return _first(self._old_id_hit(query), [h for h in hits if h["summary"] is not None], limit)
+
+    def _old_id_hit(self, query: str) -> SearchHit | None:
+        """An old id (front matter `aliases`, e.g. rlm-claude's) asked for as such: the note it became."""
+        cat = self.store.fresh()
+        note_id = cat.resolve(query.strip())
+        if note_id is None or note_id == query.strip():
+            return None
+        hit = self._hit(note_id, 1.0, cat.note(note_id))
+        hit["old_id"] = query.strip()
+        return hit
 
     def _filters(
         self, project: str, domain: str, date_from: str, date_to: str, entity: str, kind: str
@@ -364,3 +375,9 @@ class Search:
             return self.engine().problems(self.store.fresh().hashes())
         except CacheError as exc:
             return [str(exc)]
+
+
+def _first(hit: SearchHit | None, hits: list[SearchHit], limit: int) -> SearchResult:
+    """The results, led by the note an old id named (when the query was one)."""
+    lead = [hit] if hit is not None else []
+    return {"results": [*lead, *(h for h in hits if hit is None or h["id"] != hit["id"])][:limit]}
