@@ -77,45 +77,96 @@ TUNE = Vocab(
     project="shop-api",
     roles=_colon,
     components=(
-        "checkout service", "auth middleware", "product catalog", "order queue",
-        "payment client", "session cache", "admin dashboard", "search endpoint",
+        "checkout service",
+        "auth middleware",
+        "product catalog",
+        "order queue",
+        "payment client",
+        "session cache",
+        "admin dashboard",
+        "search endpoint",
     ),
     identifiers=(
-        "fetchOrderItems", "validate_cart", "PaymentClient.charge", "session_store.get_user",
-        "buildInvoicePdf", "apply_discount_code", "OrderQueue.enqueue", "refreshAccessToken",
-        "render_admin_table", "catalog.load_products", "computeShippingCost", "parse_search_query",
+        "fetchOrderItems",
+        "validate_cart",
+        "PaymentClient.charge",
+        "session_store.get_user",
+        "buildInvoicePdf",
+        "apply_discount_code",
+        "OrderQueue.enqueue",
+        "refreshAccessToken",
+        "render_admin_table",
+        "catalog.load_products",
+        "computeShippingCost",
+        "parse_search_query",
     ),
     facts=(
-        ("The staging database listens on port {v}, not the default one.",
-         "Which port is the staging database on?", ("5433", "5544", "6543", "15432")),
-        ("Our Stripe test account id is {v}, use it for the sandbox.",
-         "What is the Stripe sandbox account id?", ("acct_9QX2", "acct_7LM4", "acct_3TR8")),
-        ("The product images live in the S3 bucket {v}.",
-         "Where are product images stored?", ("shop-media-eu", "img-prod-west", "catalog-assets-01")),
-        ("Carol from the platform team owns the {v} alerts.",
-         "Who is responsible for the pager alerts of that service?", ("checkout", "payment", "search")),
-        ("The nightly export job runs at {v} UTC on the worker box.",
-         "When does the nightly export run?", ("02:30", "03:15", "04:45")),
-        ("We pinned SQLAlchemy to version {v} because of the async session bug.",
-         "Which SQLAlchemy version did we pin and why?", ("2.0.23", "2.0.19", "1.4.52")),
-        ("The load test reached {v} requests per second before the database saturated.",
-         "How much throughput did the load test get?", ("840", "1250", "2100")),
-        ("Feature flags are read from the {v} table at startup.",
-         "Where do feature flags come from?", ("flags", "settings_kv", "toggles")),
+        (
+            "The staging database listens on port {v}, not the default one.",
+            "Which port is the staging database on?",
+            ("5433", "5544", "6543", "15432"),
+        ),
+        (
+            "Our Stripe test account id is {v}, use it for the sandbox.",
+            "What is the Stripe sandbox account id?",
+            ("acct_9QX2", "acct_7LM4", "acct_3TR8"),
+        ),
+        (
+            "The product images live in the S3 bucket {v}.",
+            "Where are product images stored?",
+            ("shop-media-eu", "img-prod-west", "catalog-assets-01"),
+        ),
+        (
+            "Carol from the platform team owns the {v} alerts.",
+            "Who is responsible for the pager alerts of that service?",
+            ("checkout", "payment", "search"),
+        ),
+        (
+            "The nightly export job runs at {v} UTC on the worker box.",
+            "When does the nightly export run?",
+            ("02:30", "03:15", "04:45"),
+        ),
+        (
+            "We pinned SQLAlchemy to version {v} because of the async session bug.",
+            "Which SQLAlchemy version did we pin and why?",
+            ("2.0.23", "2.0.19", "1.4.52"),
+        ),
+        (
+            "The load test reached {v} requests per second before the database saturated.",
+            "How much throughput did the load test get?",
+            ("840", "1250", "2100"),
+        ),
+        (
+            "Feature flags are read from the {v} table at startup.",
+            "Where do feature flags come from?",
+            ("flags", "settings_kv", "toggles"),
+        ),
     ),
     rules=(
-        ("From now on please add type hints to every public function you write.",
-         "What did I ask about annotating functions?"),
-        ("Never commit directly to main; every change goes through a pull request.",
-         "What is my rule about the main branch?"),
-        ("I prefer pytest fixtures over setUp methods, keep tests in that style.",
-         "Which testing style do I prefer?"),
-        ("Use ruff for formatting and linting, not black or flake8.",
-         "Which formatter did I tell you to use?"),
-        ("Keep every function under 40 lines; split it otherwise.",
-         "What limit did I set on function length?"),
-        ("Please log errors as structured JSON, no print statements anywhere.",
-         "How should errors be logged according to me?"),
+        (
+            "From now on please add type hints to every public function you write.",
+            "What did I ask about annotating functions?",
+        ),
+        (
+            "Never commit directly to main; every change goes through a pull request.",
+            "What is my rule about the main branch?",
+        ),
+        (
+            "I prefer pytest fixtures over setUp methods, keep tests in that style.",
+            "Which testing style do I prefer?",
+        ),
+        (
+            "Use ruff for formatting and linting, not black or flake8.",
+            "Which formatter did I tell you to use?",
+        ),
+        (
+            "Keep every function under 40 lines; split it otherwise.",
+            "What limit did I set on function length?",
+        ),
+        (
+            "Please log errors as structured JSON, no print statements anywhere.",
+            "How should errors be logged according to me?",
+        ),
     ),
     settings=(
         ("request timeout", ("30 seconds", "45 seconds", "20 seconds")),
@@ -132,38 +183,50 @@ TUNE = Vocab(
         ("rename the {c} handlers for clarity", "renamed the {c} handlers"),
     ),
     threads=(
-        ("the flaky checkout integration test", (
-            "The checkout integration test is flaky again on CI, it failed twice today.",
-            "It fails when the order worker has not committed yet; the test reads too early.",
-            "Can we just add a retry?",
-            "A retry would hide the race. I made the fixture wait for the commit event instead.",
-            "ok, run it twenty times",
-            "20 of 20 runs passed.",
-            "great, merge it",
-        )),
-        ("the memory leak in the image resizer", (
-            "Memory of the image resizer worker grows until it is OOM killed after a few hours.",
-            "The thumbnail cache keeps a reference to every Pillow image; nothing evicts them.",
-            "How do we bound it?",
-            "I replaced the dict with an LRU of 256 entries and close each image after resizing.",
-            "memory looks flat now",
-            "Yes, 6 hours at 180 MB steady.",
-        )),
-        ("the login redirect loop", (
-            "Users who log in from the cart page end up in a redirect loop.",
-            "The next parameter points back to /login when the session cookie is missing SameSite.",
-            "why only from the cart?",
-            "The cart page is served from the shop subdomain, so the cookie is cross-site there.",
-            "fix it please",
-            "Set SameSite=Lax and validated the next URL against an allowlist.",
-        )),
-        ("the slow admin orders page", (
-            "The admin orders page takes 9 seconds to load with the full history.",
-            "It loads every order with its items, one query per order.",
-            "can we paginate?",
-            "Added keyset pagination and a joined load of the items; the page now takes 300 ms.",
-            "nice",
-        )),
+        (
+            "the flaky checkout integration test",
+            (
+                "The checkout integration test is flaky again on CI, it failed twice today.",
+                "It fails when the order worker has not committed yet; the test reads too early.",
+                "Can we just add a retry?",
+                "A retry would hide the race. I made the fixture wait for the commit event instead.",
+                "ok, run it twenty times",
+                "20 of 20 runs passed.",
+                "great, merge it",
+            ),
+        ),
+        (
+            "the memory leak in the image resizer",
+            (
+                "Memory of the image resizer worker grows until it is OOM killed after a few hours.",
+                "The thumbnail cache keeps a reference to every Pillow image; nothing evicts them.",
+                "How do we bound it?",
+                "I replaced the dict with an LRU of 256 entries and close each image after resizing.",
+                "memory looks flat now",
+                "Yes, 6 hours at 180 MB steady.",
+            ),
+        ),
+        (
+            "the login redirect loop",
+            (
+                "Users who log in from the cart page end up in a redirect loop.",
+                "The next parameter points back to /login when the session cookie is missing SameSite.",
+                "why only from the cart?",
+                "The cart page is served from the shop subdomain, so the cookie is cross-site there.",
+                "fix it please",
+                "Set SameSite=Lax and validated the next URL against an allowlist.",
+            ),
+        ),
+        (
+            "the slow admin orders page",
+            (
+                "The admin orders page takes 9 seconds to load with the full history.",
+                "It loads every order with its items, one query per order.",
+                "can we paginate?",
+                "Added keyset pagination and a joined load of the items; the page now takes 300 ms.",
+                "nice",
+            ),
+        ),
     ),
     first=("What was the first change we made to the {c}?", "What did we do first on the {c}?"),
     last=("What was the last change to the {c}?", "What is the most recent thing we did on the {c}?"),
@@ -201,45 +264,90 @@ HELDOUT = Vocab(
     project="telemetry",
     roles=_bracket,
     components=(
-        "metrics exporter", "ingest parser", "job scheduler", "retention sweeper",
-        "sensor gateway", "alert router", "storage compactor", "config loader",
+        "metrics exporter",
+        "ingest parser",
+        "job scheduler",
+        "retention sweeper",
+        "sensor gateway",
+        "alert router",
+        "storage compactor",
+        "config loader",
     ),
     identifiers=(
-        "parseSensorFrame", "flush_batch", "Scheduler.run_pending", "exporter.push_metrics",
-        "compactSegments", "route_alert", "ConfigLoader.from_env", "decode_payload",
-        "sweepExpiredSeries", "gateway.open_stream", "mergeLabelSets", "write_wal_entry",
+        "parseSensorFrame",
+        "flush_batch",
+        "Scheduler.run_pending",
+        "exporter.push_metrics",
+        "compactSegments",
+        "route_alert",
+        "ConfigLoader.from_env",
+        "decode_payload",
+        "sweepExpiredSeries",
+        "gateway.open_stream",
+        "mergeLabelSets",
+        "write_wal_entry",
     ),
     facts=(
-        ("Grafana for the lab cluster is reachable at {v}.",
-         "What is the address of the lab dashboards?", ("grafana.lab:3300", "10.4.0.12:3000", "dash.lab:8080")),
-        ("Each sensor sends a frame every {v} milliseconds.",
-         "How often do sensors report?", ("250", "500", "125")),
-        ("The WAL is kept on the {v} volume because of its fsync latency.",
-         "Which disk holds the write-ahead log?", ("nvme0", "ssd-fast", "local-raid")),
-        ("Dmitri maintains the {v} protobuf schema.",
-         "Who looks after the wire format definitions?", ("frame", "alert", "series")),
-        ("Retention for raw series is {v} days before downsampling.",
-         "How long do we keep raw data?", ("14", "30", "7")),
-        ("We use zstd level {v} for segment compression.",
-         "Which compression settings do segments use?", ("3", "6", "9")),
-        ("The ingest benchmark peaked at {v} frames per second on one core.",
-         "What throughput did ingest reach in the benchmark?", ("48000", "72000", "35000")),
-        ("Alert routes are defined in {v} in the ops repository.",
-         "Where is alert routing configured?", ("routes.yaml", "alerting/rules.toml", "pager.json")),
+        (
+            "Grafana for the lab cluster is reachable at {v}.",
+            "What is the address of the lab dashboards?",
+            ("grafana.lab:3300", "10.4.0.12:3000", "dash.lab:8080"),
+        ),
+        (
+            "Each sensor sends a frame every {v} milliseconds.",
+            "How often do sensors report?",
+            ("250", "500", "125"),
+        ),
+        (
+            "The WAL is kept on the {v} volume because of its fsync latency.",
+            "Which disk holds the write-ahead log?",
+            ("nvme0", "ssd-fast", "local-raid"),
+        ),
+        (
+            "Dmitri maintains the {v} protobuf schema.",
+            "Who looks after the wire format definitions?",
+            ("frame", "alert", "series"),
+        ),
+        (
+            "Retention for raw series is {v} days before downsampling.",
+            "How long do we keep raw data?",
+            ("14", "30", "7"),
+        ),
+        (
+            "We use zstd level {v} for segment compression.",
+            "Which compression settings do segments use?",
+            ("3", "6", "9"),
+        ),
+        (
+            "The ingest benchmark peaked at {v} frames per second on one core.",
+            "What throughput did ingest reach in the benchmark?",
+            ("48000", "72000", "35000"),
+        ),
+        (
+            "Alert routes are defined in {v} in the ops repository.",
+            "Where is alert routing configured?",
+            ("routes.yaml", "alerting/rules.toml", "pager.json"),
+        ),
     ),
     rules=(
-        ("Always write the changelog entry in the same pull request as the code.",
-         "What did I say about release notes?"),
-        ("Don't use global state in the plugins, pass a context object explicitly.",
-         "How should plugins get their state, per my guidance?"),
-        ("I want docstrings in Google style everywhere.",
-         "Which documentation format did I ask for?"),
-        ("No new dependencies without asking me first.",
-         "What is my policy on adding packages?"),
-        ("Prefer dataclasses with slots to plain dicts for records.",
-         "What should records be modelled with, as I requested?"),
-        ("Use UTC for every stored timestamp, convert only for display.",
-         "What did I decide about time zones?"),
+        (
+            "Always write the changelog entry in the same pull request as the code.",
+            "What did I say about release notes?",
+        ),
+        (
+            "Don't use global state in the plugins, pass a context object explicitly.",
+            "How should plugins get their state, per my guidance?",
+        ),
+        ("I want docstrings in Google style everywhere.", "Which documentation format did I ask for?"),
+        ("No new dependencies without asking me first.", "What is my policy on adding packages?"),
+        (
+            "Prefer dataclasses with slots to plain dicts for records.",
+            "What should records be modelled with, as I requested?",
+        ),
+        (
+            "Use UTC for every stored timestamp, convert only for display.",
+            "What did I decide about time zones?",
+        ),
     ),
     settings=(
         ("batch size", ("500 frames", "2000 frames", "1000 frames")),
@@ -256,36 +364,48 @@ HELDOUT = Vocab(
         ("split the {c} into smaller modules", "split the {c} into three modules"),
     ),
     threads=(
-        ("the duplicated alerts after a restart", (
-            "After a restart the alert router sends every alert twice.",
-            "The dedup window lives in memory, so a restart forgets what was already sent.",
-            "could we persist it?",
-            "I store the last fingerprints in the WAL and reload them on start.",
-            "try a restart under load",
-            "No duplicates across 12 restarts.",
-        )),
-        ("gaps in the sensor graphs", (
-            "There are gaps of a few seconds in the sensor graphs every hour.",
-            "The compactor holds the segment lock while it rewrites, and ingest drops frames meanwhile.",
-            "can ingest buffer instead?",
-            "Ingest now buffers up to 5 s in a ring and flushes after the lock is released.",
-            "graphs are continuous now",
-        )),
-        ("the clock skew between gateways", (
-            "Two gateways disagree by 3 seconds and the merged series look jagged.",
-            "One box had NTP disabled after the image upgrade.",
-            "should we trust device timestamps at all?",
-            "We now stamp frames on arrival and keep the device time as a label.",
-            "ok",
-            "Also added an alert when skew exceeds 500 ms.",
-        )),
-        ("the config reload crash", (
-            "Sending SIGHUP to reload the config crashes the scheduler half the time.",
-            "The reload swaps the job table while a tick iterates over it.",
-            "lock it?",
-            "I build the new table aside and swap the reference atomically at the end of a tick.",
-            "fine",
-        )),
+        (
+            "the duplicated alerts after a restart",
+            (
+                "After a restart the alert router sends every alert twice.",
+                "The dedup window lives in memory, so a restart forgets what was already sent.",
+                "could we persist it?",
+                "I store the last fingerprints in the WAL and reload them on start.",
+                "try a restart under load",
+                "No duplicates across 12 restarts.",
+            ),
+        ),
+        (
+            "gaps in the sensor graphs",
+            (
+                "There are gaps of a few seconds in the sensor graphs every hour.",
+                "The compactor holds the segment lock while it rewrites, and ingest drops frames meanwhile.",
+                "can ingest buffer instead?",
+                "Ingest now buffers up to 5 s in a ring and flushes after the lock is released.",
+                "graphs are continuous now",
+            ),
+        ),
+        (
+            "the clock skew between gateways",
+            (
+                "Two gateways disagree by 3 seconds and the merged series look jagged.",
+                "One box had NTP disabled after the image upgrade.",
+                "should we trust device timestamps at all?",
+                "We now stamp frames on arrival and keep the device time as a label.",
+                "ok",
+                "Also added an alert when skew exceeds 500 ms.",
+            ),
+        ),
+        (
+            "the config reload crash",
+            (
+                "Sending SIGHUP to reload the config crashes the scheduler half the time.",
+                "The reload swaps the job table while a tick iterates over it.",
+                "lock it?",
+                "I build the new table aside and swap the reference atomically at the end of a tick.",
+                "fine",
+            ),
+        ),
     ),
     first=("Which change came first for the {c}?", "How did our work on the {c} start?"),
     last=("What did we do most recently to the {c}?", "Which change to the {c} came last?"),
@@ -353,7 +473,7 @@ def _code(rng: random.Random, vocab: Vocab) -> str:
         f'    """{rng.choice(["Return", "Build", "Check", "Load"])} the {arg} for {rng.choice(vocab.components)}."""',
         f"    result = {other}({arg}[:limit])",
         f"    if not result:",
-        f"        raise ValueError(f\"empty {arg}: {{{arg}!r}}\")",
+        f'        raise ValueError(f"empty {arg}: {{{arg}!r}}")',
         f"    return [r for r in result if r.{rng.choice(['id', 'status', 'ts', 'name'])}]",
         "```",
     ]
@@ -362,11 +482,18 @@ def _code(rng: random.Random, vocab: Vocab) -> str:
 
 def _filler(rng: random.Random, vocab: Vocab) -> list[Message]:
     """A user message from the chatter templates and an assistant answer, mostly with code."""
-    comp, ident, other = rng.choice(vocab.components), rng.choice(vocab.identifiers), rng.choice(vocab.identifiers)
+    comp, ident, other = (
+        rng.choice(vocab.components),
+        rng.choice(vocab.identifiers),
+        rng.choice(vocab.identifiers),
+    )
     templates = vocab.noise if rng.random() < 0.3 else vocab.chatter
     ask = rng.choice(templates).format(c=comp, i=ident, j=other)
     if len(ask) < 20:  # "thanks", "ok": a one-line answer
-        return [Message("user", ask), Message("assistant", rng.choice(["You're welcome.", "Noted.", "Sure."]))]
+        return [
+            Message("user", ask),
+            Message("assistant", rng.choice(["You're welcome.", "Noted.", "Sure."])),
+        ]
     answer = (
         f"In the {comp}, `{ident}` {rng.choice(['copies the list twice', 'holds a lock too long', 'ignores the limit', 'swallows the exception'])}. "
         f"Here is a fix:\n\n{_code(rng, vocab)}\n\n{rng.choice(['Tests pass.', 'I ran the suite: green.', 'This keeps the API unchanged.'])}"
@@ -387,12 +514,20 @@ def generate(vocab: Vocab, seed: int, messages: int = 300) -> Conversation:
     for n, (statement, question, values) in enumerate(rng.sample(vocab.facts, min(5, len(vocab.facts)))):
         label = f"fact{n}"
         questions[label] = Question("fact", question)
-        lead = Message("user", rng.choice(["By the way:", "For the record,", "Note:", "FYI"]) + " " + statement.format(v=rng.choice(values)))
+        lead = Message(
+            "user",
+            rng.choice(["By the way:", "For the record,", "Note:", "FYI"])
+            + " "
+            + statement.format(v=rng.choice(values)),
+        )
         planted(rng.random(), [(lead, label), (Message("assistant", "Got it, I'll keep that in mind."), "")])
     for n, (said, question) in enumerate(rng.sample(vocab.rules, min(4, len(vocab.rules)))):
         label = f"rule{n}"
         questions[label] = Question("instruction", question)
-        planted(rng.random(), [(Message("user", said), label), (Message("assistant", "Understood, I will follow that."), "")])
+        planted(
+            rng.random(),
+            [(Message("user", said), label), (Message("assistant", "Understood, I will follow that."), "")],
+        )
     for n, comp in enumerate(rng.sample(vocab.components, 2)):
         steps = rng.sample(vocab.changes, 4)
         times = sorted(rng.random() for _ in steps)
@@ -401,10 +536,13 @@ def generate(vocab: Vocab, seed: int, messages: int = 300) -> Conversation:
         questions[last] = Question("order", rng.choice(vocab.last).format(c=comp))
         for i, ((ask, done), time) in enumerate(zip(steps, times)):
             label = first if i == 0 else last if i == len(steps) - 1 else ""
-            planted(time, [
-                (Message("user", f"Next, let's {ask.format(c=comp)}."), label),
-                (Message("assistant", f"I {done.format(c=comp)}.\n\n{_code(rng, vocab)}"), label),
-            ])
+            planted(
+                time,
+                [
+                    (Message("user", f"Next, let's {ask.format(c=comp)}."), label),
+                    (Message("assistant", f"I {done.format(c=comp)}.\n\n{_code(rng, vocab)}"), label),
+                ],
+            )
     for n, (setting, values) in enumerate(rng.sample(vocab.settings, 3)):
         label = f"now{n}"
         questions[label] = Question("update", rng.choice(vocab.now).format(s=setting))
@@ -415,10 +553,13 @@ def generate(vocab: Vocab, seed: int, messages: int = 300) -> Conversation:
                 said = Message("assistant", f"The {setting} is set to {value} in settings.py.")
                 planted(time, [(said, tag)])
             else:
-                planted(time, [
-                    (Message("user", f"Change the {setting} to {value}."), tag),
-                    (Message("assistant", f"Done: the {setting} is now {value}."), tag),
-                ])
+                planted(
+                    time,
+                    [
+                        (Message("user", f"Change the {setting} to {value}."), tag),
+                        (Message("assistant", f"Done: the {setting} is now {value}."), tag),
+                    ],
+                )
     for n, (subject, lines) in enumerate(rng.sample(vocab.threads, 2)):
         label = f"thread{n}"
         questions[label] = Question("summary", rng.choice(vocab.summarize).format(t=subject))
@@ -472,7 +613,9 @@ class _Clock:
         return self.now
 
 
-def run(vocab: Vocab, seeds: list[int], messages: int, model: str, modes: tuple[str, ...]) -> dict[str, dict[str, Score]]:
+def run(
+    vocab: Vocab, seeds: list[int], messages: int, model: str, modes: tuple[str, ...]
+) -> dict[str, dict[str, Score]]:
     """Scores per mode ("plain", "bm25", "hybrid") and kind ("all" too), over one conversation per seed."""
     from rlm_vault.config import Config
     from rlm_vault.service import MemoryService
@@ -504,7 +647,9 @@ def run(vocab: Vocab, seeds: list[int], messages: int, model: str, modes: tuple[
                     svc.reindex(wait_model=True)
                     if mode == "hybrid" and not svc.semantic_status()["enabled"]:
                         raise SystemExit(f"hybrid asked but {svc.semantic_status()['reason']}")
-                    rank = lambda q, svc=svc: [position.get(h["id"], -1) for h in svc.search(q, limit=K)["results"]]  # noqa: E731
+                    rank = lambda q, svc=svc: [
+                        position.get(h["id"], -1) for h in svc.search(q, limit=K)["results"]
+                    ]  # noqa: E731
                 for question in conv.questions:
                     pair = recall_ndcg(rank(question.text), question.evidence)
                     scores[mode][question.kind].add(pair)
@@ -532,6 +677,18 @@ def report(scores: dict[str, dict[str, Score]]) -> str:
     return "\n".join(rows)
 
 
+def _second(spec: str) -> None:
+    """Make every search engine of this run use other second-stage weights (tuning only)."""
+    if not spec:
+        return
+    import rlm_vault.search
+    from rlm_vault.rerank import Rerank
+
+    chosen = Rerank(**{k: float(v) for k, v in (part.split("=") for part in spec.split(","))})
+    rlm_vault.search.Rerank = lambda: chosen  # type: ignore[assignment,misc]
+    print(f"second stage: {chosen}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=list(VOCABS), default="tune", help="vocabulary (tune or held out)")
@@ -540,7 +697,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=300, help="messages per conversation")
     parser.add_argument("--model", default=str(ROOT / "../shared/models/minilm-l6-m2v-256"))
     parser.add_argument("--mode", choices=["plain", "bm25", "hybrid", "all"], default="all")
+    parser.add_argument(
+        "--second", default="", help="second-stage weights to try, e.g. neighbour=0.2,recency=0"
+    )
     args = parser.parse_args(argv)
+    _second(args.second)
     seed = SEEDS[args.set] if args.seed is None else args.seed
     modes = ("plain", "bm25", "hybrid") if args.mode == "all" else ("plain", args.mode)
     if args.mode == "plain":

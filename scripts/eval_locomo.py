@@ -126,7 +126,9 @@ def questions(sample: dict[str, Any], level: str) -> list[Question]:
     return out
 
 
-def select(data: list[dict[str, Any]], split: str, swap: bool = False, picked: str = "") -> list[dict[str, Any]]:
+def select(
+    data: list[dict[str, Any]], split: str, swap: bool = False, picked: str = ""
+) -> list[dict[str, Any]]:
     """The conversations of one part of the split (or those picked by position, e.g. "0,3")."""
     if picked:
         return [data[int(i)] for i in picked.split(",")]
@@ -239,6 +241,18 @@ def evaluate_tools(
     return {mode: (t.row(), elapsed[mode] / max(t.n, 1)) for mode, t in tallies.items()}
 
 
+def _second(spec: str) -> None:
+    """Make every search engine of this run use other second-stage weights (tuning only)."""
+    if not spec:
+        return
+    import rlm_vault.search
+    from rlm_vault.rerank import Rerank
+
+    chosen = Rerank(**{k: float(v) for k, v in (part.split("=") for part in spec.split(","))})
+    rlm_vault.search.Rerank = lambda: chosen  # type: ignore[assignment,misc]
+    print(f"second stage: {chosen}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "../shared/eval/locomo-dev.json")
@@ -247,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["plain", "bm25", "hybrid", "both"], default="both")
     parser.add_argument("--split", choices=["tune", "heldout", "all"], default="all")
     parser.add_argument("--swap", action="store_true", help="tune on the held-out part and the reverse")
-    parser.add_argument("--conversations", default="", help="positions in the file, e.g. 0,3 (overrides --split)")
+    parser.add_argument(
+        "--conversations", default="", help="positions in the file, e.g. 0,3 (overrides --split)"
+    )
     parser.add_argument("--weight", type=float, default=Fusion().bm25_weight, help="BM25 share in the fusion")
     parser.add_argument("--method", choices=["weighted", "rrf"], default=Fusion().method)
     parser.add_argument("--k1", type=float, default=Weights().k1)
@@ -260,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         default="tools",
         help="write and search through the service (default) or feed the caches directly",
     )
+    parser.add_argument(
+        "--second", default="", help="second-stage weights to try, e.g. neighbour=0.2,recency=0"
+    )
     args = parser.parse_args(argv)
+    _second(args.second)
     if args.engine == "tools":
         return _main_tools(args)
 
