@@ -129,7 +129,7 @@ def schema() -> Any:
     )
 
 
-def _fields(doc: SearchDoc) -> dict[str, str]:
+def _fields(doc: SearchDoc) -> dict[str, str | int]:
     return {
         "id": doc.id,
         "kind": doc.kind,

@@ -1,8 +1,8 @@
 """Second-stage ranking: re-orders the fused candidates with signals the words alone miss.
 
-- Neighbours: a message of a conversation takes a share of the score of the messages said just
-  before and after it (same project, by creation time), so a short reply ("yes, merge it") is
-  found with the thread it belongs to.
+- Neighbours: a short note takes a share of the score of the notes written just before and after
+  it (same project, by creation time), so a short reply ("yes, merge it") is found with the thread
+  it belongs to. A note no query word matched is brought in this way only when it is a message.
 - Time: a question about what is true now or what came last favours newer notes, one about what
   came first favours older ones, but only among candidates that score close to the best.
 - Speaker: a question about what I said, asked or prefer favours the user's own messages.
@@ -12,6 +12,7 @@ Pure functions over (id, score) lists and the index's per-note facts; no I/O.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ class Rerank:
     """Weights of the second stage (tuned on the tune split of scripts/eval_locomo.py and eval_coding.py)."""
 
     neighbour: float = 0.3  # share of the better neighbour's score a short note receives
-    short: int = 800  # a note longer than this many characters receives proportionally less
+    short: int = 400  # a note longer than this many characters receives proportionally less
     recency: float = 0.3  # bonus (share of the best score) for the newest / oldest close candidate
     window: float = 0.5  # candidates re-ordered by time score at least this share of the best
     speaker: float = 0.15  # bonus for the user's own messages when the question is about the user
@@ -43,19 +44,83 @@ class Intent:
 
 # "last" in "last week" dates an event; it does not ask for the latest state.
 _PERIODS = frozenset(
-    "week weekend month year night time summer winter spring autumn fall monday tuesday wednesday thursday "
-    "friday saturday sunday semaine mois annee an soir".split()
+    [
+        "week",
+        "weekend",
+        "month",
+        "year",
+        "night",
+        "time",
+        "summer",
+        "winter",
+        "spring",
+        "autumn",
+        "fall",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "semaine",
+        "mois",
+        "annee",
+        "an",
+        "soir",
+    ]
 )
 # Folded words (EN, FR) and substrings (JA) that mark a question about the latest or the earliest state.
 _NEW = frozenset(
-    "now current currently latest recent recently nowadays today still last lastly final finally newest "
-    "maintenant actuel actuelle actuellement dernier derniere dernierement recemment aujourd".split()
+    [
+        "now",
+        "current",
+        "currently",
+        "latest",
+        "recent",
+        "recently",
+        "nowadays",
+        "today",
+        "still",
+        "last",
+        "lastly",
+        "final",
+        "finally",
+        "newest",
+        "maintenant",
+        "actuel",
+        "actuelle",
+        "actuellement",
+        "dernier",
+        "derniere",
+        "dernierement",
+        "recemment",
+        "aujourd",
+    ]
 )
 _OLD = frozenset(
-    "first firstly earliest initially initial originally original start started begin began beginning "
-    "premier premiere abord initialement debut commence".split()
+    [
+        "first",
+        "firstly",
+        "earliest",
+        "initially",
+        "initial",
+        "originally",
+        "original",
+        "start",
+        "started",
+        "begin",
+        "began",
+        "beginning",
+        "premier",
+        "premiere",
+        "abord",
+        "initialement",
+        "debut",
+        "commence",
+    ]
 )
-_USER = frozenset("i me my mine myself je j moi mon ma mes".split())
+_USER = frozenset(["i", "me", "my", "mine", "myself", "je", "j", "moi", "mon", "ma", "mes"])
 _NEW_JA = ("現在", "今", "最新", "最近", "最後")
 _OLD_JA = ("最初", "初め", "はじめ", "当初")
 _USER_JA = ("私", "僕", "俺")
@@ -94,7 +159,7 @@ class Neighbours:
         )
         self.prev: dict[str, str] = {}
         self.next: dict[str, str] = {}
-        for (project, _, _, before), (other, _, _, after) in zip(chunks, chunks[1:]):
+        for (project, _, _, before), (other, _, _, after) in itertools.pairwise(chunks):
             if project == other:
                 self.next[before] = after
                 self.prev[after] = before
@@ -139,6 +204,10 @@ def _spread(
     for doc_id, score in scores.items():
         for other in neighbours.around(doc_id):
             if allowed is not None and other not in allowed:
+                continue
+            # Only a conversation message is brought in by its neighbours alone: unrelated notes
+            # written one after the other ("Lunch menu") must not ride on a hit.
+            if other not in scores and (other not in facts or not facts[other].role):
                 continue
             # A long note says enough by itself; a short one is understood through its thread.
             size = facts[other].size if other in facts else 0

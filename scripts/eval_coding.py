@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from plain_bm25 import PlainBM25  # noqa: E402
+from plain_bm25 import PlainBM25
 
 KINDS = ("fact", "instruction", "order", "update", "summary")
 K = 10
@@ -472,7 +472,7 @@ def _code(rng: random.Random, vocab: Vocab) -> str:
         f"def {snake}({arg}, *, limit: int = {rng.randint(2, 500)}):",
         f'    """{rng.choice(["Return", "Build", "Check", "Load"])} the {arg} for {rng.choice(vocab.components)}."""',
         f"    result = {other}({arg}[:limit])",
-        f"    if not result:",
+        "    if not result:",
         f'        raise ValueError(f"empty {arg}: {{{arg}!r}}")',
         f"    return [r for r in result if r.{rng.choice(['id', 'status', 'ts', 'name'])}]",
         "```",
@@ -637,7 +637,7 @@ def run(
             for mode in modes:
                 if mode == "plain":
                     baseline = PlainBM25({str(i): text for i, text in enumerate(contents)})
-                    rank: Callable[[str], list[int]] = lambda q: [int(k) for k in baseline.search(q, K)]  # noqa: E731
+                    rank: Callable[[str], list[int]] = lambda q, baseline=baseline: [int(k) for k in baseline.search(q, K)]
                 else:
                     svc = MemoryService(
                         Vault.open(config.vault),
@@ -647,9 +647,9 @@ def run(
                     svc.reindex(wait_model=True)
                     if mode == "hybrid" and not svc.semantic_status()["enabled"]:
                         raise SystemExit(f"hybrid asked but {svc.semantic_status()['reason']}")
-                    rank = lambda q, svc=svc: [
+                    rank = lambda q, svc=svc, position=position: [
                         position.get(h["id"], -1) for h in svc.search(q, limit=K)["results"]
-                    ]  # noqa: E731
+                    ]
                 for question in conv.questions:
                     pair = recall_ndcg(rank(question.text), question.evidence)
                     scores[mode][question.kind].add(pair)

@@ -38,7 +38,7 @@ from rlm_vault.index import SearchDoc, Weights
 from rlm_vault.search import Fusion, SearchEngine
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from plain_bm25 import PlainBM25  # noqa: E402
+from plain_bm25 import PlainBM25
 
 KS = (1, 5, 10)
 TUNE = (0, 1, 2)  # positions in the file of the conversations ranking is tuned on; the rest is held out
