@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import struct
 import threading
@@ -22,7 +23,18 @@ from whoosh.index import IndexError as WhooshIndexError
 from rlm_vault import textproc
 from rlm_vault.errors import Busy, CacheError
 
-__all__ = ["BROKEN", "NO_FILTERS", "Filters", "SearchDoc", "TextIndex", "Weights", "broken", "cache_error"]
+__all__ = [
+    "BROKEN",
+    "NO_FILTERS",
+    "DocFacts",
+    "Filters",
+    "SearchDoc",
+    "TextIndex",
+    "Weights",
+    "broken",
+    "cache_error",
+    "role_of",
+]
 
 Progress = Callable[[int, int], None]
 
@@ -106,6 +118,33 @@ class Weights:
     b: float = 0.2  # weak length normalisation: LoCoMo turn R@5 0.609 at 0.75, 0.658 at 0.2
 
 
+@dataclass(frozen=True, slots=True)
+class DocFacts:
+    """What re-ranking needs of an indexed note besides its text: where and when it was said, by whom."""
+
+    kind: str
+    project: str
+    created: str
+    role: str  # "user" | "assistant" | "" (a message of a conversation, when the note says so)
+    size: int  # characters of the body: short notes lean on their neighbours
+
+
+# A conversation message names its speaker first: "user: ...", "[assistant]", "**User**:", "Human:".
+_ROLE = re.compile(r"^\W{0,4}(user|human|assistant|ai|claude|model)\b", re.IGNORECASE)
+_ROLES = {"user": "user", "human": "user"}
+
+
+def role_of(doc: SearchDoc) -> str:
+    """ "user" or "assistant" when the note is one side of a conversation, else ""."""
+    for tag in doc.tags:
+        if tag.lower() in ("user", "human", "assistant"):
+            return _ROLES.get(tag.lower(), "assistant")
+    for text in (doc.body[:40], doc.summary[:40]):
+        if match := _ROLE.match(text):
+            return _ROLES.get(match.group(1).lower(), "assistant")
+    return ""
+
+
 NO_FILTERS = Filters()
 _EXACT = ("project", "domain", "kind", "category", "importance")
 
@@ -118,14 +157,16 @@ def schema() -> Any:
     return fields.Schema(
         id=fields.ID(unique=True, stored=True, sortable=True),
         kind=fields.ID(stored=True),
-        project=fields.ID,
+        project=fields.ID(stored=True),
         domain=fields.ID,
         category=fields.ID,
         importance=fields.ID,
         chunk_type=fields.ID,
         tags=fields.KEYWORD(lowercase=True, commas=True),
         entities=fields.KEYWORD(lowercase=True, commas=True),
-        created=fields.ID(sortable=True),
+        created=fields.ID(stored=True, sortable=True),
+        role=fields.ID(stored=True),
+        size=fields.STORED,
         summary=fields.TEXT(analyzer=text, phrase=False),
         body=fields.TEXT(analyzer=text, phrase=False),
         meta=fields.TEXT(analyzer=text, phrase=False),
@@ -133,7 +174,7 @@ def schema() -> Any:
     )
 
 
-def _fields(doc: SearchDoc) -> dict[str, str]:
+def _fields(doc: SearchDoc) -> dict[str, str | int]:
     return {
         "id": doc.id,
         "kind": doc.kind,
@@ -145,11 +186,17 @@ def _fields(doc: SearchDoc) -> dict[str, str]:
         "tags": ",".join(doc.tags),
         "entities": ",".join(doc.entities),
         "created": doc.created,
+        "role": role_of(doc),
+        "size": len(doc.body),
         "summary": doc.summary,
         "body": doc.body,
         "meta": " ".join(doc.tags + doc.entities),
         "sha": doc.sha256,
     }
+
+
+def _facts(doc: SearchDoc) -> DocFacts:
+    return DocFacts(doc.kind, doc.project, doc.created, role_of(doc), len(doc.body))
 
 
 def filter_query(filters: Filters) -> Any:
@@ -187,7 +234,8 @@ class TextIndex:
         self._closed = False
         self._ix = self._open()
         self._searcher = self._new_searcher()
-        self._stamps, self._kinds = self._read_stamps()
+        self._stamps, self._facts = self._read_stamps()
+        self.version = 0  # moves with every change of the indexed set, for caches derived from facts()
 
     def _open(self) -> Any:
         from whoosh import index
@@ -196,9 +244,14 @@ class TextIndex:
             if not self.path.is_dir() or not index.exists_in(str(self.path)):
                 self.path.mkdir(parents=True, exist_ok=True)
                 return index.create_in(str(self.path), schema())
-            return index.open_dir(str(self.path))
+            ix = index.open_dir(str(self.path))
         except Exception as exc:
             raise cache_error(exc, f"text index at {self.path} cannot be opened") from exc
+        if set(ix.schema.names()) != set(schema().names()):
+            # An index written by an older version lacks fields ranking reads: rebuilt from the vault.
+            ix.close()
+            raise CacheError(f"text index at {self.path} has an older schema")
+        return ix
 
     def _new_searcher(self) -> Any:
         from whoosh import scoring
@@ -208,16 +261,22 @@ class TextIndex:
         except Exception as exc:
             raise cache_error(exc, f"text index at {self.path} cannot be read") from exc
 
-    def _read_stamps(self) -> tuple[dict[str, str], dict[str, str]]:
+    def _read_stamps(self) -> tuple[dict[str, str], dict[str, DocFacts]]:
         stamps: dict[str, str] = {}
-        kinds: dict[str, str] = {}
+        facts: dict[str, DocFacts] = {}
         try:
             for fields in self._searcher.all_stored_fields():
                 stamps[fields["id"]] = fields.get("sha", "")
-                kinds[fields["id"]] = fields.get("kind", "")
+                facts[fields["id"]] = DocFacts(
+                    fields.get("kind", ""),
+                    fields.get("project", ""),
+                    fields.get("created", ""),
+                    fields.get("role", ""),
+                    fields.get("size", 0),
+                )
         except Exception as exc:
             raise cache_error(exc, f"text index at {self.path} is corrupt") from exc
-        return stamps, kinds
+        return stamps, facts
 
     def close(self) -> None:
         """Release the open searcher (and its file handles); closing twice is harmless."""
@@ -239,7 +298,14 @@ class TextIndex:
 
     def kind(self, doc_id: str) -> str:
         """The kind ("chunk" or "insight") of an indexed id, "" if unknown."""
-        return self._kinds.get(doc_id, "")
+        facts = self._facts.get(doc_id)
+        return facts.kind if facts else ""
+
+    def facts(self) -> dict[str, DocFacts]:
+        """id -> kind, project, created and speaker role of every indexed note (do not modify)."""
+        with self._lock:
+            self._refresh_if_stale()
+            return self._facts
 
     def __len__(self) -> int:
         return len(self.stamps())
@@ -251,7 +317,8 @@ class TextIndex:
             self._searcher = self._refreshed()
         except Exception as exc:
             raise cache_error(exc, f"text index at {self.path} cannot be refreshed") from exc
-        self._stamps, self._kinds = self._read_stamps()
+        self._stamps, self._facts = self._read_stamps()
+        self.version += 1
 
     def _refreshed(self) -> Any:
         # Not `searcher.refresh()`: it reuses the old segment readers with their old deletion sets,
@@ -270,10 +337,11 @@ class TextIndex:
             self._commit(upserts, deletes)
             for doc in upserts:
                 self._stamps[doc.id] = doc.sha256
-                self._kinds[doc.id] = doc.kind
+                self._facts[doc.id] = _facts(doc)
             for doc_id in deletes:
                 self._stamps.pop(doc_id, None)
-                self._kinds.pop(doc_id, None)
+                self._facts.pop(doc_id, None)
+            self.version += 1
 
     def _writer(self, **options: Any) -> Any:
         from whoosh.index import LockError
@@ -309,7 +377,8 @@ class TextIndex:
             self._write_all(docs, progress)
             self._searcher = self._new_searcher()
             self._stamps = {doc.id: doc.sha256 for doc in docs}
-            self._kinds = {doc.id: doc.kind for doc in docs}
+            self._facts = {doc.id: _facts(doc) for doc in docs}
+            self.version += 1
 
     def _write_all(self, docs: Sequence[SearchDoc], progress: Progress | None) -> None:
         writer = self._writer(limitmb=256, procs=1)

@@ -19,6 +19,7 @@ from rlm_vault.embeddings import Embedder, VectorStore, embedder_ready
 from rlm_vault.errors import CacheError
 from rlm_vault.fuzzy import FuzzyHit, FuzzyIndex
 from rlm_vault.index import NO_FILTERS, Filters, SearchDoc, TextIndex, Weights
+from rlm_vault.rerank import Neighbours, Rerank, rerank
 
 __all__ = ["Fusion", "Hit", "SearchEngine"]
 
@@ -73,10 +74,13 @@ class SearchEngine:
         weights: Weights | None = None,
         fusion: Fusion | None = None,
         embed_budget: int = 256,
+        second: Rerank | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.embedder = embedder
         self.fusion = fusion or Fusion()
+        self.second = second or Rerank()
+        self._neighbours: tuple[int, int, Neighbours] | None = None
         self.embed_budget = embed_budget  # vectors embedded per sync, so a query never waits long
         self._weights = weights or Weights()
         self._lock = threading.RLock()
@@ -228,24 +232,36 @@ class SearchEngine:
         with self._lock:
             n = max(limit, self.fusion.candidates)
             bm25 = self._guarded(lambda: self._index.search(query, filters, n))
-            vectors = self._vectors_ready()
-            if vectors is None or not len(vectors) or not _has_terms(query):
+            if not _has_terms(query):
                 return [self._hit(doc_id, score) for doc_id, score in bm25[:limit]]
-            return self._hybrid(query, filters, limit, bm25, vectors)
+            allowed = self._guarded(lambda: self._index.allowed_ids(filters)) if filters else None
+            vectors = self._vectors_ready()
+            if vectors is not None and len(vectors):
+                ranked = self._hybrid(query, allowed, bm25, vectors)
+            else:
+                ranked = bm25
+            ranked = rerank(ranked, query, self._index.facts(), self._neighbours_now(), self.second, allowed)
+            return [self._hit(doc_id, score) for doc_id, score in ranked[:limit]]
+
+    def _neighbours_now(self) -> Neighbours | None:
+        if not self.second.neighbour:
+            return None
+        key = (id(self._index), self._index.version)
+        if self._neighbours is None or self._neighbours[:2] != key:
+            self._neighbours = (*key, Neighbours(self._index.facts()))
+        return self._neighbours[2]
 
     def _hybrid(
-        self, query: str, filters: Filters, limit: int, bm25: list[tuple[str, float]], vectors: VectorStore
-    ) -> list[Hit]:
+        self, query: str, allowed: set[str] | None, bm25: list[tuple[str, float]], vectors: VectorStore
+    ) -> list[tuple[str, float]]:
         assert self.embedder is not None
         qvec = self.embedder.embed([query])[0]
-        allowed = self._guarded(lambda: self._index.allowed_ids(filters)) if filters else None
         dense = [
             (i, c)
             for i, c in vectors.similar(qvec, self.fusion.candidates, allowed)
             if c >= self.fusion.min_cosine
         ]
-        fused = self._fuse(bm25, dense, vectors.cosines(qvec, (i for i, _ in bm25)))
-        return [self._hit(doc_id, score) for doc_id, score in fused[:limit]]
+        return self._fuse(bm25, dense, vectors.cosines(qvec, (i for i, _ in bm25)))
 
     def _fuse(
         self, bm25: list[tuple[str, float]], dense: list[tuple[str, float]], cosines: dict[str, float]

@@ -136,19 +136,37 @@ def _bigrams(run: str) -> Iterator[str]:
         yield run[i : i + 2]
 
 
+# Where a camelCase or PascalCase identifier changes words: "fetchOrderItems", "HTTPServer".
+_CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+
+
+def _lower(text: str) -> str:
+    return text.casefold().translate(_LIGATURES)
+
+
 def words(text: str) -> Iterator[tuple[int, str, bool]]:
-    """(position, word, is_cjk) for each word of `text`, lowercased (accents kept), CJK as bigrams."""
-    lowered = unicodedata.normalize("NFKC", text).casefold().translate(_LIGATURES)
+    """(position, word, is_cjk) for each word of `text`, lowercased (accents kept), CJK as bigrams.
+
+    A camelCase identifier also yields its parts at the same position ("fetchOrderItems" gives
+    fetchorderitems, fetch, order, items), so either spelling finds the other; snake_case and
+    dotted names are split by the word pattern already.
+    """
+    normal = unicodedata.normalize("NFKC", text)
     pos = 0
-    for match in _SEGMENT.finditer(lowered):
+    for match in _SEGMENT.finditer(normal):
         run, word = match.group(1), match.group(2)
         if run:
             for gram in _bigrams(run):
-                yield pos, gram, True
+                yield pos, _lower(gram), True
                 pos += 1
-        else:
-            yield pos, word, False
-            pos += 1
+            continue
+        yield pos, _lower(word), False
+        if not word.islower() and not word.isupper() and word.isascii():
+            parts = _CAMEL.findall(word)
+            if len(parts) > 1:
+                for part in parts:
+                    yield pos, _lower(part), False
+        pos += 1
 
 
 def terms(text: str) -> Iterator[tuple[int, str]]:

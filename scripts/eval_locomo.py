@@ -4,9 +4,15 @@ By default each conversation is written through the real tools (`MemoryService.c
 chunk, in a temporary vault), one chunk per session or per turn, then every question (category 5
 excluded) is asked with `MemoryService.search` (what rlm_search runs); a question counts as found at k
 when one of its evidence sessions/turns is among the top k. Prints R@1, R@5, R@10 and MRR for BM25 only
-and hybrid. `--engine direct` feeds the search caches directly (fast, for tuning).
+and hybrid, beside a plain BM25 baseline (scripts/plain_bm25.py) over the same documents. `--engine
+direct` feeds the search caches directly (fast, for tuning).
+
+Held-out discipline: `--split tune` keeps the conversations ranking changes are tuned on (the first three
+of the file), `--split heldout` the others (reported, never tuned on); `--swap` exchanges the two parts
+as a cross-check, and `--conversations 0,3` picks conversations by position.
 
     python scripts/eval_locomo.py [--data ../shared/eval/locomo-dev.json] [--model DIR] [--level turn]
+        [--split tune|heldout|all] [--swap]
 """
 
 from __future__ import annotations
@@ -31,7 +37,11 @@ from rlm_vault.embeddings import Embedder, Model2VecEmbedder
 from rlm_vault.index import SearchDoc, Weights
 from rlm_vault.search import Fusion, SearchEngine
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from plain_bm25 import PlainBM25
+
 KS = (1, 5, 10)
+TUNE = (0, 1, 2)  # positions in the file of the conversations ranking is tuned on; the rest is held out
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +126,23 @@ def questions(sample: dict[str, Any], level: str) -> list[Question]:
     return out
 
 
+def select(
+    data: list[dict[str, Any]], split: str, swap: bool = False, picked: str = ""
+) -> list[dict[str, Any]]:
+    """The conversations of one part of the split (or those picked by position, e.g. "0,3")."""
+    if picked:
+        return [data[int(i)] for i in picked.split(",")]
+    tune = {i for i in range(len(data)) if (i in TUNE) != swap}
+    if split == "all":
+        return data
+    return [conv for i, conv in enumerate(data) if (i in tune) == (split == "tune")]
+
+
+def plain(docs: dict[str, SearchDoc]) -> PlainBM25:
+    """The plain BM25 baseline over "summary body" of each document, keyed by unit."""
+    return PlainBM25({key: f"{d.summary}\n{d.body}" for key, d in docs.items()})
+
+
 # -- scoring -------------------------------------------------------------------------------------
 @dataclass
 class Tally:
@@ -147,6 +174,11 @@ def evaluate(
     tally, elapsed = Tally(), 0.0
     for sample in data:
         docs = (session_docs if level == "session" else turn_docs)(sample["conversation"], shape)
+        if fusion.method == "plain":
+            baseline = plain(docs)
+            for q in questions(sample, level):
+                tally.add(baseline.search(q.text, max(KS)), q.evidence)
+            continue
         key_of = {d.id: key for key, d in docs.items()}
         with tempfile.TemporaryDirectory() as cache:
             engine = SearchEngine(Path(cache), embedder, weights=weights, fusion=fusion)
@@ -177,10 +209,13 @@ def evaluate_tools(
     from rlm_vault.config import Config
     from rlm_vault.service import open_service
 
-    tallies = {"bm25": Tally(), "hybrid": Tally()}
-    elapsed = {"bm25": 0.0, "hybrid": 0.0}
+    tallies = {"plain": Tally(), "bm25": Tally(), "hybrid": Tally()}
+    elapsed = {"plain": 0.0, "bm25": 0.0, "hybrid": 0.0}
     for sample in data:
         docs = (session_docs if level == "session" else turn_docs)(sample["conversation"], shape)
+        baseline = plain(docs)
+        for q in questions(sample, level):
+            tallies["plain"].add(baseline.search(q.text, max(KS)), q.evidence)
         with tempfile.TemporaryDirectory() as folder:
             clock = _Clock()
             config = Config(vault=Path(folder) / "vault", project="locomo", embedding_model="none")
@@ -203,12 +238,29 @@ def evaluate_tools(
     return {mode: (t.row(), elapsed[mode] / max(t.n, 1)) for mode, t in tallies.items()}
 
 
+def _second(spec: str) -> None:
+    """Make every search engine of this run use other second-stage weights (tuning only)."""
+    if not spec:
+        return
+    import rlm_vault.search
+    from rlm_vault.rerank import Rerank
+
+    chosen = Rerank(**{k: float(v) for k, v in (part.split("=") for part in spec.split(","))})
+    rlm_vault.search.Rerank = lambda: chosen  # type: ignore[assignment,misc]
+    print(f"second stage: {chosen}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "../shared/eval/locomo-dev.json")
     parser.add_argument("--model", default=str(ROOT / "../shared/models/minilm-l6-m2v-256"))
     parser.add_argument("--level", choices=["session", "turn", "both"], default="both")
-    parser.add_argument("--mode", choices=["bm25", "hybrid", "both"], default="both")
+    parser.add_argument("--mode", choices=["plain", "bm25", "hybrid", "both"], default="both")
+    parser.add_argument("--split", choices=["tune", "heldout", "all"], default="all")
+    parser.add_argument("--swap", action="store_true", help="tune on the held-out part and the reverse")
+    parser.add_argument(
+        "--conversations", default="", help="positions in the file, e.g. 0,3 (overrides --split)"
+    )
     parser.add_argument("--weight", type=float, default=Fusion().bm25_weight, help="BM25 share in the fusion")
     parser.add_argument("--method", choices=["weighted", "rrf"], default=Fusion().method)
     parser.add_argument("--k1", type=float, default=Weights().k1)
@@ -221,11 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         default="tools",
         help="write and search through the service (default) or feed the caches directly",
     )
+    parser.add_argument(
+        "--second", default="", help="second-stage weights to try, e.g. neighbour=0.2,recency=0"
+    )
     args = parser.parse_args(argv)
+    _second(args.second)
     if args.engine == "tools":
         return _main_tools(args)
 
-    data = load(args.data)
+    data = select(load(args.data), args.split, args.swap, args.conversations)
     shape = Shape(captions=not args.no_captions, context=args.context)
     weights = replace(Weights(), k1=args.k1, b=args.b)
     fusion = replace(Fusion(), method=args.method, bm25_weight=args.weight)
@@ -236,23 +292,26 @@ def main(argv: list[str] | None = None) -> int:
             print(embedder.status()[1], file=sys.stderr)
             return 1
     levels = ["session", "turn"] if args.level == "both" else [args.level]
-    modes = ["bm25", "hybrid"] if args.mode == "both" else [args.mode]
+    modes = ["plain", "bm25", "hybrid"] if args.mode == "both" else [args.mode]
+    print(f"split={args.split}{' swapped' if args.swap else ''} ({len(data)} conversations)")
     print(f"shape={shape} weights={weights} fusion={fusion}")
     print(f"| level | mode | {' | '.join(f'R@{k}' for k in KS)} | MRR | ms/query |")
     print("|---|---|" + "---|" * (len(KS) + 2))
     for level in levels:
         for mode in modes:
             used = embedder if mode == "hybrid" else None
-            row, per_query = evaluate(data, level, used, shape, weights, fusion)
+            how = replace(fusion, method="plain") if mode == "plain" else fusion
+            row, per_query = evaluate(data, level, used, shape, weights, how)
             cells = " | ".join(f"{row[name]:.3f}" for name in [*(f"R@{k}" for k in KS), "MRR"])
             print(f"| {level} | {mode} | {cells} | {per_query * 1000:.1f} |", flush=True)
     return 0
 
 
 def _main_tools(args: argparse.Namespace) -> int:
-    data = load(args.data)
+    data = select(load(args.data), args.split, args.swap, args.conversations)
     shape = Shape(captions=not args.no_captions, context=args.context)
     levels = ["session", "turn"] if args.level == "both" else [args.level]
+    print(f"split={args.split}{' swapped' if args.swap else ''} ({len(data)} conversations)")
     print(f"through the tools; shape={shape}; model={args.model}")
     print(f"| level | mode | {' | '.join(f'R@{k}' for k in KS)} | MRR | ms/query |")
     print("|---|---|" + "---|" * (len(KS) + 2))

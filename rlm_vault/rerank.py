@@ -1,0 +1,229 @@
+"""Second-stage ranking: re-orders the fused candidates with signals the words alone miss.
+
+- Neighbours: a short note takes a share of the score of the notes written just before and after
+  it (same project, by creation time), so a short reply ("yes, merge it") is found with the thread
+  it belongs to. A note no query word matched is brought in this way only when it is a message.
+- Time: a question about what is true now or what came last favours newer notes, one about what
+  came first favours older ones, but only among candidates that score close to the best.
+- Speaker: a question about what I said, asked or prefer favours the user's own messages.
+
+Pure functions over (id, score) lists and the index's per-note facts; no I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from rlm_vault import textproc
+from rlm_vault.index import DocFacts
+
+__all__ = ["Intent", "Neighbours", "Rerank", "intent", "rerank"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rerank:
+    """Weights of the second stage (tuned on the tune split of scripts/eval_locomo.py and eval_coding.py)."""
+
+    neighbour: float = 0.3  # share of the better neighbour's score a short note receives
+    short: int = 400  # a note longer than this many characters receives proportionally less
+    recency: float = 0.3  # bonus (share of the best score) for the newest / oldest close candidate
+    window: float = 0.5  # candidates re-ordered by time score at least this share of the best
+    speaker: float = 0.15  # bonus for the user's own messages when the question is about the user
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What a question says about time and speaker, beyond its topic words."""
+
+    time: str = ""  # "new" | "old" | ""
+    user: bool = False
+
+
+# "last" in "last week" dates an event; it does not ask for the latest state.
+_PERIODS = frozenset(
+    [
+        "week",
+        "weekend",
+        "month",
+        "year",
+        "night",
+        "time",
+        "summer",
+        "winter",
+        "spring",
+        "autumn",
+        "fall",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "semaine",
+        "mois",
+        "annee",
+        "an",
+        "soir",
+    ]
+)
+# Folded words (EN, FR) and substrings (JA) that mark a question about the latest or the earliest state.
+_NEW = frozenset(
+    [
+        "now",
+        "current",
+        "currently",
+        "latest",
+        "recent",
+        "recently",
+        "nowadays",
+        "today",
+        "still",
+        "last",
+        "lastly",
+        "final",
+        "finally",
+        "newest",
+        "maintenant",
+        "actuel",
+        "actuelle",
+        "actuellement",
+        "dernier",
+        "derniere",
+        "dernierement",
+        "recemment",
+        "aujourd",
+    ]
+)
+_OLD = frozenset(
+    [
+        "first",
+        "firstly",
+        "earliest",
+        "initially",
+        "initial",
+        "originally",
+        "original",
+        "start",
+        "started",
+        "begin",
+        "began",
+        "beginning",
+        "premier",
+        "premiere",
+        "abord",
+        "initialement",
+        "debut",
+        "commence",
+    ]
+)
+_USER = frozenset(["i", "me", "my", "mine", "myself", "je", "j", "moi", "mon", "ma", "mes"])
+_NEW_JA = ("現在", "今", "最新", "最近", "最後")
+_OLD_JA = ("最初", "初め", "はじめ", "当初")
+_USER_JA = ("私", "僕", "俺")
+
+
+def intent(query: str) -> Intent:
+    """The time and speaker cues of `query`."""
+    latin = [textproc.fold(word) for _, word, cjk in textproc.words(query) if not cjk]
+    found = {
+        w
+        for w, after in zip(latin, [*latin[1:], ""])
+        if not (w in ("last", "dernier", "derniere") and after in _PERIODS)
+    }
+    new = bool(found & _NEW) or any(cue in query for cue in _NEW_JA)
+    old = bool(found & _OLD) or any(cue in query for cue in _OLD_JA)
+    time = "new" if new and not old else "old" if old and not new else ""
+    return Intent(time, bool(found & _USER) or any(cue in query for cue in _USER_JA))
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _natural(text: str) -> tuple[object, ...]:
+    """Sort key where "..._999" comes before "..._1000"."""
+    return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(text))
+
+
+class Neighbours:
+    """The note written just before and just after each chunk of the same project."""
+
+    def __init__(self, facts: Mapping[str, DocFacts]) -> None:
+        chunks = sorted(
+            (f.project, f.created, _natural(doc_id), doc_id)
+            for doc_id, f in facts.items()
+            if f.kind == "chunk"
+        )
+        self.prev: dict[str, str] = {}
+        self.next: dict[str, str] = {}
+        for (project, _, _, before), (other, _, _, after) in itertools.pairwise(chunks):
+            if project == other:
+                self.next[before] = after
+                self.prev[after] = before
+
+    def around(self, doc_id: str) -> tuple[str, ...]:
+        return tuple(n for n in (self.prev.get(doc_id), self.next.get(doc_id)) if n)
+
+
+def rerank(
+    ranked: Sequence[tuple[str, float]],
+    query: str,
+    facts: Mapping[str, DocFacts],
+    neighbours: Neighbours | None,
+    weights: Rerank,
+    allowed: set[str] | None = None,
+) -> list[tuple[str, float]]:
+    """`ranked` (best first) re-scored with neighbours, time and speaker cues; best first."""
+    if not ranked:
+        return []
+    best = max(score for _, score in ranked) or 1.0
+    scores = {doc_id: score / best for doc_id, score in ranked}
+    if neighbours is not None and weights.neighbour:
+        scores = _spread(scores, neighbours, facts, weights, allowed)
+    cue = intent(query)
+    if cue.time and weights.recency:
+        _by_time(scores, facts, cue.time, weights)
+    if cue.user and weights.speaker:
+        for doc_id in scores:
+            if (f := facts.get(doc_id)) is not None and f.role == "user":
+                scores[doc_id] += weights.speaker
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _spread(
+    scores: dict[str, float],
+    neighbours: Neighbours,
+    facts: Mapping[str, DocFacts],
+    weights: Rerank,
+    allowed: set[str] | None,
+) -> dict[str, float]:
+    out = dict(scores)
+    for doc_id, score in scores.items():
+        for other in neighbours.around(doc_id):
+            if allowed is not None and other not in allowed:
+                continue
+            # Only a conversation message is brought in by its neighbours alone: unrelated notes
+            # written one after the other ("Lunch menu") must not ride on a hit.
+            if other not in scores and (other not in facts or not facts[other].role):
+                continue
+            # A long note says enough by itself; a short one is understood through its thread.
+            size = facts[other].size if other in facts else 0
+            share = weights.neighbour * min(1.0, weights.short / max(size, 1)) ** 2
+            # The better neighbour counts, not the sum: a note between two hits is not worth two.
+            gain = share * score
+            base = scores.get(other, 0.0)
+            out[other] = max(out.get(other, base), base + gain)
+    return out
+
+
+def _by_time(scores: dict[str, float], facts: Mapping[str, DocFacts], time: str, weights: Rerank) -> None:
+    top = max(scores.values())
+    close = [doc_id for doc_id, score in scores.items() if score >= weights.window * top and doc_id in facts]
+    if len(close) < 2:
+        return
+    close.sort(key=lambda doc_id: (facts[doc_id].created, _natural(doc_id)), reverse=time == "old")
+    for rank, doc_id in enumerate(close):
+        scores[doc_id] += weights.recency * rank / (len(close) - 1)

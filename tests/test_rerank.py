@@ -1,0 +1,113 @@
+"""Second-stage ranking: time cues, the user's own messages, short messages and their neighbours."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rlm_vault.index import DocFacts, SearchDoc, role_of
+from rlm_vault.rerank import Neighbours, Rerank, intent, rerank
+from rlm_vault.search import SearchEngine
+from rlm_vault.textproc import tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def doc(doc_id: str, body: str, created: str, project: str = "P") -> SearchDoc:
+    return SearchDoc(
+        doc_id, "chunk", project, "", "", "", "session", (), (), created, "", body, doc_id + body
+    )
+
+
+def engine(tmp_path: Path, docs: list[SearchDoc]) -> SearchEngine:
+    eng = SearchEngine(tmp_path / "cache", None)
+    eng.rebuild(lambda: docs)
+    return eng
+
+
+def test_a_question_about_now_picks_the_newer_note(tmp_path: Path) -> None:
+    eng = engine(
+        tmp_path,
+        [
+            doc(
+                "a",
+                "assistant: The request timeout is set to 30 seconds in settings.",
+                "2025-01-01T10:00:00Z",
+            ),
+            doc("b", "user: Change the request timeout to 45 seconds.", "2025-01-03T10:00:00Z"),
+        ],
+    )
+    assert eng.search("What is the request timeout now?", limit=2)[0].id == "b"
+    assert eng.search("What was the first request timeout?", limit=2)[0].id == "a"
+
+
+def test_time_words_are_cues_but_last_week_is_a_date() -> None:
+    assert intent("what is the current pool size").time == "new"
+    assert intent("which change came first").time == "old"
+    assert intent("what did she do last week").time == ""
+    assert intent("quel est le délai actuel").time == "new"
+    assert intent("What did I ask about tests?").user
+
+
+def test_a_question_about_the_user_favours_the_users_message(tmp_path: Path) -> None:
+    eng = engine(
+        tmp_path,
+        [
+            doc("a", "assistant: I wrote the fixtures for the tests with pytest.", "2025-01-01T10:00:00Z"),
+            doc("b", "user: I prefer pytest fixtures for tests.", "2025-01-01T10:05:00Z"),
+        ],
+    )
+    assert eng.search("Which tests style do I prefer with pytest fixtures?", limit=2)[0].id == "b"
+
+
+def test_a_camel_case_query_finds_the_snake_case_name_and_back() -> None:
+    assert set(tokens("fetch_order_items")) <= set(tokens("fetchOrderItems"))
+    assert set(tokens("fetchOrderItems")) & set(tokens("where is fetch_order_items called"))
+
+
+def test_a_short_reply_is_found_with_its_thread(tmp_path: Path) -> None:
+    thread = [
+        doc("m1", "user: The checkout integration test is flaky on CI.", "2025-01-01T10:00:00Z"),
+        doc("m2", "assistant: ok, I will run it twenty times.", "2025-01-01T10:01:00Z"),
+        doc("m3", "user: Lunch menu: soup and bread.", "2025-01-01T12:00:00Z"),
+    ]
+    hits = [h.id for h in engine(tmp_path, thread).search("flaky checkout integration test", limit=3)]
+    assert hits[:2] == ["m1", "m2"]
+
+
+def test_a_note_that_is_not_a_message_is_not_brought_in_by_its_neighbour() -> None:
+    facts = {
+        "a": DocFacts("chunk", "P", "2025-01-01T10:00:00Z", "", 50),
+        "b": DocFacts("chunk", "P", "2025-01-01T10:01:00Z", "", 20),
+    }
+    out = rerank([("a", 3.0)], "billing", facts, Neighbours(facts), Rerank())
+    assert [i for i, _ in out] == ["a"]
+
+
+def test_neighbours_follow_creation_time_then_sequence() -> None:
+    facts = {
+        "2025-01-01_P_1000": DocFacts("chunk", "P", "2025-01-01T10:00:00Z", "user", 10),
+        "2025-01-01_P_999": DocFacts("chunk", "P", "2025-01-01T10:00:00Z", "user", 10),
+        "other": DocFacts("chunk", "Q", "2025-01-01T10:00:00Z", "user", 10),
+    }
+    around = Neighbours(facts)
+    assert around.next["2025-01-01_P_999"] == "2025-01-01_P_1000"
+    assert "other" not in around.around("2025-01-01_P_1000")
+
+
+def test_roles_are_read_from_the_first_words_or_the_tags() -> None:
+    assert role_of(doc("a", "[user]\nplease do it", "")) == "user"
+    assert role_of(doc("a", "**Assistant**: done", "")) == "assistant"
+    assert role_of(doc("a", "Lunch menu: soup", "")) == ""
+
+
+def test_eval_coding_runs_on_a_tiny_generated_set(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import eval_coding
+
+    conv = eval_coding.generate(eval_coding.HELDOUT, 3, messages=60)
+    assert len(conv.messages) >= 60 and {q.kind for q in conv.questions} == set(eval_coding.KINDS)
+    assert eval_coding.generate(eval_coding.HELDOUT, 3, messages=60).messages == conv.messages
+    scores = eval_coding.run(eval_coding.TUNE, [5], 40, "none", ("plain", "bm25"))
+    assert scores["bm25"]["all"].n == scores["plain"]["all"].n > 10
+    assert "| all |" in eval_coding.report(scores)
