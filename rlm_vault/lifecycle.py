@@ -131,7 +131,9 @@ class Lifecycle:
             raise NotFound(f"no memory with id {note_id!r} in the vault's history")
         return {
             "id": note_id,
-            "commits": [CommitRow(commit=c.commit, date=c.date, message=c.message) for c in commits],
+            "commits": [
+                CommitRow(commit=c.commit, date=c.date, message=c.message, author=c.author) for c in commits
+            ],
         }
 
     def revert(self, note_id: str, commit: str) -> Reverted:
