@@ -92,7 +92,12 @@ class Sync:
 
     def refused(self) -> list[Problem]:
         """Edits kept out of git because of what they hold (a secret), with the reason."""
-        return [{"path": p, "reason": r} for p, r in sorted(self.store.refused.items())]
+        root = self.store.vault.root
+        return [
+            {"path": p, "reason": r}
+            for p, r in sorted(self.store.refused.items())
+            if (root / p).exists() or (root / p).is_symlink()
+        ]
 
     def sync(self) -> Synced:
         """Commit local edits, fetch, merge (keeping both sides of a conflict), push; retry a lost race."""
@@ -150,6 +155,8 @@ class Sync:
         catalog = self.store.fresh()
         changed = sorted({p for _, p in self.store.vault.git.status() if p.split("/", 1)[0] != CACHE})
         untracked = [p for p in changed if not synced_path(p)]
+        for gone in set(self.store.refused) - set(changed):  # deleted, or reverted by the person
+            self.store.refused.pop(gone, None)
         readable = [
             p
             for p in changed
@@ -268,7 +275,10 @@ def _without_cache(git: Git, commit: str, warnings: list[str]) -> str:
         return commit
     tree = git.run("mktree", "-z", input="\0".join(kept) + "\0").strip()
     message = "sync: drop .rlm from the remote's tree (machine-local caches are never synced)"
-    child = git.run("commit-tree", tree, "-p", commit, "-m", message, env=git.identity_env()).strip()
+    # Dated like `commit`, so this machine makes the same child from it again (no merge of twins).
+    date = git.run("log", "-1", "--format=%cI", commit).strip()
+    env = {**git.identity_env(), "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
+    child = git.run("commit-tree", tree, "-p", commit, "-m", message, env=env).strip()
     warnings.append(
         f"the remote's commit {commit[:10]} tracks {CACHE} (machine-local caches); it was not merged and "
         "is removed from the remote with this sync's push"
@@ -391,5 +401,12 @@ def clone_or_create(root: Path, url: str) -> str:
     if root.exists() and any(root.iterdir()):
         return "empty"  # a folder with files: create the vault there and merge at the first sync
     root.parent.mkdir(parents=True, exist_ok=True)
-    probe.run("clone", "-q", url, str(root), timeout=300)
+    probe.run("clone", "-q", "--no-checkout", url, str(root), timeout=300)
+    clone = Git(root)
+    head = clone.head()
+    if head:  # the files come out only once a tracked .rlm is dropped (the first sync pushes that)
+        clean = _without_cache(clone, head, [])
+        if clean != head:
+            clone.run("update-ref", "HEAD", clean)
+        clone.run("reset", "-q", "--hard", "HEAD")
     return "cloned"
