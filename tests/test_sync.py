@@ -338,3 +338,14 @@ def test_history_names_the_machine_that_remembered(
     rows = a.history(note["id"])["commits"]
     assert [r["author"] for r in rows] == ["Bob on B <bob@b.example>", "Alice on A <alice@a.example>"]
     assert "Bob on B" in git(a.vault.root, "log", "-1", "--format=%an", "--", note["path"])
+
+
+def test_a_refused_push_is_an_error_that_says_what_to_do(tmp_path: Path, remote: Path) -> None:
+    a = machine(tmp_path, remote, "A")
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'Permission denied: this key may only read' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    a.remember("Kept locally when the remote refuses it.")
+    with pytest.raises(VaultError, match="cannot push.*Permission denied.*access.*kept locally"):
+        a.sync()
+    assert "Kept locally" in texts(a) and git_status(a.vault.root) == []
