@@ -37,7 +37,7 @@ DEFAULT_BRANCH = "main"
 CACHE = ".rlm"  # machine-local state: never committed, never taken from a remote
 NOTE_TOPS = ("insights", "chunks", "archive")
 TEMPLATE_FILES = frozenset({"README.md", ".gitignore", ".gitattributes", "domains.yaml"})
-ATTEMPTS = 8  # fetch + merge + push rounds before a push race is reported
+ATTEMPTS = 10  # fetch + merge + push rounds before a push race is reported (about 15 s of backing off)
 SYNC_WAIT = 600.0  # seconds a sync waits for another sync of the same vault to finish
 NETWORK_TIMEOUT = 120.0
 
@@ -112,14 +112,15 @@ class Sync:
             report = _Report()
             for attempt in range(ATTEMPTS):
                 if attempt:
-                    time.sleep(random.uniform(0.05, 0.25) * attempt)  # jitter: racing machines spread out
+                    time.sleep(_backoff(attempt))
                 try:
                     theirs = _fetch(git, url, branch)
                     with self.store.vault.lock():
                         head = self._merge_locked(git, url, theirs, report)
                     report.pushed += _push(git, url, branch, theirs, head)
                 except _Race as race:
-                    report.last_race = str(race)
+                    said = [ln.strip() for ln in str(race).splitlines() if ln.strip()]
+                    report.last_race = next((ln for ln in said if "rejected" in ln), said[0] if said else "")
                     continue
                 break
             else:
@@ -131,17 +132,17 @@ class Sync:
         return report.result(url, git.head())
 
     def _merge_locked(self, git: Git, url: str, theirs: str | None, report: _Report) -> str | None:
-        """Under the write lock: commit local edits, merge what was fetched; returns the commit to push."""
+        """Under the write lock: commit local edits (first round), merge what was fetched; the commit to push."""
         self.store.vault.abort_interrupted_merge()
         if git.merging():
             raise SyncError(
                 "a git merge is in progress in the vault (not one of rlm-vault's): finish it or "
                 "run `git merge --abort` there, then sync again"
             )
-        external, untracked = self._commit_local_edits()
-        report.external = report.external or external
-        report.untracked = untracked
-        report.refused = self.refused()
+        if not report.edits_done:  # a retry only merges and pushes again: its window in the race stays short
+            report.external, report.untracked = self._commit_local_edits()
+            report.refused = self.refused()
+            report.edits_done = True
         if theirs is not None:
             theirs = _without_cache(git, theirs, report.warnings)
             before = git.head()
@@ -196,6 +197,7 @@ class _Report:
         self.refused: list[Problem] = []
         self.warnings: list[str] = []
         self.last_race = ""
+        self.edits_done = False
 
     def result(self, url: str, head: str | None) -> Synced:
         out: Synced = {
@@ -358,6 +360,15 @@ def _push(git: Git, url: str, branch: str, theirs: str | None, head: str | None)
         ) from exc
     git.run("update-ref", TRACKING, head, check=False)
     return ahead
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds to wait before retry `attempt`: exponential, capped, with full jitter.
+
+    Machines that keep losing the race back off further each time, leaving the remote to the others for
+    a moment, so under load every sync gets through (as Ethernet shares a wire).
+    """
+    return random.uniform(0.0, min(4.0, 0.1 * 2**attempt))
 
 
 def _advice(exc: GitError) -> str:

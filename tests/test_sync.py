@@ -349,3 +349,22 @@ def test_a_refused_push_is_an_error_that_says_what_to_do(tmp_path: Path, remote:
     with pytest.raises(VaultError, match="cannot push.*Permission denied.*access.*kept locally"):
         a.sync()
     assert "Kept locally" in texts(a) and git_status(a.vault.root) == []
+
+
+def test_a_search_after_a_quiet_period_pulls_in_the_background(tmp_path: Path, remote: Path) -> None:
+    assert Config.from_env({"RLM_SYNC_INTERVAL": "2.5"}).sync_interval == 2.5
+    assert Config.from_env({"RLM_SYNC_INTERVAL": "soon"}).sync_interval == 30.0
+    a = machine(tmp_path, remote, "A")
+    b = machine(tmp_path, remote, "B")
+    auto = AutoSync(a.syncer, a.store, delay=0.2, interval=3600).start()  # no periodic pull in this test
+    auto.quiet = 0.0
+    deadline = time.monotonic() + 20
+    while auto.runs < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    b.remember("The kingfisher nests by the weir.")
+    b.sync()
+    auto.kick()  # what a search does: returns at once, the pull runs behind it
+    while auto.runs < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    auto.stop()
+    assert "kingfisher" in texts(a) and auto.runs >= 2 and auto.last_error == ""
