@@ -18,6 +18,15 @@ def default_vault_dir() -> Path:
     return Path.home() / ".claude" / "rlm" / "vault"
 
 
+def _seconds_env(env: dict[str, str] | os._Environ[str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        return default
+    return value if 0.1 <= value <= 86400 else default
+
+
 def cache_home(env: dict[str, str] | os._Environ[str] | None = None) -> Path:
     """Machine-local caches: RLM_CACHE_DIR, else `$XDG_CACHE_HOME/rlm-vault` (~/.cache/rlm-vault)."""
     env = os.environ if env is None else env
@@ -63,8 +72,9 @@ class Config:
     session_budget_tokens: int = 1500
     secret_allowlist: tuple[str, ...] = field(default=())
     scan_interval: float = 1.0  # seconds between full listings of an unchanged folder (in-place edits)
-    auto_sync: bool = False  # RLM_SYNC=auto: pull when the server starts, push shortly after writes
-    sync_delay: float = 10.0
+    auto_sync: bool = False  # RLM_SYNC=auto: pull at start and every sync_interval, push shortly after writes
+    sync_delay: float = 5.0  # seconds of quiet after a write before the push (a burst makes one sync)
+    sync_interval: float = 30.0  # RLM_SYNC_INTERVAL: seconds between background pulls
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Config:
@@ -82,6 +92,7 @@ class Config:
             session_budget_tokens=_int_env(env, "RLM_SESSION_BUDGET", 1500),
             secret_allowlist=allow,
             auto_sync=env.get("RLM_SYNC", "").strip().lower() in ("auto", "on", "1", "true"),
+            sync_interval=_seconds_env(env, "RLM_SYNC_INTERVAL", 30.0),
         )
 
     @property

@@ -10,6 +10,7 @@ listeners run (background indexing, automatic sync).
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -24,9 +25,20 @@ from .git import toplevel
 from .models import safe_name
 from .vault import Transaction, Vault
 
-__all__ = ["Clock", "ContentRules", "PendingEdits", "Store", "detect_project", "iso", "utc_now", "valid_text"]
+__all__ = [
+    "Clock",
+    "ContentRules",
+    "PendingEdits",
+    "Store",
+    "detect_project",
+    "iso",
+    "outgoing_problem",
+    "utc_now",
+    "valid_text",
+]
 
 Clock = Callable[[], datetime]
+MIB = 1024 * 1024
 
 
 def utc_now() -> datetime:
@@ -92,6 +104,7 @@ class Store:
         self.catalog = Catalog(vault, config.scan_interval)
         self.access = AccessLog(vault)
         self.pending = PendingEdits()
+        self.refused: dict[str, str] = {}  # edits kept out of git (a secret in them): path -> why
         self._listeners: list[Callable[[], None]] = []
         self._project = safe_name(config.project, "project", strict=False) if config.project else ""
 
@@ -143,12 +156,24 @@ class Store:
             self.pending.start(self.vault.pending_paths("insights", "chunks"))
         if self.catalog.loaded:  # then whatever the catalog notices (never a full parse just for this)
             self.fresh()
-        ready = [p for p in self.pending.snapshot() if self._readable(p)]
+        ready = self.screened([p for p in self.pending.snapshot() if self._readable(p)])
         if not ready:
             return None
         commit = self.vault.git.commit_paths(ready, external_message(ready))
         self.pending.done(ready)
         return commit
+
+    def screened(self, paths: Iterable[str]) -> list[str]:
+        """The paths that hold no secret; the others stay uncommitted, listed in `refused` with why."""
+        ready = []
+        for path in paths:
+            reason = outgoing_problem(self.vault, path, self.config.secret_allowlist)
+            if reason is None:
+                self.refused.pop(path, None)
+                ready.append(path)
+            else:
+                self.refused[path] = reason
+        return ready
 
     def _readable(self, relpath: str) -> bool:
         """True for a deleted file or one that parses as a note: half-written files wait."""
@@ -200,6 +225,46 @@ class ContentRules:
 
         clean, findings = redact(text, self.allowlist)
         return clean, sorted({f.kind for f in findings})
+
+
+SCAN_LIMIT = 16 * 1024 * 1024  # bytes of one file scanned on the way out; bigger is refused
+
+
+def outgoing_problem(vault: Vault, relpath: str, allowlist: tuple[str, ...] = ()) -> str | None:
+    """Why an edit made outside rlm-vault must not be committed (a secret in it, or not a plain file).
+
+    None for a clean file or a deleted one. Everything a commit holds can reach a shared remote, so a hand
+    edit is scanned like a tool's text before git sees it.
+    """
+    from .archive import gunzip
+    from .secrets import describe, scan
+
+    full = vault.root / relpath
+    try:
+        info = os.lstat(full)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a symbolic link or a special file); not committed"
+    if info.st_size > SCAN_LIMIT:
+        return f"is over {SCAN_LIMIT // MIB} MiB and cannot be scanned for secrets; not committed"
+    try:
+        data = full.read_bytes()
+        if relpath.endswith(".gz"):
+            data = gunzip(data, SCAN_LIMIT, relpath)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    except InvalidNote as exc:
+        return f"cannot be scanned for secrets: {exc}"
+    findings = scan(data.decode("utf-8", errors="replace"), allowlist)
+    if findings:
+        return (
+            f"holds {describe(findings)}; not committed, so it never reaches git or a remote: remove the "
+            "secret (or allow-list a known-safe value with RLM_SECRET_ALLOWLIST) and it is committed"
+        )
+    return None
 
 
 def valid_text(text: str, what: str) -> str:

@@ -37,7 +37,16 @@ def _status(r: Mapping[str, Any]) -> str:
     ]
     for p in r["problems"]:
         lines.append(f"Problem: {p['path']}: {p['reason']}")
-    return "\n".join(lines)
+    return "\n".join(lines + _left_out(r))
+
+
+def _left_out(r: Mapping[str, Any]) -> list[str]:
+    """Lines for what sync does not commit: refused edits (a secret in them) and files that are not notes."""
+    lines = [f"Not committed: {p['path']}: {p['reason']}" for p in r.get("refused", [])]
+    if r.get("untracked"):
+        shown = ", ".join(r["untracked"][:10]) + (" ..." if len(r["untracked"]) > 10 else "")
+        lines.append(f"Not synced (not notes): {shown}")
+    return lines
 
 
 def _was(r: Mapping[str, Any]) -> str:
@@ -90,6 +99,7 @@ def _doctor(r: Mapping[str, Any]) -> str:
     lines += [f"  - {p}" for p in r["caches"]]
     lines += [f"Semantic search: {r['semantic']['reason']}", f"Git: {r['git']}"]
     lines += [f"Conflict copy to review: {c}" for c in r["conflicts"]]
+    lines += _left_out(r)
     lines.append("All good." if r["ok"] else "Problems found.")
     return "\n".join(lines)
 
@@ -116,13 +126,18 @@ _RENDER: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "restore": lambda r: _written("Restored", r),
     "history": lambda r: (
         (f"{r['old_id']} is now {r['id']}\n" if r.get("old_id") else "")
-        + "\n".join(f"{c['commit'][:10]} {c['date'][:16]} {c['message']}" for c in r["commits"])
+        + "\n".join(
+            f"{c['commit'][:10]} {c['date'][:16]} {c['message']} ({c.get('author', '')})"
+            for c in r["commits"]
+        )
     ),
     "revert": lambda r: f"Reverted {r['id']} to {r.get('from', '')[:10]} ({r['path']}).",
     "sync": lambda r: (
         f"Synced with {r['remote']}: pulled {r['pulled']}, pushed {r['pushed']} commit(s)"
         + (f"; conflicts kept as {', '.join(r['conflicts'])}" if r["conflicts"] else "")
         + "."
+        + "".join(f"\nWarning: {w}" for w in r.get("warnings", []))
+        + "".join(f"\n{line}" for line in _left_out(r))
     ),
     "remote": lambda r: f"Remote set to {r['remote']}.",
     "reindex": lambda r: f"Indexed {r['indexed']} notes. Semantic search: {r['semantic']['reason']}",

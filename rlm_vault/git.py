@@ -7,7 +7,9 @@ or ten thousand, and never sweeps in files a person is editing.
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -18,7 +20,7 @@ from typing import ClassVar
 from . import gitobjects
 from .errors import GitError
 
-__all__ = ["FALLBACK_EMAIL", "FALLBACK_NAME", "Commit", "Git", "toplevel"]
+__all__ = ["FALLBACK_EMAIL", "FALLBACK_NAME", "Commit", "Git", "machine_identity", "toplevel"]
 
 FALLBACK_NAME = "rlm-vault"
 FALLBACK_EMAIL = "rlm-vault@localhost"
@@ -31,6 +33,7 @@ class Commit:
     commit: str
     date: str
     message: str
+    author: str = ""  # "Name <email>": which machine or person made it, in a shared vault
 
 
 class Git:
@@ -406,11 +409,11 @@ class Git:
         """Commits that touched any of the pathspecs (globs allowed), newest first."""
         if self.head() is None:
             return []
-        out = self.run("log", f"-n{limit}", "--format=%H%x1f%aI%x1f%s%x1e", "--", *pathspecs)
+        out = self.run("log", f"-n{limit}", "--format=%H%x1f%aI%x1f%s%x1f%an <%ae>%x1e", "--", *pathspecs)
         commits = []
         for record in out.split("\x1e"):
             parts = record.strip().split("\x1f")
-            if len(parts) == 3:
+            if len(parts) == 4:
                 commits.append(Commit(*parts))
         return commits
 
@@ -454,15 +457,17 @@ class Git:
         return found
 
     def identity_env(self) -> dict[str, str]:
-        # A user without a git identity still gets commits; their own identity wins when set.
+        # Every commit names who made it, so the history of a vault many machines share says who
+        # remembered what: the git identity when set, else RLM_AUTHOR, else <user>@<host>.
         if self._identity is None:
             name = self.run("config", "user.name", check=False).strip()
             email = self.run("config", "user.email", check=False).strip()
+            own_name, own_email = machine_identity()
             self._identity = {
-                "GIT_AUTHOR_NAME": name or FALLBACK_NAME,
-                "GIT_AUTHOR_EMAIL": email or FALLBACK_EMAIL,
-                "GIT_COMMITTER_NAME": name or FALLBACK_NAME,
-                "GIT_COMMITTER_EMAIL": email or FALLBACK_EMAIL,
+                "GIT_AUTHOR_NAME": name or own_name,
+                "GIT_AUTHOR_EMAIL": email or own_email,
+                "GIT_COMMITTER_NAME": name or own_name,
+                "GIT_COMMITTER_EMAIL": email or own_email,
             }
         env = dict(os.environ)
         for key, value in self._identity.items():
@@ -476,6 +481,27 @@ class Git:
 
 class _NotHere(Exception):
     """The in-process commit does not apply (unusual file, packed or odd objects): git does it."""
+
+
+def machine_identity(env: dict[str, str] | None = None) -> tuple[str, str]:
+    """(name, email) when git has no identity: RLM_AUTHOR ("Name <email>"), else <user>@<host>."""
+    env = dict(os.environ) if env is None else env
+    configured = env.get("RLM_AUTHOR", "").strip()
+    name, _, rest = configured.partition("<")
+    email = rest.removesuffix(">").strip()
+    if name.strip() and email and not any(ch in configured for ch in "\n\0") and ">" not in name + email:
+        return name.strip(), email
+    if configured and "<" not in configured and not any(ch in configured for ch in "<>\n\0"):
+        return configured, FALLBACK_EMAIL  # a name alone
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, no USER variable
+        user = ""
+    host = socket.gethostname().split(".")[0]
+    clean = "".join(ch for ch in f"{user}@{host}" if ch.isprintable() and ch not in "<>")
+    if not user or not host:
+        return FALLBACK_NAME, FALLBACK_EMAIL
+    return clean, clean
 
 
 def _remove_if_older(lock: Path, seconds: float) -> bool:

@@ -132,7 +132,9 @@ class Lifecycle:
             raise NotFound(f"no memory with id {note_id!r} in the vault's history")
         result: History = {
             "id": note_id,
-            "commits": [CommitRow(commit=c.commit, date=c.date, message=c.message) for c in commits],
+            "commits": [
+                CommitRow(commit=c.commit, date=c.date, message=c.message, author=c.author) for c in commits
+            ],
         }
         if asked != note_id:
             result["old_id"] = asked

@@ -94,6 +94,8 @@ class Status(TypedDict):
     projects: NotRequired[dict[str, int]]
     remote: NotRequired[str | None]
     conflicts: NotRequired[list[str]]
+    untracked: NotRequired[list[str]]
+    refused: NotRequired[list[Problem]]
 
 
 class Peek(TypedDict):
@@ -183,6 +185,7 @@ class CommitRow(TypedDict):
     commit: str
     date: str
     message: str
+    author: str
 
 
 class History(TypedDict):
@@ -205,6 +208,9 @@ class Synced(TypedDict):
     pushed: int
     conflicts: list[str]
     external: NotRequired[str | None]
+    untracked: NotRequired[list[str]]  # files sync leaves out: not notes, not the template's files
+    refused: NotRequired[list[Problem]]  # edits kept out of git (a secret in them)
+    warnings: NotRequired[list[str]]  # what arrived from the remote and was not merged
 
 
 class RemoteSet(TypedDict):
@@ -222,6 +228,8 @@ class Doctor(TypedDict):
     semantic: SemanticStatus
     git: str
     conflicts: list[str]
+    untracked: NotRequired[list[str]]
+    refused: NotRequired[list[Problem]]
     ok: bool
 
 

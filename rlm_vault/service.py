@@ -14,8 +14,10 @@ get a service from `open_service` and call it; nothing here imports mcp.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .archive import Archive
 from .autosync import AutoSync
@@ -45,6 +47,10 @@ __all__ = [
     "read_insights",
     "read_state",
 ]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class MemoryService:
@@ -82,6 +88,10 @@ class MemoryService:
         self.domains = chunks.domains
         self.search = search.search
         self.grep = search.grep
+        if autosync is not None:  # a search after a quiet period asks for a pull, without waiting for it
+            self.search = _after(autosync.kick, search.search)
+            self.grep = _after(autosync.kick, search.grep)
+            self.recall = _after(autosync.kick, insights.recall)
         self.reindex = search.reindex
         self.semantic_status = search.semantic_status
         self.wait_for_model = search.wait_for_model
@@ -130,6 +140,8 @@ class MemoryService:
             "projects": dict(Counter(c.project for c in chunks)),
             "remote": self.remote(),
             "conflicts": self.vault.conflict_files(),
+            "untracked": self.syncer.untracked(),
+            "refused": self.syncer.refused(),
         }
 
     def doctor(self) -> Doctor:
@@ -148,8 +160,21 @@ class MemoryService:
             "semantic": semantic,
             "git": "ok" if git_ok else fsck.strip()[:500],
             "conflicts": self.vault.conflict_files(),
+            "untracked": self.syncer.untracked(),
+            "refused": self.syncer.refused(),
             "ok": not problems and git_ok and not broken_model,
         }
+
+
+def _after(first: Callable[[], None], call: Callable[P, R]) -> Callable[P, R]:
+    """`call`, running `first` (which returns at once) before it."""
+
+    @functools.wraps(call)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        first()
+        return call(*args, **kwargs)
+
+    return wrapped
 
 
 def read_insights(config: Config) -> list[Insight]:
@@ -202,7 +227,11 @@ def open_service(
     lifecycle = Lifecycle(store, archive)
     model = default_embedder(config) if isinstance(embedder, str) else embedder
     sync = Sync(store)
-    autosync = AutoSync(sync, store, config.sync_delay) if serving and config.auto_sync else None
+    autosync = (
+        AutoSync(sync, store, config.sync_delay, config.sync_interval)
+        if serving and config.auto_sync
+        else None
+    )
     return MemoryService(
         store,
         Insights(store, rules),

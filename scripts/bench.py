@@ -5,6 +5,7 @@
     python scripts/bench.py --quick         # small smoke run (a test runs it)
     python scripts/bench.py --scale 10000 --json out.json --model /path/to/model2vec-folder
     python scripts/bench.py --anchor /tmp/rlmc/bin/mcp-rlm-server   # same workload against rlm-claude
+    python scripts/bench.py --only team     # 8 vaults syncing one remote at once; sync at 10k/100k commits
 
 Everything runs in a temporary folder: HOME and RLM_VAULT_DIR point there, never at the user's vault.
 The workload is deterministic (fixed seed): 1-3 KB chunks built from the plain-text pydoc of stdlib
@@ -934,6 +935,201 @@ def concurrent_writers(base: Path, model: str, procs: int, per: int) -> dict[str
     }
 
 
+# ---------------------------------------------------------------------------------------------- team
+
+TEAM_WRITER = """
+import json, sys, time
+from rlm_vault.service import open_service
+from rlm_vault.errors import VaultError
+n, every, me = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+svc = open_service()
+while time.time() < float(sys.argv[4]):
+    time.sleep(0.005)
+paths, syncs, errors = [], [], []
+for i in range(n):
+    paths.append(svc.remember(f"machine {me} team note {i}: the shared fact number {i} of {me}")["path"])
+    if (i + 1) % every == 0:
+        t0 = time.perf_counter()
+        try:
+            svc.sync()
+            syncs.append(time.perf_counter() - t0)
+        except VaultError as exc:
+            errors.append(str(exc)[:300])
+print(json.dumps({"paths": paths, "syncs": syncs, "errors": errors}))
+"""
+
+
+def _join_team(base: Path, remote: Path, name: str) -> Path:
+    """A vault cloned from the team's remote, as `rlm-vault init --remote` makes it."""
+    from rlm_vault.sync import clone_or_create
+
+    vault = base / name
+    clone_or_create(vault, str(remote))
+    svc = open_service(vault, "none")
+    svc.set_remote(str(remote))
+    svc.sync()
+    return vault
+
+
+def _tracked_notes(repo: Path, rev: str = "HEAD") -> set[str]:
+    out = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "-r", "--name-only", rev, "--", "insights"],
+        capture_output=True,
+        check=False,
+        text=True,
+    ).stdout
+    return set(out.split())
+
+
+def team_sync(base: Path, machines: int, writes: int, every: int) -> dict[str, Any]:
+    """`machines` vaults on one bare remote, each writing and syncing every `every` writes, all at once."""
+    remote = base / "team.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    vaults = [_join_team(base, remote, f"team-{k}") for k in range(machines)]
+    start_at = time.time() + 1.5 + 0.2 * machines
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", TEAM_WRITER, str(writes), str(every), str(k), str(start_at)],
+            env=make_env(base, vault, "none"),
+            cwd=base,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k, vault in enumerate(vaults)
+    ]
+    results = []
+    for child in children:
+        out, err = child.communicate(timeout=1800)
+        results.append(
+            json.loads(out.strip().splitlines()[-1])
+            if child.returncode == 0 and out.strip()
+            else {"paths": [], "syncs": [], "errors": [f"exit {child.returncode}: {err.strip()[-300:]}"]}
+        )
+    writes_s = time.time() - start_at
+    written = {p for r in results for p in r["paths"]}
+    # Once the writes stop: sync rounds (every vault once, in turn) until every vault holds every note.
+    t0, rounds = time.perf_counter(), 0
+    services = [open_service(v, "none") for v in vaults]
+    while rounds < 4 and any(not written <= _tracked_notes(v) for v in vaults):
+        rounds += 1
+        for svc in services:
+            svc.sync()
+    converge_s = time.perf_counter() - t0
+    syncs = [t for r in results for t in r["syncs"]]
+    missing = max(len(written - _tracked_notes(v)) for v in [*vaults, remote])
+    conflicts = sum(1 for v in vaults for p in _tracked_notes(v) if ".conflict-" in p)
+    return {
+        "machines": machines,
+        "wanted": machines * writes,
+        "written": len(written),
+        "syncs": syncs,
+        "failed": sum(len(r["errors"]) for r in results),
+        "errors": [e for r in results for e in r["errors"]][:3],
+        "lost": machines * writes - len(written) + missing,
+        "conflicts": conflicts,
+        "rounds": rounds,
+        "converge_s": round(converge_s, 2),
+        "writes_s": round(writes_s, 1),
+    }
+
+
+def _fast_history(repo: Path, commits: int, notes: int = 200) -> None:
+    """A vault history of `commits` commits (each changes one of `notes` insights), built by fast-import."""
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    proc = subprocess.Popen(
+        ["git", "-C", str(repo), "fast-import", "--quiet", "--done"], stdin=subprocess.PIPE
+    )
+    assert proc.stdin is not None
+    write = proc.stdin.write
+    stamp = 1_700_000_000
+    template = ROOT / "rlm_vault" / "vault_template"
+    for i in range(commits):
+        lines = [
+            "commit refs/heads/main",
+            f"committer Bench <bench@example.com> {stamp + i} +0000",
+        ]
+        message = f"remember: note {i % notes} version {i}".encode()
+        body = [*lines, f"data {len(message)}"]
+        write(("\n".join(body) + "\n").encode() + message + b"\n")
+        if i == 0:
+            write(b"deleteall\n")
+            for f in (".gitignore", ".gitattributes", "README.md", "domains.yaml"):
+                data = (template / f).read_bytes() if (template / f).exists() else b"\n"
+                write(f"M 100644 inline {f}\ndata {len(data)}\n".encode() + data + b"\n")
+        k = i % notes
+        note = (
+            f"---\nid: 2026-01-01-note-{k}\ntype: insight\ncategory: fact\nimportance: low\n"
+            f"tags: []\nproject: null\ncreated: 2026-01-01T00:00:00Z\nupdated: 2026-01-01T00:00:00Z\n"
+            f"---\nShared fact {k}, version {i}.\n"
+        ).encode()
+        write(f"M 100644 inline insights/2026-01-01-note-{k}.md\ndata {len(note)}\n".encode() + note + b"\n")
+    write(b"done\n")
+    proc.stdin.close()
+    assert proc.wait() == 0
+    subprocess.run(["git", "-C", str(repo), "reset", "-q", "--hard"], check=True)
+
+
+def sync_at_history(base: Path, commits: int, rounds: int = 5) -> tuple[list[float], float]:
+    """Time of one sync (a note written on each side: fetch, merge, push) on a history of `commits`."""
+    seed = base / f"history-{commits}"
+    t0 = time.perf_counter()
+    _fast_history(seed, commits)
+    built = time.perf_counter() - t0
+    remote = base / f"history-{commits}.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(seed), str(remote)], check=True)
+    mine = open_service(Path(_join_team(base, remote, f"history-{commits}-a")), "none")
+    theirs = open_service(Path(_join_team(base, remote, f"history-{commits}-b")), "none")
+    samples = []
+    for r in range(rounds):
+        theirs.remember(f"written elsewhere, round {r} at {commits} commits")
+        theirs.sync()
+        mine.remember(f"written here, round {r} at {commits} commits")
+        t0 = time.perf_counter()
+        mine.sync()
+        samples.append(time.perf_counter() - t0)
+    return samples, built
+
+
+def run_team(base: Path, report: Report, quick: bool) -> None:
+    """The team row: many machines on one remote, and sync cost against a long history."""
+    home = base / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.update(make_env(base, base / "vault", "none"))
+    machines, writes, every = (4, 10, 5) if quick else (8, 50, 5)
+    r = team_sync(base, machines, writes, every)
+    report.lat(
+        "team_sync",
+        f"team: {machines} vaults x {writes} writes, sync every {every}, concurrent: one sync",
+        r["syncs"],
+        target="0 failed, 0 lost",
+        note=(
+            f"{len(r['syncs'])} syncs, {r['failed']} failed, {r['lost']} lost of {r['wanted']}, "
+            f"{r['conflicts']} conflict files; writes+syncs took {r['writes_s']} s"
+            + (f"; errors: {r['errors']}" if r["errors"] else "")
+        ),
+    ).ok = r["failed"] == 0 and r["lost"] == 0
+    report.add(
+        Row(
+            "team_converge",
+            "team: after the writes, until every vault holds every note",
+            "<= 2 sync rounds",
+            "",
+            r["rounds"],
+            value=f"{r['converge_s']:.1f} s, {r['rounds']} round(s)",
+            ok=r["rounds"] <= 2 and r["lost"] == 0,
+        )
+    )
+    for commits in (1000,) if quick else (10_000, 100_000):
+        samples, built = sync_at_history(base, commits)
+        report.lat(
+            f"sync_history_{commits}",
+            f"one sync (a note each side) at {commits:,} commits of history",
+            samples,
+            note=f"history built by git fast-import in {built:.1f} s",
+        )
+
+
 # ---------------------------------------------------------------------------------------------- anchor
 
 
@@ -1526,6 +1722,9 @@ def main(argv: list[str] | None = None) -> int:
         "--anchor", metavar="EXE", help="mcp-rlm-server executable (rlm-claude) to compare with"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
+    parser.add_argument(
+        "--only", choices=["team"], help="run one group of rows: team = many machines syncing one remote"
+    )
     parser.add_argument("--_paragraphs", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._paragraphs:
@@ -1565,7 +1764,10 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     started = time.perf_counter()
     try:
-        run(plan, model, base, report, args.anchor)
+        if args.only == "team":
+            run_team(base, report, plan.quick)
+        else:
+            run(plan, model, base, report, args.anchor)
     finally:
         report.meta["total_s"] = round(time.perf_counter() - started, 1)
         report.meta["load_end"] = os.getloadavg()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from helpers import commit_count, git, git_log, git_status, tracked
 
 from rlm_vault.errors import GitError
-from rlm_vault.git import FALLBACK_EMAIL, FALLBACK_NAME, Git
+from rlm_vault.git import FALLBACK_EMAIL, Git, machine_identity
 
 
 @pytest.fixture
@@ -161,16 +163,30 @@ def no_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("no_identity")
-def test_commit_without_any_identity_uses_the_fallback(repo: Git) -> None:
+def test_commit_without_any_identity_names_the_machine(repo: Git) -> None:
     assert Git(repo.root).run("config", "user.name", check=False).strip() == ""
     write(repo, "insights/a.md", "a\n")
     commit = repo.commit_paths(["insights/a.md"], "remember: a")
     assert commit is not None
-    expected = f"{FALLBACK_NAME} <{FALLBACK_EMAIL}>"
+    user, host = getpass.getuser(), socket.gethostname().split(".")[0]
+    expected = f"{user}@{host} <{user}@{host}>"
     assert author(repo) == f"{expected}|{expected}"
     write(repo, "insights/a.md", "a2\n")
     assert repo.commit_paths(["insights/a.md"], "update: a") is not None
     assert commit_count(repo.root) == 2
+    assert repo.log("insights/a.md")[0].author == expected  # what rlm_history shows
+
+
+@pytest.mark.usefixtures("no_identity")
+def test_a_configured_author_names_commits_when_git_has_no_identity(
+    repo: Git, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLM_AUTHOR", "Build Box <ci@example.org>")
+    write(repo, "insights/a.md", "a\n")
+    assert Git(repo.root).commit_paths(["insights/a.md"], "m") is not None
+    assert author(repo) == "Build Box <ci@example.org>|Build Box <ci@example.org>"
+    assert machine_identity({"RLM_AUTHOR": "Solo Name"}) == ("Solo Name", FALLBACK_EMAIL)
+    assert machine_identity({"RLM_AUTHOR": "x <a>b>"})[0] != "x"  # malformed: the machine's name instead
 
 
 @pytest.mark.usefixtures("no_identity")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -166,3 +167,204 @@ def test_a_persons_own_merge_in_progress_is_left_alone(tmp_path: Path, remote: P
     with pytest.raises(VaultError, match="merge is in progress"):
         a.sync()
     assert (a.vault.root / ".git" / "MERGE_HEAD").exists()
+
+
+def gate(tmp_path: Path, name: str, program: str) -> Path:
+    """A wrapper around `program` (git-upload-pack or git-receive-pack) that announces itself with the file
+    `<name>.started` and waits until the file `<name>.go` exists: a remote as slow as the test wants."""
+    script = tmp_path / f"{name}.sh"
+    started, go = tmp_path / f"{name}.started", tmp_path / f"{name}.go"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'touch "{started}"\n'
+        f'i=0; while [ ! -e "{go}" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n'
+        f'exec {program} "$@"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def wait_for(path: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+def test_writes_never_wait_for_a_slow_fetch_or_push(tmp_path: Path, remote: Path) -> None:
+    other = machine(tmp_path, remote, "B")
+    other.remember("Written on B: the harbour opens at dawn.")
+    other.sync()
+    config = Config(vault=tmp_path / "A", project="SyncProj", embedding_model="none", lock_timeout=3.0)
+    clone_or_create(config.vault, str(remote))
+    a = open_service(config)
+    a.set_remote(str(remote))
+    a.sync()
+    a.remember("Written on A before the slow sync.")
+    git(a.vault.root, "config", "remote.origin.uploadpack", str(gate(tmp_path, "fetch", "git-upload-pack")))
+    git(a.vault.root, "config", "remote.origin.receivepack", str(gate(tmp_path, "push", "git-receive-pack")))
+    other.remember("Written on B while A is fetching.")
+    other.sync()
+    results: list[object] = []
+    worker = threading.Thread(target=lambda: results.append(a.sync()))
+    worker.start()
+    wait_for(tmp_path / "fetch.started")
+    # The fetch is held open; a write that had to wait for it would fail with Busy after 3 s.
+    during_fetch = a.remember("Remembered while the sync is fetching.")
+    assert worker.is_alive() and not (tmp_path / "push.started").exists()
+    (tmp_path / "fetch.go").touch()
+    wait_for(tmp_path / "push.started")
+    during_push = a.remember("Remembered while the sync is pushing.")
+    assert worker.is_alive()
+    (tmp_path / "push.go").touch()
+    worker.join(60)
+    assert not worker.is_alive() and isinstance(results[0], dict) and results[0]["pulled"] >= 1
+    assert "while A is fetching" in texts(a)
+    assert {during_fetch["path"], during_push["path"]} <= set(git(a.vault.root, "ls-files").split())
+    a.sync()
+    assert "while the sync is pushing" in git(remote, "log", "-p", "-3")
+
+
+def test_only_notes_travel_and_other_files_are_reported(tmp_path: Path, remote: Path) -> None:
+    a = machine(tmp_path, remote, "A")
+    root = a.vault.root
+    note = a.remember("A note that travels.")
+    (root / ".obsidian").mkdir()
+    (root / ".obsidian" / "app.json").write_text('{"theme": "dark"}')
+    (root / "Untitled.md").write_text("scratch\n")
+    (root / ".env").write_text("DEBUG=1\n")
+    (root / "domains.yaml").write_text((root / "domains.yaml").read_text() + "\n# mine\n")
+    hand = root / note["path"]
+    hand.write_text(hand.read_text().replace("travels", "travels, edited by hand"))
+    result = a.sync()
+    assert result["untracked"] == [".env", ".obsidian/app.json", "Untitled.md"]
+    assert result["refused"] == []
+    shipped = set(git(remote, "ls-tree", "-r", "--name-only", "HEAD").split())
+    assert {note["path"], "domains.yaml"} <= shipped
+    assert not {".env", ".obsidian/app.json", "Untitled.md"} & shipped
+    assert "edited by hand" in git(remote, "show", f"HEAD:{note['path']}")
+    assert a.status()["untracked"] == result["untracked"]
+    assert a.doctor()["untracked"] == result["untracked"]
+    assert (root / ".env").read_text() == "DEBUG=1\n"  # left where it was
+
+
+SECRET = "ANTHROPIC_API_KEY=sk-ant-api03-" + "Zq8xT2mKp9vLw4RbN7cYd1Hf6Gj3Sa5E" * 2 + "AA"
+
+
+def test_a_secret_typed_into_a_note_never_reaches_the_remote(tmp_path: Path, remote: Path) -> None:
+    a = machine(tmp_path, remote, "A")
+    note = a.remember("The deploy key lives in the vault of the ops team.")
+    a.sync()
+    path = a.vault.root / note["path"]
+    clean = path.read_text()
+    path.write_text(clean + f"\n{SECRET}\n")
+    fresh = a.vault.root / "insights" / "2020-01-01-pasted.md"
+    fresh.write_text(clean.replace(note["id"], "2020-01-01-pasted") + f"\n{SECRET}\n")
+    a.remember("A later write commits pending hand edits first.")  # the write path is scanned too
+    result = a.sync()
+    assert sorted(r["path"] for r in result["refused"]) == sorted(
+        [note["path"], "insights/2020-01-01-pasted.md"]
+    )
+    assert "API key" in result["refused"][0]["reason"] or "key" in result["refused"][0]["reason"].lower()
+    assert "sk-ant-api03" not in git(remote, "log", "--all", "-p")
+    assert "sk-ant-api03" not in git(a.vault.root, "log", "--all", "-p")
+    assert {r["path"] for r in a.status()["refused"]} == {r["path"] for r in result["refused"]}
+    path.write_text(clean.replace("ops team", "ops team (checked)"))  # the person removes the secret
+    fresh.unlink()
+    assert a.sync()["refused"] == []
+    assert "(checked)" in git(remote, "show", f"HEAD:{note['path']}")
+
+
+def test_a_tracked_rlm_from_the_remote_is_never_merged(tmp_path: Path, remote: Path) -> None:
+    a = machine(tmp_path, remote, "A")
+    a.remember("Local note on A.")
+    a.sync()
+    index_file = a.vault.root / ".rlm" / "index" / "_MAIN_9999.toc"
+    index_file.parent.mkdir(parents=True, exist_ok=True)
+    index_file.write_bytes(b"local cache")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for attack in ("file", "symlink"):
+        hostile = tmp_path / f"hostile-{attack}"
+        git(tmp_path, "clone", "-q", str(remote), str(hostile))
+        if attack == "file":
+            (hostile / ".rlm" / "index").mkdir(parents=True)
+            (hostile / ".rlm" / "index" / "_MAIN_9999.toc").write_bytes(b"attacker pickle")
+        else:
+            (hostile / ".rlm").symlink_to(outside)
+        (hostile / "insights" / f"2020-01-01-{attack}.md").write_text(
+            f"---\nid: 2020-01-01-{attack}\ntype: insight\n---\nA real note next to the {attack}.\n"
+        )
+        git(hostile, "add", "-f", "-A")
+        git(hostile, "commit", "-q", "-m", f"hostile {attack}")
+        git(hostile, "push", "-q", "origin", "HEAD")
+        result = a.sync()
+        assert result["warnings"] and ".rlm" in result["warnings"][0]
+        assert index_file.read_bytes() == b"local cache"
+        assert not (a.vault.root / ".rlm").is_symlink() and list(outside.iterdir()) == []
+        assert git(a.vault.root, "ls-files", ".rlm") == ""
+        assert f"A real note next to the {attack}" in texts(a)  # the rest of the change is merged
+        assert git(remote, "ls-tree", "HEAD", ".rlm") == ""  # and the remote is clean again
+        fsck(a.vault.root)
+    clone = tmp_path / "fresh"
+    git(tmp_path, "clone", "-q", str(remote), str(tmp_path / "hostile-again"))
+    hostile = tmp_path / "hostile-again"
+    (hostile / ".rlm").mkdir()
+    (hostile / ".rlm" / "x").write_text("attacker")
+    git(hostile, "add", "-f", "-A")
+    git(hostile, "commit", "-q", "-m", "hostile again")
+    git(hostile, "push", "-q", "origin", "HEAD")
+    assert clone_or_create(clone, str(remote)) == "cloned"
+    assert not (clone / ".rlm" / "x").exists() and git(clone, "ls-files", ".rlm") == ""
+
+
+def test_history_names_the_machine_that_remembered(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.delenv(key)  # each machine's own git identity decides, as on real machines
+    for name, who in (("A", "Alice on A <alice@a.example>"), ("B", "Bob on B <bob@b.example>")):
+        (tmp_path / name).mkdir()
+        git(tmp_path / name, "init", "-q")
+        git(tmp_path / name, "config", "user.name", who.split(" <")[0])
+        git(tmp_path / name, "config", "user.email", who.split("<")[1].rstrip(">"))
+    a = machine(tmp_path, remote, "A")
+    note = a.remember("Shared note, first written on A.")
+    a.sync()
+    b = machine(tmp_path, remote, "B")
+    b.update(note["id"], content="Shared note, changed on B.")
+    b.sync()
+    a.sync()
+    rows = a.history(note["id"])["commits"]
+    assert [r["author"] for r in rows] == ["Bob on B <bob@b.example>", "Alice on A <alice@a.example>"]
+    assert "Bob on B" in git(a.vault.root, "log", "-1", "--format=%an", "--", note["path"])
+
+
+def test_a_refused_push_is_an_error_that_says_what_to_do(tmp_path: Path, remote: Path) -> None:
+    a = machine(tmp_path, remote, "A")
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'Permission denied: this key may only read' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    a.remember("Kept locally when the remote refuses it.")
+    with pytest.raises(VaultError, match="cannot push.*Permission denied.*access.*kept locally"):
+        a.sync()
+    assert "Kept locally" in texts(a) and git_status(a.vault.root) == []
+
+
+def test_a_search_after_a_quiet_period_pulls_in_the_background(tmp_path: Path, remote: Path) -> None:
+    assert Config.from_env({"RLM_SYNC_INTERVAL": "2.5"}).sync_interval == 2.5
+    assert Config.from_env({"RLM_SYNC_INTERVAL": "soon"}).sync_interval == 30.0
+    a = machine(tmp_path, remote, "A")
+    b = machine(tmp_path, remote, "B")
+    auto = AutoSync(a.syncer, a.store, delay=0.2, interval=3600).start()  # no periodic pull in this test
+    auto.quiet = 0.0
+    deadline = time.monotonic() + 20
+    while auto.runs < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    b.remember("The kingfisher nests by the weir.")
+    b.sync()
+    auto.kick()  # what a search does: returns at once, the pull runs behind it
+    while auto.runs < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    auto.stop()
+    assert "kingfisher" in texts(a) and auto.runs >= 2 and auto.last_error == ""

@@ -4,6 +4,7 @@
     python child.py archive        one retention run (the parent filled the vault with old chunks)
     python child.py sync <n>       a chunk then a sync with the remote, n times
     python child.py die-before-commit   one chunk whose process dies after the file, before the commit
+    python child.py team <n> <every>   n insights, a sync after every `every` of them (one machine of a team)
 
 Each returned call prints one line `<kind> <id> <path>` and flushes, so the parent knows exactly which
 writes were acknowledged before the kill.
@@ -71,6 +72,20 @@ def main(mode: str, count: int) -> None:
             say("chunk", r["id"], r["path"])
             service.sync()
             say("synced", r["id"], "-")
+    elif mode == "team":
+        from rlm_vault.errors import VaultError
+
+        every = int(sys.argv[3])
+        for i in range(count):
+            r = service.remember(f"{service.vault.root.name} team note {i} {tag}", category="fact")
+            say("insight", r["id"], r["path"])
+            if (i + 1) % every == 0:
+                try:
+                    service.sync()
+                    say("synced", r["id"], "-")
+                except VaultError as exc:
+                    say("syncfailed", r["id"], "-")
+                    sys.stderr.write(f"{exc}\n")
 
 
 if __name__ == "__main__":

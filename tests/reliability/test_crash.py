@@ -333,3 +333,45 @@ def test_garbage_vectors_and_access_log_are_rebuilt(tmp_path: Path) -> None:
     assert fresh.doctor()["caches"] == []
     shutil.rmtree(state)  # deleting .rlm/ loses nothing
     assert _top(_fresh(service), "rollout") == "rollout"
+
+
+def test_sigkill_while_a_sync_is_fetching_loses_nothing(tmp_path: Path) -> None:
+    """The fetch runs without the vault lock: a kill there leaves the vault as it was, writable at once."""
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    vault, other_dir = tmp_path / "vault", tmp_path / "other"
+    reopen(Vault.open(vault).root).set_remote(str(remote))
+    other = reopen(Vault.open(other_dir).root)
+    other.set_remote(str(remote))
+    started = tmp_path / "fetch.started"
+    slow = tmp_path / "slow-upload-pack.sh"
+    slow.write_text(f'#!/bin/sh\ntouch "{started}"\nsleep 60\nexec git-upload-pack "$@"\n')
+    slow.chmod(0o755)
+    theirs = []
+    acked: list[tuple[str, str, str]] = []
+    for rnd in range(2):
+        theirs.append(other.remember(f"from the other machine while fetching, round {rnd}")["path"])
+        other.sync()
+        git(vault, "config", "remote.origin.uploadpack", str(slow))
+        started.unlink(missing_ok=True)
+        child = Child(vault, "sync", "3")
+        assert child.read() is not None  # the chunk is acknowledged; its sync is fetching next
+        with deadline(30, "the slow fetch to start"):
+            while not started.exists():
+                time.sleep(0.02)
+        head = git(vault, "rev-parse", "HEAD").strip()
+        child.kill(group=rnd == 0)
+        acked += child.acked
+        service = reopen(vault)
+        assert git(vault, "rev-parse", "HEAD").strip() == head  # nothing merged, nothing half-done
+        assert fsck_clean(vault) == "" and dirty(vault) == []
+        with deadline(10, "a write right after the kill"):
+            service.remember(f"written at once after the kill, round {rnd}")
+        git(vault, "config", "--unset", "remote.origin.uploadpack")
+        with deadline(60, "sync after a kill during fetch"):
+            service.sync()
+    other.sync()
+    mine = {path for kind, _, path in acked if kind == "chunk"}
+    for side in (vault, other_dir):
+        assert mine | set(theirs) <= tracked(side)
+        assert fsck_clean(side) == ""
