@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import markdown
 from .errors import Busy, InvalidInput, InvalidNote
 from .git import Git
@@ -30,6 +29,7 @@ from .git import Git
 __all__ = ["NOTE_DIRS", "Stamp", "Transaction", "Vault"]
 
 NOTE_DIRS = ("insights", "chunks", "archive")
+MAX_DOMAINS_BYTES = 64 * 1024
 _TMP_SUFFIX = ".rlm-tmp"
 
 
@@ -278,12 +278,26 @@ class Vault:
 
     def read_domains(self) -> list[str]:
         """The domains listed in `domains.yaml` (a person may edit it; a broken file gives none)."""
+        return self._domains()[0]
+
+    def domains_problem(self) -> str | None:
+        """Why `domains.yaml` gives no domains (unreadable, not YAML, nested too deep ...), or None."""
+        return self._domains()[1]
+
+    def _domains(self) -> tuple[list[str], str | None]:
         try:
-            data = yaml.safe_load((self.root / "domains.yaml").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            return []
+            raw = _read_regular(self.root / "domains.yaml", MAX_DOMAINS_BYTES).decode("utf-8")
+            data = markdown.load_yaml(raw, "domains.yaml")
+        except FileNotFoundError:
+            return [], None
+        except (OSError, UnicodeDecodeError) as exc:
+            return [], f"domains.yaml cannot be read: {getattr(exc, 'strerror', None) or exc}"
+        except InvalidNote as exc:
+            return [], str(exc)
         items = data.get("domains") if isinstance(data, dict) else data
-        return [str(d) for d in items if isinstance(d, (str, int))] if isinstance(items, list) else []
+        if not isinstance(items, list):
+            return [], "domains.yaml holds no list of domains (write `domains: [api, deploy]`)"
+        return [str(d) for d in items if isinstance(d, (str, int))], None
 
     def read_state(self, name: str, default: Any) -> Any:
         """A JSON file of `.rlm/` (machine-local state), or `default` when missing or broken."""
@@ -408,6 +422,18 @@ def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file no larger than `limit`; a symlink, FIFO or device is refused unread."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        return handle.read(limit + 1)[:limit]
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:
