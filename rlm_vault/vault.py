@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from . import markdown
-from .errors import Busy, InvalidInput, InvalidNote
-from .git import Git
+from .errors import Busy, InvalidInput, InvalidNote, StorageError
+from .git import Git, storage_message
 
 __all__ = ["NOTE_DIRS", "Stamp", "Transaction", "Vault"]
 
@@ -61,9 +61,10 @@ class Vault:
     def open(cls, root: Path, lock_timeout: float = 30.0) -> Vault:
         """Open the vault at `root`, creating it from the template on first use."""
         vault = cls(Path(os.path.abspath(root)), lock_timeout)
-        vault.state.mkdir(parents=True, exist_ok=True)
+        with _writing(vault.state):
+            vault.state.mkdir(parents=True, exist_ok=True)
         if not vault.git.is_repo() or vault.git.head() is None:
-            with vault.lock():
+            with vault.lock(), _writing(vault.root):
                 vault._create()
         vault.git.tune()
         vault.recover()
@@ -144,8 +145,9 @@ class Vault:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """The one cross-process (and cross-thread) write lock, `.rlm/write.lock`."""
-        self.state.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state / "write.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        with _writing(self.state):
+            self.state.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.state / "write.lock", os.O_CREAT | os.O_RDWR, 0o644)
         try:
             self._acquire(fd)
             yield
@@ -308,7 +310,8 @@ class Vault:
 
     def write_state(self, name: str, data: Any) -> None:
         """Replace a JSON file of `.rlm/` atomically (no fsync: machine-local state, rebuilt if lost)."""
-        _atomic_write(self.state / name, json.dumps(data, ensure_ascii=False).encode(), sync=False)
+        with _writing(self.state):
+            _atomic_write(self.state / name, json.dumps(data, ensure_ascii=False).encode(), sync=False)
 
 
 @dataclass
@@ -326,9 +329,10 @@ class Transaction:
         """Replace a file atomically (temp file, fsync, rename); bulk writers pass sync=False
         and call `sync()` once."""
         path = self._touch(relpath)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.vault.path(relpath)  # re-check now that the folder exists (symlinked folders)
-        _atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data, sync)
+        with _writing(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.vault.path(relpath)  # re-check now that the folder exists (symlinked folders)
+            _atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data, sync)
 
     def expect(self, relpaths: list[str]) -> None:
         """Name every path a bulk change will touch, so the journal is written once, not per file."""
@@ -344,7 +348,9 @@ class Transaction:
 
     def delete(self, relpath: str) -> None:
         """Remove a file (git history keeps it)."""
-        self._touch(relpath).unlink(missing_ok=True)
+        path = self._touch(relpath)
+        with _writing(path.parent):
+            path.unlink(missing_ok=True)
 
     def _touch(self, relpath: str) -> Path:
         if not self.message:
@@ -358,14 +364,15 @@ class Transaction:
         return path
 
     def _write_journal(self) -> None:
-        if self._journal is None:
-            folder = self.vault.state / "pending"
-            folder.mkdir(parents=True, exist_ok=True)
-            self._journal = folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
-        payload = {"message": self.message, "paths": self.paths}
-        # No fsync: a kill keeps the page cache, and after a power loss without the journal the
-        # (fsynced) note is still found uncommitted and committed as an external edit.
-        _atomic_write(self._journal, json.dumps(payload, ensure_ascii=False).encode(), sync=False)
+        folder = self.vault.state / "pending"
+        with _writing(folder):
+            if self._journal is None:
+                folder.mkdir(parents=True, exist_ok=True)
+                self._journal = folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
+            payload = {"message": self.message, "paths": self.paths}
+            # No fsync: a kill keeps the page cache, and after a power loss without the journal the
+            # (fsynced) note is still found uncommitted and committed as an external edit.
+            _atomic_write(self._journal, json.dumps(payload, ensure_ascii=False).encode(), sync=False)
 
     def commit(self) -> None:
         if self.paths:
@@ -422,6 +429,15 @@ def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _writing(where: Path) -> Iterator[None]:
+    """Turn an OSError from writing into a one-line StorageError (full disk, read-only, no permission)."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(storage_message(exc, where), exc.errno) from exc
 
 
 def _read_regular(path: Path, limit: int) -> bytes:
