@@ -192,7 +192,8 @@ def check_regex(pattern: str) -> str:
     size = unrolled_size(pattern)
     if size > MAX_UNROLLED:
         raise InvalidInput(
-            f"pattern {pattern[:100]!r} unrolls to {size:,} items once its counted repeats are written out; "
+            f"pattern {pattern[:100]!r} is too large once its counted repeats are written out (about {size:,} "
+            "items); "
             f"use counts up to {MAX_REPEAT}, nested or repeated counts that stay under {MAX_UNROLLED:,} in "
             "all, or + and * instead of large counts"
         )
@@ -208,8 +209,8 @@ def unrolled_size(pattern: str) -> int:
         ch = pattern[i]
         if ch == "{" and (m := _COUNT.match(pattern, i)) and (m.group(1) or m.group(2)):
             count = max(int(m.group(1) or 0), int(m.group(2) or 0), 1)
-            if count > MAX_REPEAT:
-                return count * max(last, 1) + stack[0]
+            if count > MAX_REPEAT:  # one count over the limit is refused on its own
+                return max(count * max(last, 1) + stack[0], MAX_UNROLLED + 1)
             stack[-1] += last * (count - 1)
             last *= count
             i = m.end()
