@@ -15,8 +15,8 @@ PACKAGE = ROOT / "rlm_vault"
 
 # Lower layers never import higher ones (data flows one way: front ends -> service -> vault and caches).
 LAYERS = {
-    0: {"errors", "config", "results", "formatting", "textproc", "secrets", "secret_rules", "transcript", "gitobjects"},
-    1: {"models", "markdown", "git"},
+    0: {"errors", "config", "results", "formatting", "textproc", "secret_rules", "transcript", "gitobjects"},
+    1: {"models", "markdown", "git", "secrets"},
     2: {"vault", "retention", "fuzzy", "index"},
     3: {"catalog", "access", "embeddings", "query"},
     4: {"search"},
