@@ -29,6 +29,7 @@ _EXPORTS = {
     "VaultError": "errors",
     "InvalidInput": "errors",
     "SecretFound": "errors",
+    "StorageError": "errors",
     "NotFound": "errors",
     "InvalidNote": "errors",
     "Busy": "errors",
@@ -51,6 +52,7 @@ __all__ = [
     "MemoryService",
     "NotFound",
     "SecretFound",
+    "StorageError",
     "SyncError",
     "VaultError",
     "__version__",
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
         InvalidNote,
         NotFound,
         SecretFound,
+        StorageError,
         SyncError,
         VaultError,
     )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .errors import StorageError
 from .filelock import file_lock
 from .vault import Vault
 
 __all__ = ["AccessLog"]
+
+log = logging.getLogger("rlm_vault")
 
 
 class AccessLog:
@@ -21,11 +25,14 @@ class AccessLog:
         self.vault = vault
 
     def touch(self, note_id: str, when: str) -> None:
-        """Count one access."""
-        with self._locked() as data:
-            entry = data.setdefault(note_id, {})
-            entry["count"] = int(entry.get("count", 0)) + 1
-            entry["last"] = when
+        """Count one access; a vault that cannot be written (read-only, full) still answers reads."""
+        try:
+            with self._locked() as data:
+                entry = data.setdefault(note_id, {})
+                entry["count"] = int(entry.get("count", 0)) + 1
+                entry["last"] = when
+        except StorageError as exc:
+            log.warning("access count not saved: %s", exc)
 
     def update(self, changes: dict[str, dict[str, Any]]) -> None:
         """Merge fields into several entries; a None value removes that field."""

@@ -73,6 +73,7 @@ class Chunks:
             content = self.rules.no_secrets(content, "content")
             summary = self.rules.no_secrets(summary, "summary")
             tags = self.rules.no_secrets(tags, "tags")
+        self.rules.no_secrets_in_fields(project=project, ticket=ticket, domain=domain, tags=parse_tags(tags))
         project = safe_name(project, "project") if project else self.store.project
         ticket = safe_name(ticket, "ticket") if ticket else ""
         domain = safe_name(domain, "domain") if domain else ""

@@ -219,6 +219,18 @@ class ContentRules:
             )
         return text
 
+    def no_secrets_in_fields(self, **fields: str | Iterable[str]) -> None:
+        """Refuse short fields (project, ticket, domain, tags) that hold a secret: they become folder names
+        and commit subjects, where a token would be as public as in a note."""
+        from .secrets import describe_fields, scan_fields
+
+        found = scan_fields({k: v for k, v in fields.items() if v}, self.allowlist)
+        if found:
+            raise SecretFound(
+                f"{describe_fields(found)}; secrets must not enter the vault's git history: send it again "
+                "without them (or allow-list a known-safe value with RLM_SECRET_ALLOWLIST); nothing was written"
+            )
+
     def redacted(self, text: str) -> tuple[str, list[str]]:
         """`text` with secrets replaced by [REDACTED:<kind>], and the kinds replaced (automatic saves)."""
         from .secrets import redact

@@ -6,7 +6,8 @@
     ├── NotFound                no memory has that id
     ├── InvalidNote             a file in the vault cannot be read as a note
     ├── Busy                    another writer held the vault lock for too long
-    ├── GitError                a git command failed
+    ├── StorageError            the disk refused a write: full, read-only or no permission
+    ├── GitError                a git command failed (or the vault's git is damaged)
     ├── SyncError               a remote cannot be reached or refused a push; nothing changed locally
     ├── InstallError            a Claude Code file cannot be read or changed safely
     └── CacheError              a cache (index, vectors) is missing or broken
@@ -25,8 +26,10 @@ __all__ = [
     "InvalidNote",
     "NotFound",
     "SecretFound",
+    "StorageError",
     "SyncError",
     "VaultError",
+    "storage_message",
 ]
 
 
@@ -59,14 +62,27 @@ class Busy(VaultError):
     """The vault write lock could not be taken in time."""
 
 
-class GitError(VaultError):
-    """A git command exited non-zero or could not start."""
+class StorageError(VaultError):
+    """A file of the vault could not be written: the disk is full, read-only, or refuses permission."""
 
-    def __init__(self, cmd: list[str], returncode: int, stderr: str) -> None:
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class GitError(VaultError):
+    """A git command exited non-zero or could not start; `problem` says what it means when it is known."""
+
+    def __init__(self, cmd: list[str], returncode: int, stderr: str, problem: str = "") -> None:
         self.cmd = cmd
         self.returncode = returncode
         self.stderr = stderr.strip()
-        super().__init__(f"git {' '.join(cmd)} failed ({returncode}): {self.stderr or 'no message'}")
+        self.problem = problem
+        if problem:
+            said = next((line.strip() for line in self.stderr.splitlines() if line.strip()), "no message")
+            super().__init__(f"{problem} (git {cmd[0] if cmd else ''} said: {said})")
+        else:
+            super().__init__(f"git {' '.join(cmd)} failed ({returncode}): {self.stderr or 'no message'}")
 
 
 class CacheError(VaultError):
@@ -79,3 +95,16 @@ class SyncError(VaultError):
 
 class InstallError(VaultError):
     """A Claude Code file cannot be read or changed safely; nothing was changed."""
+
+
+def storage_message(exc: OSError, where: object) -> str:
+    """One line for an OSError met while writing: what happened and what to do."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk holding {where} is full; free some space and try again (nothing was changed)"
+    if exc.errno == errno.EROFS:
+        return f"{where} is on a read-only file system; remount it read-write to save memories"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to write in {where}; give your user ownership of the vault folder"
+    return f"cannot write in {where}: {exc.strerror or exc}"

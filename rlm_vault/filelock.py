@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import Busy
+from .errors import Busy, StorageError, storage_message
 
 __all__ = ["file_lock"]
 
@@ -22,8 +22,11 @@ def file_lock(path: Path, timeout: float | None = None) -> Iterator[None]:
 
     The lock is per open file, so two threads of one process exclude each other as two processes do.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as exc:
+        raise StorageError(storage_message(exc, path.parent), exc.errno) from exc
     try:
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)

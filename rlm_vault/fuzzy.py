@@ -15,8 +15,13 @@ from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Levenshtein
 
 from rlm_vault import textproc
+from rlm_vault.errors import InvalidInput
 
-__all__ = ["FuzzyHit", "FuzzyIndex", "max_edits"]
+__all__ = ["MAX_PATTERN_CHARS", "MAX_PATTERN_WORDS", "FuzzyHit", "FuzzyIndex", "check_pattern", "max_edits"]
+
+# partial_ratio costs the pattern's length times each line's: a 12 KB pattern took 15 s over a small vault.
+MAX_PATTERN_CHARS = 200
+MAX_PATTERN_WORDS = 20
 
 MAX_CANDIDATES = 400  # documents whose lines get scored; beyond that the query words are too common
 MATCHES_PER_WORD = 50
@@ -29,6 +34,18 @@ class FuzzyHit(NamedTuple):
     line_no: int
     text: str
     score: float
+
+
+def check_pattern(pattern: str) -> str:
+    """`pattern` when it is short enough to compare with every line; refused otherwise."""
+    words = len(pattern.split())
+    if len(pattern) > MAX_PATTERN_CHARS or words > MAX_PATTERN_WORDS:
+        raise InvalidInput(
+            f"fuzzy pattern is {len(pattern)} characters and {words} words; the limit is "
+            f"{MAX_PATTERN_CHARS} characters and {MAX_PATTERN_WORDS} words: send the few words you are "
+            "looking for (rlm_search ranks longer text)"
+        )
+    return pattern
 
 
 def max_edits(word: str) -> int:
@@ -123,7 +140,7 @@ class FuzzyIndex:
         self, pattern: str, threshold: float = 80, limit: int = 20, allowed: set[str] | None = None
     ) -> list[FuzzyHit]:
         """Lines scoring at least `threshold` (0-100) against `pattern`, best first."""
-        needle = textproc.fold(pattern).strip()
+        needle = textproc.fold(check_pattern(pattern)).strip()
         if not needle:
             return []
         ids = self.candidates(pattern, allowed)

@@ -18,9 +18,17 @@ from pathlib import Path
 from typing import ClassVar
 
 from . import gitobjects
-from .errors import GitError
+from .errors import GitError, StorageError, storage_message
 
-__all__ = ["FALLBACK_EMAIL", "FALLBACK_NAME", "Commit", "Git", "machine_identity", "toplevel"]
+__all__ = [
+    "FALLBACK_EMAIL",
+    "FALLBACK_NAME",
+    "Commit",
+    "Git",
+    "git_error",
+    "machine_identity",
+    "toplevel",
+]
 
 FALLBACK_NAME = "rlm-vault"
 FALLBACK_EMAIL = "rlm-vault@localhost"
@@ -59,7 +67,7 @@ class Git:
         """Run `git <args>` in the repository and return its stdout."""
         proc = self._spawn(args, input, env, timeout)
         if check and proc.returncode != 0:
-            raise GitError(list(args), proc.returncode, proc.stderr)
+            raise git_error(list(args), proc.returncode, proc.stderr, self.root)
         return proc.stdout
 
     def clear_stale_locks(self, older_than: float = 0.5) -> list[str]:
@@ -171,6 +179,12 @@ class Git:
         """
         if not paths:
             return None
+        try:
+            return self._commit_with_retries(paths, message, own)
+        except OSError as exc:  # writing objects in-process: a full or read-only disk
+            raise StorageError(storage_message(exc, self.root / ".git"), exc.errno) from exc
+
+    def _commit_with_retries(self, paths: Sequence[str], message: str, own: bool) -> str | None:
         for attempt in range(3):
             try:
                 if own and self._fast_path_safe():
@@ -432,7 +446,7 @@ class Git:
         cmd = ["git", "-C", str(self.root), "show", f"{commit}:{path}"]
         proc = subprocess.run(cmd, capture_output=True, check=False)
         if proc.returncode != 0:
-            raise GitError(cmd[3:], proc.returncode, proc.stderr.decode(errors="replace"))
+            raise git_error(cmd[3:], proc.returncode, proc.stderr.decode(errors="replace"), self.root)
         return proc.stdout
 
     def cat_blobs(self, shas: list[str]) -> dict[str, bytes]:
@@ -477,6 +491,50 @@ class Git:
     def remove_stale_index_lock(self, older_than: float) -> bool:
         """Delete `.git/index.lock` left by a crashed git; only call while holding the vault lock."""
         return _remove_if_older(self.root / ".git" / "index.lock", older_than)
+
+
+# What git's stderr means, checked in order; the message says what happened and what to do.
+_DISK_FULL = ("no space left on device", "disk quota exceeded")
+_READ_ONLY = ("read-only file system",)
+_NO_PERMISSION = ("permission denied", "insufficient permission")
+_DAMAGED = (
+    "not a git repository",
+    "index file corrupt",
+    "index file smaller than expected",
+    "object file",
+    "loose object",
+    "corrupt",
+    "bad object",
+    "bad tree",
+    "unable to read tree",
+    "packfile",
+    "broken link",
+    "invalid sha1 pointer",
+    "bad index file",
+    "unknown index entry format",
+)
+
+
+def git_error(cmd: list[str], returncode: int, stderr: str, root: Path) -> GitError:
+    """A GitError whose message explains a full disk, a read-only vault or a damaged repository."""
+    said = stderr.lower()
+    problem = ""
+    if any(s in said for s in _DISK_FULL):
+        problem = (
+            f"the disk holding the vault {root} is full; free some space and try again (nothing was lost)"
+        )
+    elif any(s in said for s in _READ_ONLY):
+        problem = f"the vault {root} is on a read-only file system; remount it read-write to save memories"
+    elif any(s in said for s in _NO_PERMISSION):
+        problem = (
+            f"git has no permission to write in {root}/.git; give your user ownership of the vault folder"
+        )
+    elif any(s in said for s in _DAMAGED):
+        problem = (
+            f"the vault's git repository ({root}/.git) is damaged; run `rlm-vault doctor` to check it "
+            "(the notes themselves are plain files and stay readable)"
+        )
+    return GitError(cmd, returncode, stderr, problem)
 
 
 class _NotHere(Exception):

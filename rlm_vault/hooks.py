@@ -236,6 +236,8 @@ def _save_snapshot(
     extra["transcript_last_uuid"] = convo.last_uuid or ""
     if convo.truncated:
         extra["transcript_truncated"] = True
+    if convo.skipped:
+        extra["transcript_skipped_records"] = convo.skipped
     result = svc.chunk(
         convo.text,
         summary=summary,
@@ -367,8 +369,10 @@ def _was_compacted(transcript_path: str) -> bool:
         return False
     import mmap
 
-    try:
-        with open(transcript_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    from .transcript import open_regular
+
+    try:  # a FIFO, device or folder is refused, never waited on
+        with open_regular(transcript_path) as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             return data.rfind(b'"compact_boundary"') >= 0
     except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
         return False

@@ -36,6 +36,7 @@ class Insights:
         """Save an insight as `insights/<id>.md`, one commit."""
         content = self.rules.no_secrets(self.rules.checked(content), "content")
         tags = self.rules.no_secrets(valid_text(tags, "tags"), "tags")
+        self.rules.no_secrets_in_fields(project=project, tags=parse_tags(tags))
         category = q.choice(category or "general", CATEGORIES, "category")
         importance = q.choice(importance or "medium", IMPORTANCES, "importance")
         project = safe_name(project, "project") if project else ""
@@ -108,6 +109,7 @@ class Insights:
         category = q.choice(category, CATEGORIES, "category") if category else ""
         importance = q.choice(importance, IMPORTANCES, "importance") if importance else ""
         new_tags = parse_tags(self.rules.no_secrets(valid_text(tags, "tags"), "tags")) if tags else None
+        self.rules.no_secrets_in_fields(tags=new_tags or ())
         with self.store.writing() as tx:
             old = self._current(insight_id)
             new = replace(

@@ -14,10 +14,13 @@ import yaml
 
 from .errors import InvalidNote
 
-__all__ = ["MAX_FRONT_MATTER", "parse", "render"]
+__all__ = ["MAX_DEPTH", "MAX_FRONT_MATTER", "load_yaml", "parse", "render"]
 
 # A hand-written note with megabytes of YAML is a mistake or an attack (alias bombs).
 MAX_FRONT_MATTER = 64 * 1024
+# Notes nest two levels (entities: {files: [...]}). libyaml builds nodes recursively: 30,000 nested "["
+# crashed the process (segfault) and 1,000 raised RecursionError in the pure-Python loader.
+MAX_DEPTH = 50
 _FENCE = re.compile(r"^---[ \t]*\r?$", re.MULTILINE)
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -72,12 +75,7 @@ def parse(text: str, path: str = "<text>") -> tuple[dict[str, Any], str]:
     raw = text[first + 1 : close.start()]
     if len(raw) > MAX_FRONT_MATTER:
         raise InvalidNote(path, f"front matter is larger than {MAX_FRONT_MATTER} bytes")
-    try:
-        if "&" in raw and "*" in raw and _has_alias(raw):
-            raise InvalidNote(path, "front matter uses YAML anchors and aliases, which notes do not allow")
-        meta = yaml.load(raw, Loader=_Loader) if raw.strip() else {}
-    except yaml.YAMLError as exc:
-        raise InvalidNote(path, f"front matter is not valid YAML: {_one_line(exc)}") from exc
+    meta = load_yaml(raw, path, "front matter") if raw.strip() else {}
     if not isinstance(meta, dict):
         raise InvalidNote(path, "front matter is not a mapping of keys to values")
     body = text[close.end() :]
@@ -96,6 +94,41 @@ def render(meta: dict[str, Any], body: str) -> str:
     )
     body = body.rstrip("\n")
     return f"---\n{front}---\n{body}\n"
+
+
+def load_yaml(raw: str, path: str, what: str = "the file") -> Any:
+    """Safe YAML from a person or a remote: no aliases, at most MAX_DEPTH levels; InvalidNote otherwise."""
+    try:
+        if _may_be_deep(raw) and _too_deep(raw):
+            raise InvalidNote(
+                path, f"{what} nests more than {MAX_DEPTH} levels deep; notes need two or three"
+            )
+        if "&" in raw and "*" in raw and _has_alias(raw):
+            raise InvalidNote(path, f"{what} uses YAML anchors and aliases, which rlm-vault does not allow")
+        return yaml.load(raw, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise InvalidNote(path, f"{what} is not valid YAML: {_one_line(exc)}") from exc
+    except RecursionError as exc:  # the depth check is the guard; this is the belt
+        raise InvalidNote(path, f"{what} nests too deep to read") from exc
+
+
+def _may_be_deep(raw: str) -> bool:
+    # Each level needs one of these characters: a note with few of them cannot nest deep, and skips the
+    # event walk below (which would double the parse time of every note).
+    return sum(raw.count(ch) for ch in "[{-:?") > MAX_DEPTH
+
+
+def _too_deep(raw: str) -> bool:
+    """True when collections nest deeper than MAX_DEPTH (the event parser is iterative: no recursion)."""
+    depth = 0
+    for event in yaml.parse(raw, Loader=_Loader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+    return False
 
 
 def _has_alias(raw: str) -> bool:

@@ -17,7 +17,7 @@ from .models import Chunk, Insight
 from .results import GrepMatch, SearchHit
 
 __all__ = [
-    "auto_summary", "choice", "date", "filter_chunks", "filter_insights", "fold", "fuzzy_lines",
+    "auto_summary", "check_regex", "choice", "date", "filter_chunks", "filter_insights", "fold", "fuzzy_lines",
     "keyword_search", "limit", "newest", "rank_insights", "regex_lines", "short",
     "words",
 ]  # fmt: skip
@@ -136,6 +136,7 @@ def regex_lines(
     chunks: Sequence[Chunk | Insight], pattern: str, limit: int, budget: float
 ) -> list[GrepMatch]:
     """Lines matching a case-insensitive regex, with a time budget against runaway patterns."""
+    check_regex(pattern)
     try:
         compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
     except (regex.error, ValueError, OverflowError, RecursionError) as exc:  # deep nesting: "((((...))))"
@@ -171,13 +172,85 @@ def regex_lines(
     return matches
 
 
+MAX_PATTERN_CHARS = 1_000
+MAX_REPEAT = 1_000  # one counted repeat, {n} or {n,m}
+MAX_UNROLLED = 20_000  # atoms once counted repeats are written out (nested counts multiply)
+_COUNT = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
+
+
+def check_regex(pattern: str) -> str:
+    """`pattern` when its compiled form stays small; refused before compiling otherwise.
+
+    The regex engine unrolls counted repeats when it compiles: ((a{1000}){1000}){1000} is 23 characters
+    and asked for gigabytes. Time and memory grow with the unrolled size (125 x a{1000}: 1 s, 45 MB).
+    """
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise InvalidInput(
+            f"pattern is {len(pattern)} characters; the limit is {MAX_PATTERN_CHARS}: "
+            "grep for a shorter pattern, or use rlm_search for long text"
+        )
+    size = unrolled_size(pattern)
+    if size > MAX_UNROLLED:
+        raise InvalidInput(
+            f"pattern {pattern[:100]!r} is too large once its counted repeats are written out (about {size:,} "
+            "items); "
+            f"use counts up to {MAX_REPEAT}, nested or repeated counts that stay under {MAX_UNROLLED:,} in "
+            "all, or + and * instead of large counts"
+        )
+    return pattern
+
+
+def unrolled_size(pattern: str) -> int:
+    """About how many items the pattern holds once counted repeats are written out (nesting multiplies)."""
+    stack: list[int] = [0]  # per open group: the size of what it holds so far
+    last = 0  # the size of the atom just read, which a count would repeat
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "{" and (m := _COUNT.match(pattern, i)) and (m.group(1) or m.group(2)):
+            count = max(int(m.group(1) or 0), int(m.group(2) or 0), 1)
+            if count > MAX_REPEAT:  # one count over the limit is refused on its own
+                return max(count * max(last, 1) + stack[0], MAX_UNROLLED + 1)
+            stack[-1] += last * (count - 1)
+            last *= count
+            i = m.end()
+            continue
+        if ch == "(":
+            stack.append(0)
+            i += 1
+            continue
+        if ch == ")" and len(stack) > 1:
+            last = stack.pop()
+            i += 1
+        elif ch == "[":
+            i, last = _class_end(pattern, i), 1
+        else:
+            i, last = i + (2 if ch == "\\" else 1), 1
+        stack[-1] += last
+    return sum(stack)
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """The index after the `]` closing the character class that opens at `start`."""
+    i = start + 1
+    if i < len(pattern) and pattern[i] == "^":
+        i += 1
+    if i < len(pattern) and pattern[i] == "]":
+        i += 1
+    while i < len(pattern) and pattern[i] != "]":
+        i += 2 if pattern[i] == "\\" else 1
+    return i + 1
+
+
 def fuzzy_lines(
     chunks: Sequence[Chunk | Insight], pattern: str, threshold: int, limit: int
 ) -> list[GrepMatch]:
     """Lines close to the pattern despite typos, best first."""
     from rapidfuzz import fuzz
 
-    target = fold(pattern)
+    from .fuzzy import check_pattern
+
+    target = fold(check_pattern(pattern))
     found: list[GrepMatch] = []
     for chunk in chunks:
         for n, line in enumerate(chunk.content.split("\n")):

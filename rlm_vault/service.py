@@ -29,7 +29,7 @@ from .errors import VaultError
 from .insights import Insights
 from .lifecycle import Lifecycle
 from .models import Insight
-from .results import Doctor, Status
+from .results import Doctor, Problem, Status
 from .retrieval import LazyEmbedder, Search
 from .sync import Sync
 from .vault import Vault
@@ -134,7 +134,8 @@ class MemoryService:
             "vault": str(self.vault.root),
             "head": self.vault.git.head(),
             "semantic": self.semantic_status(),
-            "problems": [{"path": p.path, "reason": p.reason} for p in cat.problems()],
+            "problems": [Problem(path=p.path, reason=p.reason) for p in cat.problems()]
+            + self._domains_problem(),
             "by_category": dict(Counter(i.category for i in insights)),
             "by_importance": dict(Counter(i.importance for i in insights)),
             "projects": dict(Counter(c.project for c in chunks)),
@@ -144,10 +145,15 @@ class MemoryService:
             "refused": self.syncer.refused(),
         }
 
+    def _domains_problem(self) -> list[Problem]:
+        reason = self.vault.domains_problem()
+        return [{"path": "domains.yaml", "reason": reason}] if reason else []
+
     def doctor(self) -> Doctor:
         """What is wrong, if anything: unreadable notes, caches out of step, conflicts, git health."""
         self.wait_for_model()
         problems = [f"{p.path}: {p.reason}" for p in self.store.fresh().problems()]
+        problems += [f"{p['path']}: {p['reason']}" for p in self._domains_problem()]
         git = self.vault.git
         fsck = git.run("fsck", "--no-progress", "--no-dangling", check=False)
         git_ok = git.run_status("fsck", "--no-progress") == 0

@@ -6,20 +6,25 @@ Pure and stdlib-only on purpose: the PreCompact hook calls it, and a hook must s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["MAX_TEXT_BYTES", "Conversation", "parse_transcript", "read_transcript"]
+__all__ = ["MAX_TEXT_BYTES", "Conversation", "open_regular", "parse_transcript", "read_transcript"]
 
 # A chunk's content is capped at 2 MiB; keep the snapshot text well under it, front matter included.
 MAX_TEXT_BYTES = 1_500_000
 # Transcripts are append-only and can grow to hundreds of MB over many resumes; the last compaction is
 # near the end, so reading the tail bounds the hook's time and memory.
 MAX_READ_BYTES = 64 * 1024 * 1024
+# One record over this is skipped (with a note): json.loads of a 60 MB line peaked near 1 GB. A tool result
+# of a 20 MB log is still read (its first line is what the snapshot keeps).
+MAX_RECORD_BYTES = 24 * 1024 * 1024
 SUMMARY_CHARS = 1_500
 TOOL_ARGS_CHARS = 120
 TOOL_RESULT_CHARS = 160
@@ -57,6 +62,7 @@ class Conversation:
     last_uuid: str | None = None
     first_prompt: str = ""
     truncated: bool = False
+    skipped: int = 0  # records left out: larger than MAX_RECORD_BYTES or nested too deep to parse
 
     def summary_line(self, limit: int = SUMMARY_LINE_CHARS) -> str:
         """The first user prompt on one line, cut to about `limit` characters."""
@@ -87,25 +93,52 @@ def parse_transcript(data: bytes | str, *, max_bytes: int = MAX_TEXT_BYTES) -> C
     """Parse transcript JSONL content; malformed lines are skipped, never raised."""
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
-    records = list(_records(data.splitlines()))
+    skipped: list[int] = []
+    records = list(_records(data.splitlines(), skipped))
     window, summary = _window(records)
     turns = _turns(window)
     body, truncated = _cap("\n\n".join(t.render() for t in turns), max_bytes)
     return Conversation(
         session_id=_last_str(records, "sessionId"),
         cwd=_last_str(records, "cwd"),
-        text=_summary_section(summary) + body,
+        text=_summary_section(summary) + _skipped_note(len(skipped)) + body,
         turns=len(turns),
         first_timestamp=_first_str(window, "timestamp") or None,
         last_timestamp=_last_str(window, "timestamp") or None,
         last_uuid=_last_str(window, "uuid") or None,
         first_prompt=_first_prompt(turns),
         truncated=truncated,
+        skipped=len(skipped),
     )
 
 
+def _skipped_note(count: int) -> str:
+    if not count:
+        return ""
+    return (
+        f"_[{count} transcript record(s) left out: larger than {MAX_RECORD_BYTES // (1024 * 1024)} MB "
+        "or nested too deeply to read.]_\n\n"
+    )
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """`path` opened for reading when it is a regular file; OSError for a FIFO, device, folder or socket.
+
+    Opened non-blocking first: a plain open() of a FIFO waits for a writer forever (a hook must not hang).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_tail(path: str | os.PathLike[str], limit: int) -> bytes:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         size = f.seek(0, os.SEEK_END)
         if size <= limit:
             f.seek(0)
@@ -116,14 +149,24 @@ def _read_tail(path: str | os.PathLike[str], limit: int) -> bytes:
     return data[data.find(b"\n") + 1 :]
 
 
-def _records(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    """Conversation records (user / assistant / system), skipping bookkeeping and malformed lines."""
-    for line in lines:
+def _records(lines: Iterable[bytes], skipped: list[int]) -> Iterator[dict[str, Any]]:
+    """Conversation records (user / assistant / system), skipping bookkeeping and malformed lines.
+
+    A record too large or too deeply nested to parse is counted in `skipped`; the others still make the
+    snapshot (one hostile line used to drop all of it).
+    """
+    for n, line in enumerate(lines):
         if not any(marker in line for marker in _CANDIDATE_MARKERS):
+            continue
+        if len(line) > MAX_RECORD_BYTES:
+            skipped.append(n)
             continue
         try:
             record = json.loads(line)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError both subclass it
+            continue
+        except RecursionError:  # nested deeper than the interpreter's stack allows
+            skipped.append(n)
             continue
         if isinstance(record, dict) and record.get("type") in _CONVERSATION_TYPES:
             yield record
@@ -268,8 +311,8 @@ def _brief_args(args: Any) -> str:
 def _json(value: Any) -> str:
     try:
         return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return str(value)
+    except (TypeError, ValueError, RecursionError):
+        return "…"
 
 
 def _tool_result_line(block: dict[str, Any]) -> str:

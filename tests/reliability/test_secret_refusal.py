@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from relkit import commit_count, dirty
+from secret_corpus import SECRETS as CORPUS
 
 from rlm_vault.config import Config
 from rlm_vault.errors import SecretFound
@@ -16,34 +17,12 @@ from rlm_vault.service import MemoryService, open_service
 
 pytestmark = pytest.mark.reliability
 
-# One sample per kind, built from parts so no scanner mistakes this file for a leak.
-SAMPLES = {
-    "private_key": "-----BEGIN OPENSSH "
-    + "PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAA"
-    "\n-----END OPENSSH " + "PRIVATE KEY-----",
-    "aws_access_key": "AKIA" + "IOSFODNN7EXAMPLE",
-    "aws_secret_key": "aws_secret_access_key = " + "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "github_token": "ghp_" + "A1b2C3d4E5f6" * 3,
-    "anthropic_key": "sk-ant-" + "api03-AbC_dEf-123456789012345678901234567890xyzAA",
-    "openai_key": "sk-proj-" + "Ab3xQ9zLm2Np7Rt4Vw8Yz1Bc5De6Fg0Hj",
-    "slack_token": "xoxb-" + "123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
-    "stripe_key": "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
-    "google_api_key": "AIza" + "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
-    "gitlab_token": "glpat-" + "xxYY12zz34AAbb56ccdd",
-    "npm_token": "npm_" + "aB3dE4fG5hI6jK7lM8nO9pQ0rS1tU2vW3xY4",
-    "jwt": "eyJhbGciOiJIUzI1NiJ9."
-    + "eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-    "url_password": "postgres://app:" + "s3cr3t-Pa55@db.internal:5432/app",
-    "password": 'password = "' + 'hunter2xyz"',
-    "high_entropy": "blob " + "Zk9xQ2Vm3LpT7wYbN4rJ8sKd1HgA6uEc" + " here",
-}
-VALUES = {
-    **SAMPLES,
-    "aws_secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "url_password": "s3cr3t-Pa55",
-    "password": "hunter2xyz",
-    "high_entropy": "Zk9xQ2Vm3LpT7wYbN4rJ8sKd1HgA6uEc",
-}
+# One sample per kind (the first of the shared corpus), with the exact value that must never reach git.
+SAMPLES: dict[str, str] = {}
+VALUES: dict[str, str] = {}
+for _kind, _text, _value in CORPUS:
+    SAMPLES.setdefault(_kind, _value if "\n" in _text.strip() else _text.strip())
+    VALUES.setdefault(_kind, _value)
 
 
 def test_every_kind_has_a_sample() -> None:
@@ -113,7 +92,7 @@ def test_automatic_saves_are_redacted_and_the_value_never_reaches_git(service: M
 
 
 def test_the_allow_list_lets_a_known_value_through(tmp_path: Path) -> None:
-    safe = SAMPLES["aws_access_key"]  # AWS's own documented example key
+    safe = VALUES["aws_access_key"]  # AWS's own documented example key
     config = Config(
         vault=tmp_path / "vault",
         project="Sec",
