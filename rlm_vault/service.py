@@ -78,6 +78,8 @@ class MemoryService:
         self.peek = chunks.peek
         self.note = chunks.note
         self.list_chunks = chunks.list_chunks
+        self.notes_page = chunks.notes_page
+        self.read_note = chunks.read_note
         self.sessions = chunks.sessions
         self.domains = chunks.domains
         self.search = search.search
