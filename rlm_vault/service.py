@@ -135,14 +135,17 @@ class MemoryService:
         }
 
     def doctor(self) -> Doctor:
-        """What is wrong, if anything: unreadable notes, caches out of step, conflicts, git health."""
+        """What is wrong, if anything: unreadable notes, caches out of step, conflicts, git health.
+
+        A model that cannot load is a warning: search still works, by keywords.
+        """
         self.wait_for_model()
         problems = [f"{p.path}: {p.reason}" for p in self.store.fresh().problems()]
         git = self.vault.git
         fsck = git.run("fsck", "--no-progress", "--no-dangling", check=False)
         git_ok = git.run_status("fsck", "--no-progress") == 0
         semantic = self.semantic_status()
-        broken_model = "could not be loaded" in semantic["reason"]
+        failed = "could not be" in semantic["reason"]
         # Caches that lag behind catch up at the next search; only what needs a person fails doctor.
         return {
             "notes": problems,
@@ -150,7 +153,8 @@ class MemoryService:
             "semantic": semantic,
             "git": "ok" if git_ok else fsck.strip()[:500],
             "conflicts": self.vault.conflict_files(),
-            "ok": not problems and git_ok and not broken_model,
+            "ok": not problems and git_ok,
+            "warnings": [f"semantic search is off: {semantic['reason']}"] if failed else [],
         }
 
 
