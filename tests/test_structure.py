@@ -200,7 +200,7 @@ def test_front_ends_reach_the_vault_only_through_the_service(name: str) -> None:
     assert not reached, f"{name} imports {reached}: go through the service"
 
 
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
 def _readme_shape(name: str) -> dict[str, object]:
@@ -213,7 +213,7 @@ def _readme_shape(name: str) -> dict[str, object]:
         if lang == "sh"
     ]
     return {
-        "headings": [len(m.group(1)) for m in re.finditer(r"^(#+) ", prose, re.M)],
+        "headings": [len(m.group(1)) for m in re.finditer(r"^(#+) ", prose, re.MULTILINE)],
         "commands": set(re.findall(r"rlm-vault ([a-z][a-z-]*)", text)) & cli_commands(),
         "tools": set(re.findall(r"\brlm_[a-z_]+", text)),
         "block languages": [lang for lang, _ in blocks],
