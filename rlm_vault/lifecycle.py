@@ -22,7 +22,7 @@ __all__ = ["Lifecycle", "check_id"]
 
 # A hash (full or short) or a ref git resolves (HEAD~1, main, v1^); never anything git could read as an
 # option or a range.
-_COMMIT = re.compile(r"^[^-\s.:][^\s:]*$")
+_COMMIT = re.compile(r"^[\w/@{}~^][\w./@{}~^+-]*$", re.ASCII)
 
 
 class Lifecycle:
