@@ -1,11 +1,15 @@
 """Chunks: saved conversation segments, one note each in `chunks/<project>/`, and what derives from them.
 
 Owns `Chunks`: chunk (save), peek (read back by lines, restoring an archived chunk on demand),
-list_chunks, sessions and domains.
+list_chunks, sessions and domains; and, since a chunk id or an insight id is read the same way, the
+whole-note reads front ends offer as documents (`notes_page`, `read_note`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 
 from . import markdown
@@ -25,9 +29,20 @@ from .models import (
     parse_tags,
     safe_name,
 )
-from .results import ChunkList, ChunkRow, Domains, Peek, SessionRow, Sessions, Written
+from .results import (
+    ChunkList,
+    ChunkRow,
+    Domains,
+    NotePage,
+    NoteRef,
+    NoteText,
+    Peek,
+    SessionRow,
+    Sessions,
+    Written,
+)
 
-__all__ = ["Chunks", "chunk_row"]
+__all__ = ["Chunks", "chunk_row", "note_title"]
 
 
 class Chunks:
@@ -139,7 +154,13 @@ class Chunks:
         total = len(lines)
         lo = max(0, start if start >= 0 else total + start)
         hi = total if end is None or end == -1 else (end if end >= 0 else total + end + 1)
-        hi = min(max(hi, lo), total)
+        hi = min(hi, total)
+        if lo >= total or hi <= lo:
+            raise InvalidInput(
+                f"lines start={start} end={end} are outside {note.id}, which has {total} line(s): "
+                f"use start from 0 to {total - 1} (negative counts from the end) and an end after it, "
+                "or end=-1 for the rest"
+            )
         self.store.access.touch(note.id, self.store.now())
         kind = "chunk" if isinstance(note, Chunk) else "insight"
         summary = note.summary if isinstance(note, Chunk) else q.short(note.content)
@@ -156,6 +177,45 @@ class Chunks:
         if note.id != chunk_id:
             result["old_id"] = chunk_id
         return result
+
+    def notes_page(self, cursor: str = "", limit: int = 100) -> NotePage:
+        """One page of every insight and chunk, newest first; pass `next_cursor` back for the next page.
+
+        The cursor names the last note of the page, so notes written meanwhile never shift a page.
+        """
+        limit = q.limit(limit, 1000)
+        after = _cursor_key(cursor) if cursor else None
+        cat = self.store.fresh()
+        every: list[Chunk | Insight] = [*cat.insights(), *cat.chunks()]
+        notes = sorted(every, key=lambda n: (n.created, n.id), reverse=True)
+        if after is not None:
+            notes = [n for n in notes if (n.created, n.id) < after]
+        page = notes[:limit]
+        more = len(notes) > limit
+        return {
+            "notes": [_note_ref(n) for n in page],
+            "next_cursor": _cursor_of(page[-1]) if more and page else None,
+        }
+
+    def read_note(self, note_id: str, kind: str = "") -> NoteText:
+        """A note's file as it is (an archived chunk is read from the archive, not restored).
+
+        `kind` ("insight" or "chunk") refuses a note of the other kind.
+        """
+        note: Chunk | Insight | None = self.store.fresh().note(note_id)
+        archived = self.lifecycle.archive.paths().get(note_id) if note is None else None
+        if archived is not None:
+            raw, note = self.lifecycle.archive.read(archived)
+            path = archived
+        elif note is not None:
+            raw, path = self.store.vault.read_bytes(note.path), note.path
+        else:
+            raise NotFound(f"no chunk or insight with id {note_id!r}: use rlm_list_chunks or rlm_recall")
+        found = "chunk" if isinstance(note, Chunk) else "insight"
+        if kind and kind != found:
+            raise NotFound(f"{note_id} is a {found}, not a {kind}: read it as a {found}")
+        text = raw.decode("utf-8", errors="replace")
+        return {"id": note.id, "kind": found, "title": note_title(note), "path": path, "text": text}
 
     def list_chunks(self, limit: int = 20, project: str = "") -> ChunkList:
         """Chunks newest first."""
@@ -197,6 +257,41 @@ def _names(folder: os.PathLike[str], prefix: str) -> list[str]:
         return [name for name in os.listdir(folder) if name.startswith(prefix)]
     except OSError:
         return []
+
+
+def note_title(note: Chunk | Insight) -> str:
+    """A title a person can read: a chunk's summary, an insight's first line."""
+    text = note.summary if isinstance(note, Chunk) else note.content
+    return q.short(text, 100) or note.id
+
+
+def _note_ref(note: Chunk | Insight) -> NoteRef:
+    kind = "chunk" if isinstance(note, Chunk) else "insight"
+    return {
+        "id": note.id,
+        "kind": kind,
+        "title": note_title(note),
+        "path": note.path,
+        "created": note.created,
+    }
+
+
+def _cursor_of(note: Chunk | Insight) -> str:
+    raw = json.dumps([note.created, note.id], ensure_ascii=False).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def _cursor_key(cursor: str) -> tuple[str, str]:
+    try:
+        created, note_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, TypeError, UnicodeError, binascii.Error):
+        raise InvalidInput(
+            f"cursor {cursor[:40]!r} is not accepted: send the next_cursor of the previous page, "
+            "or no cursor for the first page"
+        ) from None
+    if not isinstance(created, str) or not isinstance(note_id, str):
+        raise InvalidInput("cursor is not accepted: send the next_cursor of the previous page")
+    return created, note_id
 
 
 def chunk_row(c: Chunk) -> ChunkRow:

@@ -24,7 +24,15 @@ if TYPE_CHECKING:
 else:
     Matrix = Any
 
-__all__ = ["DISABLED", "Embedder", "Loadable", "Model2VecEmbedder", "VectorStore", "embed_text"]
+__all__ = [
+    "DISABLED",
+    "Embedder",
+    "Loadable",
+    "Model2VecEmbedder",
+    "VectorStore",
+    "download_progress",
+    "embed_text",
+]
 
 DISABLED = frozenset({"", "none", "off", "false", "0"})
 Progress = Callable[[int, int], None]
@@ -87,6 +95,7 @@ class Model2VecEmbedder:
         self._error = ""
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
+        self._since = 0.0  # time.time() when loading started: files the download wrote since then
 
     @property
     def disabled(self) -> bool:
@@ -100,6 +109,7 @@ class Model2VecEmbedder:
         """Start loading the model in a daemon thread (once; a no-op when disabled)."""
         with self._started:
             if self._thread is None and not self.disabled:
+                self._since = time.time()
                 self._thread = threading.Thread(target=self._load, name="rlm-vault-model", daemon=True)
                 self._thread.start()
 
@@ -121,16 +131,28 @@ class Model2VecEmbedder:
         return self._model is not None
 
     def status(self) -> tuple[bool, str]:
-        """(enabled, reason) for status and doctor."""
+        """(enabled, reason): what a person reads in status and doctor."""
+        name = repr(self.name)
         if self.disabled:
-            return False, f"semantic search is off (model {self.name!r}); search is BM25-only"
+            return False, f"semantic search is off (model {name}); keyword search only"
         if self._model is not None:
-            return True, f"model {self.name!r} loaded ({self._dim} dimensions)"
+            return True, f"model {name} loaded ({self._dim} dimensions)"
         if self._error:
-            return False, f"model {self.name!r} could not be loaded: {self._error}; search is BM25-only"
+            how = "loaded" if looks_like_path(self.name) else "downloaded"
+            return False, (
+                f"model {name} could not be {how}: {one_line(self._error)}; keyword search only; "
+                "set RLM_EMBEDDING_MODEL=none or a local path"
+            )
         if self._thread is None:
-            return False, f"model {self.name!r} is not loaded yet; search is BM25-only"
-        return False, f"model {self.name!r} is loading; search is BM25-only until it is ready"
+            return False, f"model {name} configured, loads on first search; keyword search until then"
+        return False, f"model {name} {self._progress()}; keyword search until it is ready"
+
+    def _progress(self) -> str:
+        seconds = int(time.time() - self._since)
+        written = None if looks_like_path(self.name) else download_progress(self.name, self._since)
+        if written is not None:
+            return f"downloading ({written / 1e6:.0f} MB so far, {seconds} s)"
+        return f"loading ({seconds} s)"
 
     def embed(self, texts: list[str]) -> Matrix:
         """Unit vectors for `texts`, shape (len(texts), dim)."""
@@ -141,6 +163,40 @@ class Model2VecEmbedder:
         except Exception as exc:
             raise CacheError(f"model {self.name!r} failed to embed: {exc!r}") from exc
         return normalise(vectors)
+
+
+def looks_like_path(model: str) -> bool:
+    """True when the model names a folder (absolute, relative, ~, or existing) rather than a hub id."""
+    text = model.strip()
+    return text.startswith(("/", "~", ".")) or "\\" in text or text.count("/") > 1 or Path(text).exists()
+
+
+def one_line(text: str, width: int = 200) -> str:
+    """The first non-empty line of an error, cut to `width` characters."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache folder the download writes to (its own setting when installed)."""
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+        return Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub")
+
+
+def download_progress(model: str, since: float) -> int | None:
+    """Bytes of hub model `model` written to the cache since `since` (time.time()); None if none."""
+    folder = hub_cache() / f"models--{model.strip().replace('/', '--')}" / "blobs"
+    try:
+        stats = [entry.stat() for entry in os.scandir(folder)]
+    except OSError:
+        return None
+    fresh = [st.st_size for st in stats if st.st_mtime >= since]
+    return sum(fresh) if fresh else None
 
 
 SAVE_BATCH = 64  # changed vectors kept in memory before the file is rewritten

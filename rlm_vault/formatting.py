@@ -100,7 +100,11 @@ def _doctor(r: Mapping[str, Any]) -> str:
     lines += [f"Semantic search: {r['semantic']['reason']}", f"Git: {r['git']}"]
     lines += [f"Conflict copy to review: {c}" for c in r["conflicts"]]
     lines += _left_out(r)
-    lines.append("All good." if r["ok"] else "Problems found.")
+    lines += [f"Warning: {w}" for w in r.get("warnings", [])]
+    if not r["ok"]:
+        lines.append("Problems found.")
+    else:
+        lines.append("Works, with warnings." if r.get("warnings") else "All good.")
     return "\n".join(lines)
 
 

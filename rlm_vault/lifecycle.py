@@ -20,7 +20,9 @@ from .retention import Policy, parse_time
 
 __all__ = ["Lifecycle", "check_id"]
 
-_COMMIT = re.compile(r"^[0-9a-fA-F]{4,40}$")
+# A hash (full or short) or a ref git resolves (HEAD~1, main, v1^); never anything git could read as an
+# option or a range.
+_COMMIT = re.compile(r"^[\w/@{}~^][\w./@{}~^+-]*$", re.ASCII)
 
 
 class Lifecycle:
@@ -144,8 +146,11 @@ class Lifecycle:
         """Bring back a memory as it was at `commit` (from rlm_history), as a new commit."""
         check_id(note_id)
         note_id = self.resolve_id(note_id)
-        if not _COMMIT.match(commit or ""):
-            raise InvalidInput(f"commit {commit!r} is not accepted: use a commit id from rlm_history")
+        if not _COMMIT.match(commit or "") or ".." in commit:
+            raise InvalidInput(
+                f"commit {commit!r} is not accepted: use a commit from rlm_history (full or short hash) "
+                "or a ref such as HEAD~1"
+            )
         full, relpath = self._version_path(note_id, commit)
         raw = self.store.vault.git.show(full, relpath)
         note = note_from_file(relpath, raw)

@@ -19,6 +19,9 @@ __all__ = [
     "History",
     "Initialised",
     "InsightRow",
+    "NotePage",
+    "NoteRef",
+    "NoteText",
     "Peek",
     "Problem",
     "Recall",
@@ -231,6 +234,34 @@ class Doctor(TypedDict):
     untracked: NotRequired[list[str]]
     refused: NotRequired[list[Problem]]
     ok: bool
+    warnings: NotRequired[list[str]]
+
+
+class NoteRef(TypedDict):
+    """One note in a listing of the whole vault: enough to name it and fetch it."""
+
+    id: str
+    kind: str
+    title: str
+    path: str
+    created: str
+
+
+class NotePage(TypedDict):
+    """One page of every note, newest first; `next_cursor` fetches the next page (None: the last)."""
+
+    notes: list[NoteRef]
+    next_cursor: str | None
+
+
+class NoteText(TypedDict):
+    """A note's file as it is in the vault (front matter and body), with a readable title."""
+
+    id: str
+    kind: str
+    title: str
+    path: str
+    text: str
 
 
 class Initialised(TypedDict):

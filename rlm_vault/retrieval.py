@@ -348,7 +348,7 @@ class Search:
         """Whether meaning-based ranking is on, with which model, and if not, why."""
         model = self.store.config.embedding_model
         if self.embedder is None:
-            reason = "RLM_EMBEDDING_MODEL is 'none': search is BM25-only"
+            reason = "RLM_EMBEDDING_MODEL is 'none': keyword search only"
             return {"enabled": False, "model": model, "reason": reason}
         enabled, reason = self.embedder.status()
         return {"enabled": enabled, "model": model, "reason": reason}

@@ -84,6 +84,8 @@ class MemoryService:
         self.peek = chunks.peek
         self.note = chunks.note
         self.list_chunks = chunks.list_chunks
+        self.notes_page = chunks.notes_page
+        self.read_note = chunks.read_note
         self.sessions = chunks.sessions
         self.domains = chunks.domains
         self.search = search.search
@@ -150,7 +152,10 @@ class MemoryService:
         return [{"path": "domains.yaml", "reason": reason}] if reason else []
 
     def doctor(self) -> Doctor:
-        """What is wrong, if anything: unreadable notes, caches out of step, conflicts, git health."""
+        """What is wrong, if anything: unreadable notes, caches out of step, conflicts, git health.
+
+        A model that cannot load is a warning: search still works, by keywords.
+        """
         self.wait_for_model()
         problems = [f"{p.path}: {p.reason}" for p in self.store.fresh().problems()]
         problems += [f"{p['path']}: {p['reason']}" for p in self._domains_problem()]
@@ -158,7 +163,7 @@ class MemoryService:
         fsck = git.run("fsck", "--no-progress", "--no-dangling", check=False)
         git_ok = git.run_status("fsck", "--no-progress") == 0
         semantic = self.semantic_status()
-        broken_model = "could not be loaded" in semantic["reason"]
+        failed = "could not be" in semantic["reason"]
         # Caches that lag behind catch up at the next search; only what needs a person fails doctor.
         return {
             "notes": problems,
@@ -168,7 +173,8 @@ class MemoryService:
             "conflicts": self.vault.conflict_files(),
             "untracked": self.syncer.untracked(),
             "refused": self.syncer.refused(),
-            "ok": not problems and git_ok and not broken_model,
+            "ok": not problems and git_ok,
+            "warnings": [f"semantic search is off: {semantic['reason']}"] if failed else [],
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from helpers import commit_count, git_log, git_status
 
-from rlm_vault.cli import main
+from rlm_vault.cli import cli_words, command_of, main
 from rlm_vault.errors import InvalidInput, NotFound
 
 
@@ -205,3 +206,177 @@ def test_installed_console_script(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stdout == ""
     assert failed.stderr.startswith("rlm-vault: ") and failed.stderr.count("\n") == 1
+
+
+# ------------------------------------------------------------------ parity with the MCP tools
+
+
+def _tools(sync_tool: bool = True) -> dict[str, dict[str, Any]]:
+    """tools/list of a server on the vault the CLI uses: name -> input schema properties."""
+    import anyio
+    from mcp import Client
+
+    from rlm_vault.config import Config
+    from rlm_vault.mcp_server import build_server
+    from rlm_vault.service import open_service
+
+    async def listed() -> dict[str, dict[str, Any]]:
+        service = open_service(Config.from_env())
+        async with Client(build_server(lambda: service, sync_tool=sync_tool)) as client:
+            return {t.name: t.input_schema["properties"] for t in (await client.list_tools()).tools}
+
+    return anyio.run(listed)
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    from rlm_vault.cli import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_tool_has_a_command_with_the_same_parameters() -> None:
+    commands = _subcommands()
+    for tool, params in _tools().items():
+        name = command_of(tool).split()[0]
+        assert name in commands, f"{tool} has no `rlm-vault {name}`"
+        options = {a.dest: a for a in commands[name]._actions}
+        for param in params:
+            assert param in options, f"`rlm-vault {name}` lacks {param} of {tool}"
+            flags = options[param].option_strings
+            assert not flags or f"--{param.replace('_', '-')}" in flags, (name, param, flags)
+
+
+def test_every_command_argument_has_help() -> None:
+    for name, sub in _subcommands().items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"`rlm-vault {name}` {action.dest} has no help"
+    helped = subprocess.run(
+        [sys.executable, "-m", "rlm_vault", "remember", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "decision, fact, preference, finding, todo or general" in " ".join(helped.split())
+
+
+def test_json_output_is_the_tools_structured_result(capsys: pytest.CaptureFixture[str]) -> None:
+    import anyio
+    from mcp import Client
+
+    from rlm_vault.config import Config
+    from rlm_vault.mcp_server import build_server
+    from rlm_vault.service import open_service
+
+    note = run_json(capsys, "remember", "Use ruff for lint", "--category", "preference", "--tags", "py")
+    chunk = run_json(capsys, "chunk", "we tuned the retry policy\nbackoff 2s", "--domain", "feature")
+    cases = [
+        ("rlm_recall", {"query": "ruff"}, ["recall", "ruff"]),
+        ("rlm_list_chunks", {"limit": 5}, ["list-chunks", "--limit", "5"]),
+        ("rlm_peek", {"chunk_id": chunk["id"], "start": 1}, ["peek", chunk["id"], "--start", "1"]),
+        ("rlm_grep", {"pattern": "retry", "fuzzy": True}, ["grep", "retry", "--fuzzy"]),
+        ("rlm_sessions", {"domain": "feature"}, ["sessions", "--domain", "feature"]),
+        ("rlm_domains", {}, ["domains"]),
+        ("rlm_history", {"id": note["id"]}, ["history", note["id"]]),
+        (
+            "rlm_search",
+            {"query": "retry policy", "include_insights": False},
+            ["search", "retry policy", "--no-include-insights"],
+        ),
+        ("rlm_retention_preview", {}, ["retention"]),
+        ("rlm_status", {}, ["status"]),
+    ]
+
+    async def tool_results() -> list[Any]:
+        service = open_service(Config.from_env())
+        async with Client(build_server(lambda: service)) as client:
+            return [(await client.call_tool(t, a)).structured_content for t, a, _ in cases]
+
+    for (tool, _, argv), expected in zip(cases, anyio.run(tool_results), strict=True):
+        assert run_json(capsys, *argv) == expected, tool
+
+
+# ------------------------------------------------------------------ the new commands
+
+
+def test_insight_and_chunk_commands(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    note = run_json(capsys, "remember", "Port is 8080", "--category", "fact")
+    updated = run_json(capsys, "update", note["id"], "--content", "Port is 9090", "--tags", "ops,net")
+    assert updated["changed"] is True
+    assert run_json(capsys, "recall", "port")["insights"][0]["tags"] == ["ops", "net"]
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("piped chunk about herons\nline two\n"))
+    chunk = run_json(
+        capsys, "chunk", "-", "--summary", "herons", "--ticket", "BIRD-1", "--chunk-type", "debug"
+    )
+    assert chunk["path"].startswith("chunks/") and "BIRD-1" in chunk["id"]
+    rows = run_json(capsys, "list-chunks")["chunks"]
+    assert [(r["id"], r["summary"], r["chunk_type"]) for r in rows] == [(chunk["id"], "herons", "debug")]
+    assert run_json(capsys, "grep", "her[o0]ns")["matches"][0]["id"] == chunk["id"]
+    code, out, _ = run(capsys, "sessions")
+    assert code == 0 and "1 chunk(s)" in out
+    assert "feature" in run_json(capsys, "domains")["domains"]
+
+    forgotten = run_json(capsys, "forget", note["id"])
+    assert forgotten["removed"] is True
+    assert git_log(vault_path())[0].startswith(f"forget: {note['id']}")
+
+
+def test_revert_takes_refs_and_peek_past_the_end_is_an_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RLM_VAULT_RAISE_ERRORS")
+    note = run_json(capsys, "remember", "Port is 8080")
+    run(capsys, "update", note["id"], "--content", "Port is 9090")
+    reverted = run_json(capsys, "revert", note["id"], "HEAD~1")
+    assert "8080" in (vault_path() / reverted["path"]).read_text(encoding="utf-8")
+    code, out, err = run(capsys, "revert", note["id"], "--", "--all")
+    assert code == 1 and "HEAD~1" in err and out == ""
+
+    code, out, err = run(capsys, "peek", note["id"], "--start", "5")
+    assert code == 1 and out == ""
+    assert "has 1 line(s): use start from 0 to 0" in err
+
+
+def test_cli_messages_name_commands_not_tools(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RLM_VAULT_RAISE_ERRORS")
+    run(capsys, "init")
+    code, _, err = run(capsys, "peek", "2026-01-01-nothing")
+    assert code == 1 and "rlm-vault list-chunks" in err and "rlm_" not in err
+    code, _, err = run(capsys, "restore", "2026-01-01_X_001")
+    assert code == 1 and "rlm-vault retention" in err and "rlm_" not in err
+    assert (
+        cli_words("call rlm_remember(content, category) to save it") == "call rlm-vault remember to save it"
+    )
+    assert cli_words("see rlm_vault.cli") == "see rlm_vault.cli"
+
+
+def test_no_command_on_a_terminal_prints_a_hint(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    code, out, err = run(capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "rlm-vault --help" in err and "MCP" in err
+    assert not vault_path().exists()  # nothing was served or created
+
+
+def test_doctor_warns_about_a_model_that_cannot_load(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    run(capsys, "init")
+    monkeypatch.setenv("RLM_EMBEDDING_MODEL", str(tmp_path / "no-model-here"))
+    code, out, _ = run(capsys, "doctor")
+    assert code == 0
+    assert any(line.startswith("Warning: semantic search is off: model ") for line in out.splitlines())
+    assert "keyword search only; set RLM_EMBEDDING_MODEL=none or a local path" in out
+    assert out.splitlines()[-1] == "Works, with warnings."
+    status = run_json(capsys, "status")["semantic"]
+    assert not status["enabled"] and "configured, loads on first search" in status["reason"]

@@ -67,7 +67,10 @@ def test_loads_in_background_and_embeds_unit_vectors(embedder: Model2VecEmbedder
 
 def test_status_before_loading_and_when_disabled() -> None:
     waiting = Model2VecEmbedder("/nowhere")
-    assert waiting.status() == (False, "model '/nowhere' is not loaded yet; search is BM25-only")
+    assert waiting.status() == (
+        False,
+        "model '/nowhere' configured, loads on first search; keyword search until then",
+    )
     off = Model2VecEmbedder("none")
     off.start_loading()
     assert not off.wait(1) and "off" in off.status()[1]
@@ -79,7 +82,8 @@ def test_failed_load_gives_a_clear_reason(tmp_path: Path) -> None:
     enabled, reason = embedder.status()
     assert not enabled
     assert reason.startswith(f"model '{tmp_path / 'missing-model'}' could not be loaded: ")
-    assert reason.endswith("; search is BM25-only")
+    assert reason.endswith("; keyword search only; set RLM_EMBEDDING_MODEL=none or a local path")
+    assert "\n" not in reason
     with pytest.raises(CacheError):
         embedder.embed(["x"])
 
@@ -136,3 +140,35 @@ def test_truncated_file_is_discarded(tmp_path: Path, embedder: Model2VecEmbedder
     (tmp_path / "e.npz").write_bytes(b"PK\x03\x04 truncated")
     store = VectorStore(tmp_path / "e.npz", embedder)
     assert len(store) == 0 and store.sync([make_doc("a", "database")]) == 1
+
+
+def test_a_hub_model_that_cannot_be_fetched_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what a machine without network meets, without waiting
+    embedder = Model2VecEmbedder("no-such-org/no-such-model")
+    assert not embedder.wait(60)
+    reason = embedder.status()[1]
+    assert reason.startswith("model 'no-such-org/no-such-model' could not be downloaded: ")
+    assert reason.endswith("; keyword search only; set RLM_EMBEDDING_MODEL=none or a local path")
+    assert "\n" not in reason
+
+
+def test_download_progress_counts_what_the_hub_cache_received(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from rlm_vault.embeddings import download_progress
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    since = time.time() - 1
+    assert download_progress("org/model", since) is None
+    blobs = tmp_path / "models--org--model" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "aaa.incomplete").write_bytes(b"x" * 3_000_000)
+    (blobs / "bbb").write_bytes(b"y" * 1_000_000)
+    assert download_progress("org/model", since) == 4_000_000
+
+    loading = Model2VecEmbedder("org/model")
+    loading._since, loading._thread = since, object()  # type: ignore[assignment]  # as while loading
+    assert loading.status()[1].startswith("model 'org/model' downloading (4 MB so far, ")

@@ -163,7 +163,21 @@ def test_revert_brings_back_a_forgotten_insight(service: MemoryService) -> None:
     assert service.recall("milk")["insights"][0]["id"] == note["id"]
 
 
-@pytest.mark.parametrize("commit", ["", "zzzz", "HEAD; rm -rf /", "0" * 40])
+def test_revert_accepts_refs_and_short_hashes(service: MemoryService, clock: FakeClock) -> None:
+    note = service.remember("The staging port is 8080.")
+    clock.advance(minutes=5)
+    service.update(note["id"], content="The staging port is 9090.")
+    first = service.revert(note["id"], "HEAD~1")
+    assert "8080" in service.insight(note["id"]).content
+    assert first["from"] == service.history(note["id"])["commits"][-1]["commit"]
+    newest = service.history(note["id"])["commits"][1]["commit"]  # the update, before the revert
+    service.revert(note["id"], newest[:7])
+    assert "9090" in service.insight(note["id"]).content
+
+
+@pytest.mark.parametrize(
+    "commit", ["", "zzzz", "HEAD; rm -rf /", "0" * 40, "--all", "-q", "HEAD~1..HEAD", "HEAD:insights"]
+)
 def test_revert_refuses_bad_commits(service: MemoryService, commit: str) -> None:
     note = service.remember("Something to keep.")
     before = commit_count(service.vault.root)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from helpers import commit_count, git_status
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
 
 from rlm_vault.mcp_server import build_server
 from rlm_vault.service import MemoryService
@@ -233,3 +233,100 @@ def test_python_m_rlm_vault_without_command_serves(tmp_path: Path) -> None:
     )
     reply = json.loads(proc.stdout.splitlines()[0])
     assert reply["result"]["serverInfo"]["name"] == "rlm-vault"
+
+
+async def test_enums_and_tag_lists_in_the_schemas(server: Any, service: MemoryService) -> None:
+    async with Client(server, mode="legacy") as client:
+        tools = {t.name: t.input_schema["properties"] for t in (await client.list_tools()).tools}
+        assert tools["rlm_remember"]["category"]["enum"] == [
+            "decision", "fact", "preference", "finding", "todo", "general",
+        ]  # fmt: skip
+        assert tools["rlm_remember"]["importance"]["enum"] == ["critical", "high", "medium", "low"]
+        assert tools["rlm_recall"]["category"]["enum"][0] == ""  # a filter may be left empty
+        assert tools["rlm_update"]["importance"]["enum"][0] == ""
+        assert tools["rlm_chunk"]["chunk_type"]["enum"] == ["snapshot", "session", "debug"]
+        for name in ("rlm_remember", "rlm_update", "rlm_chunk"):
+            kinds = {o["type"] for o in tools[name]["tags"]["anyOf"]}
+            assert kinds == {"string", "array"}, name
+
+        made = await call(client, "rlm_remember", content="tags as a list", tags=["deploy", "ops"])
+        note_id = made.structured_content["id"]
+        assert service.insight(note_id).tags == ("deploy", "ops")
+        await call(client, "rlm_update", insight_id=note_id, tags="one, two")
+        assert service.insight(note_id).tags == ("one", "two")
+        chunk = await call(client, "rlm_chunk", content="a chunk with list tags", tags=["api", "v2"])
+        assert service.note(chunk.structured_content["id"]).tags == ("api", "v2")
+
+        bad = await call(client, "rlm_recall", category="banana")
+        assert bad.is_error and "decision, fact, preference, finding, todo, general" in bad.content[0].text
+
+
+async def test_every_note_is_a_resource_listed_in_pages(service: MemoryService) -> None:
+    server = build_server(lambda: service, page_size=3)
+    ids = [service.remember(f"insight number {n}")["id"] for n in range(4)]
+    ids += [service.chunk(f"chunk body {n}\nsecond line", summary=f"chunk {n}")["id"] for n in range(3)]
+    async with Client(server, mode="legacy") as client:
+        caps = client.server_capabilities
+        assert caps.resources is not None and caps.prompts is not None
+        pages, cursor = [], None
+        while True:
+            page = await client.list_resources(cursor=cursor)
+            pages.append(page.resources)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert [len(p) for p in pages] == [3, 3, 1]
+        listed = [r for p in pages for r in p]
+        assert sorted(r.name for r in listed) == sorted(ids)
+        assert len({r.name for r in listed}) == 7  # no note twice across pages
+        first = next(r for r in listed if r.name == ids[-1])
+        assert str(first.uri) == f"rlm://chunk/{ids[-1]}"
+        assert first.title == "chunk 2" and first.mime_type == "text/markdown"
+
+        templates = {str(t.uri_template) for t in (await client.list_resource_templates()).resource_templates}
+        assert templates == {"rlm://insight/{id}", "rlm://chunk/{id}"}
+
+        read = await client.read_resource(f"rlm://insight/{ids[0]}")
+        text = read.contents[0]
+        assert text.mime_type == "text/markdown"
+        assert text.text == (service.vault.root / f"insights/{ids[0]}.md").read_text(encoding="utf-8")
+        read = await client.read_resource(str(first.uri))
+        assert read.contents[0].text.endswith("chunk body 2\nsecond line\n")
+
+        with pytest.raises(MCPError, match="is a chunk"):
+            await client.read_resource(f"rlm://insight/{ids[-1]}")
+        with pytest.raises(MCPError, match="no chunk or insight"):
+            await client.read_resource("rlm://chunk/2026-01-01_Nope_001")
+        with pytest.raises(MCPError, match="cursor"):
+            await client.list_resources(cursor="not-a-cursor")
+    async with Client(server) as client:  # the newer protocol pages the same way
+        page = await client.list_resources()
+        assert len(page.resources) == 3 and page.next_cursor
+
+
+async def test_an_archived_chunk_is_read_without_being_restored(service: MemoryService, clock: Any) -> None:
+    chunk_id = service.chunk("old notes about llamas")["id"]
+    clock.advance(days=400)
+    assert service.retention_run()["archived"] == [chunk_id]
+    before = commit_count(service.vault.root)
+    async with Client(build_server(lambda: service), mode="legacy") as client:
+        read = await client.read_resource(f"rlm://chunk/{chunk_id}")
+    assert read.contents[0].text.endswith("old notes about llamas\n")
+    assert commit_count(service.vault.root) == before
+
+
+async def test_prompts_for_the_common_moves(server: Any) -> None:
+    async with Client(server, mode="legacy") as client:
+        prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+        assert set(prompts) == {"restore_context", "save_session", "review_learned"}
+        for prompt in prompts.values():
+            assert prompt.title and prompt.description
+            assert all(a.description and not a.required for a in prompt.arguments or [])
+        got = await client.get_prompt("restore_context", {"project": "Api", "topic": "retry policy"})
+        text = got.messages[0].content.text
+        assert 'rlm_list_chunks(limit=5, project="Api")' in text
+        assert 'rlm_search(query="retry policy", project="Api")' in text
+        text = (await client.get_prompt("save_session", {"summary": "rate limits"})).messages[0].content.text
+        assert "rlm_remember" in text and "rlm_chunk" in text and '"rate limits"' in text
+        text = (await client.get_prompt("review_learned", {})).messages[0].content.text
+        assert "2026-11-24" in text  # the service's clock says what today is

@@ -97,7 +97,7 @@ def test_bm25_only_until_the_model_is_ready(tmp_path: Path, embedder: Model2VecE
     engine = SearchEngine(tmp_path, waiting)
     vault.sync(engine)
     assert engine.search("databse migraton") == []
-    assert "not loaded yet" in engine.status()["semantic_reason"]
+    assert "configured, loads on first search" in engine.status()["semantic_reason"]
     assert waiting.wait(30)
     vault.loaded.clear()
     vault.sync(engine)  # now embeds what it skipped, loading those notes once

@@ -424,8 +424,12 @@ def test_peek_line_ranges(service: MemoryService) -> None:
     assert service.peek(chunk_id, 2, -1)["content"] == "l2\nl3\nl4"
     assert service.peek(chunk_id, -2)["content"] == "l3\nl4"
     assert service.peek(chunk_id, 3, 100)["content"] == "l3\nl4"
-    assert service.peek(chunk_id, 10)["content"] == ""
-    assert service.peek(chunk_id, 3, 1)["content"] == ""
+    with pytest.raises(InvalidInput, match=r"has 5 line\(s\): use start from 0 to 4"):
+        service.peek(chunk_id, 10)
+    with pytest.raises(InvalidInput, match="outside"):
+        service.peek(chunk_id, 3, 1)
+    with pytest.raises(InvalidInput, match="outside"):
+        service.peek(chunk_id, 5)
     assert whole["kind"] == "chunk"
 
 

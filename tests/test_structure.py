@@ -199,3 +199,32 @@ RECORD_AND_CACHES = {"vault", "git", "gitobjects", "catalog", "index", "search",
 def test_front_ends_reach_the_vault_only_through_the_service(name: str) -> None:
     reached = imported(PACKAGE / f"{name}.py") & RECORD_AND_CACHES
     assert not reached, f"{name} imports {reached}: go through the service"
+
+
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def _readme_shape(name: str) -> dict[str, object]:
+    text = (ROOT / name).read_text(encoding="utf-8")
+    blocks = FENCE.findall(text)
+    prose = FENCE.sub("", text)
+    shell = [
+        [re.sub(r"\s+#\s.*$", "", line).rstrip() for line in body.splitlines()]
+        for lang, body in blocks
+        if lang == "sh"
+    ]
+    return {
+        "headings": [len(m.group(1)) for m in re.finditer(r"^(#+) ", prose, re.MULTILINE)],
+        "commands": set(re.findall(r"rlm-vault ([a-z][a-z-]*)", text)) & cli_commands(),
+        "tools": set(re.findall(r"\brlm_[a-z_]+", text)),
+        "block languages": [lang for lang, _ in blocks],
+        "shell blocks": shell,
+    }
+
+
+@pytest.mark.parametrize("name", ["README.fr.md", "README.ja.md"])
+def test_translated_readmes_keep_in_step(name: str) -> None:
+    """Same sections, same commands, tools and shell blocks as README.md (comments may be translated)."""
+    english, translated = _readme_shape("README.md"), _readme_shape(name)
+    for key, value in english.items():
+        assert translated[key] == value, f"{name}: {key} differs from README.md"
