@@ -4,6 +4,7 @@ the vector store, a `.npz` cache keyed by note id and content hash (never pickle
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from rlm_vault.index import SearchDoc
+    from rlm_vault.modelcache import StaticEncoder
 
     Matrix = NDArray[np.float32]
 else:
@@ -27,6 +29,7 @@ else:
 __all__ = ["DISABLED", "Embedder", "Loadable", "Model2VecEmbedder", "VectorStore", "embed_text"]
 
 DISABLED = frozenset({"", "none", "off", "false", "0"})
+log = logging.getLogger("rlm_vault")
 Progress = Callable[[int, int], None]
 BATCH = 256
 
@@ -73,18 +76,32 @@ def normalise(vectors: Any) -> Matrix:
 
 
 class Model2VecEmbedder:
-    """A model2vec `StaticModel` (hub name or local folder) loaded in a background thread.
+    """A model2vec model (hub name or local folder) loaded in a background thread.
 
+    By default the model is used through the machine-wide float16 copy of `modelcache`, memory-mapped so
+    that every server on the machine shares its pages; `shared=False` loads it into this process only.
     Until it has loaded, `status()` is (False, reason) and callers search with BM25 only; nothing
     ever waits for the load except `wait()`.
     """
 
-    def __init__(self, model: str, max_length: int | None = 512) -> None:
+    def __init__(
+        self,
+        model: str,
+        max_length: int | None = 512,
+        *,
+        cache_dir: Path | None = None,
+        dtype: str = "float16",
+        shared: bool = True,
+    ) -> None:
         self.name = model
         self.max_length = max_length
-        self._model: Any = None
+        self.cache_dir = cache_dir  # None: modelcache.default_model_cache()
+        self.dtype = dtype
+        self.shared = shared
+        self._model: StaticEncoder | None = None
         self._dim = 0
         self._error = ""
+        self._unshared = ""  # why the shared copy could not be used (the model then loaded privately)
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
 
@@ -96,6 +113,11 @@ class Model2VecEmbedder:
     def dim(self) -> int:
         return self._dim
 
+    @property
+    def folder(self) -> Path | None:
+        """The shared copy this embedder maps, or None (not loaded, or loaded privately)."""
+        return None if self._model is None else self._model.folder
+
     def start_loading(self) -> None:
         """Start loading the model in a daemon thread (once; a no-op when disabled)."""
         with self._started:
@@ -105,13 +127,22 @@ class Model2VecEmbedder:
 
     def _load(self) -> None:
         try:
-            from model2vec import StaticModel
-
-            model = StaticModel.from_pretrained(self.name)
+            model = self._open()
             self._dim = int(model.encode(["probe"]).shape[1])
             self._model = model
         except Exception as exc:
             self._error = f"{type(exc).__name__}: {exc}".strip()
+
+    def _open(self) -> StaticEncoder:
+        from rlm_vault.modelcache import load_in_memory, open_shared
+
+        if self.shared:
+            try:
+                return open_shared(self.name, self.cache_dir, self.dtype, self.max_length)
+            except CacheError as exc:  # e.g. a read-only cache folder: still search by meaning
+                log.warning("model %r is not shared between processes: %s", self.name, exc)
+                self._unshared = str(exc)
+        return load_in_memory(self.name, self.dtype, self.max_length)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the load finished (for CLI commands and tests); True if the model is ready."""
@@ -125,7 +156,8 @@ class Model2VecEmbedder:
         if self.disabled:
             return False, f"semantic search is off (model {self.name!r}); search is BM25-only"
         if self._model is not None:
-            return True, f"model {self.name!r} loaded ({self._dim} dimensions)"
+            where = f"shared copy {self._model.folder}" if self._model.folder else "not shared"
+            return True, f"model {self.name!r} loaded ({self._dim} dimensions, {where})"
         if self._error:
             return False, f"model {self.name!r} could not be loaded: {self._error}; search is BM25-only"
         if self._thread is None:
@@ -137,7 +169,7 @@ class Model2VecEmbedder:
         if self._model is None:
             raise CacheError(self.status()[1])
         try:
-            vectors = self._model.encode(list(texts), max_length=self.max_length, use_multiprocessing=False)
+            vectors = self._model.encode(list(texts))
         except Exception as exc:
             raise CacheError(f"model {self.name!r} failed to embed: {exc!r}") from exc
         return normalise(vectors)

@@ -31,6 +31,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
         monkeypatch.delenv(key)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))  # shared model copies
     monkeypatch.setenv("RLM_VAULT_DIR", str(home / "vault"))
     monkeypatch.setenv("RLM_EMBEDDING_MODEL", "none")
     monkeypatch.setenv("RLM_VAULT_RAISE_ERRORS", "1")

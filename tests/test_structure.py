@@ -17,7 +17,7 @@ PACKAGE = ROOT / "rlm_vault"
 LAYERS = {
     0: {"errors", "config", "results", "formatting", "textproc", "secrets", "transcript", "gitobjects"},
     1: {"models", "markdown", "git"},
-    2: {"vault", "retention", "fuzzy", "index"},
+    2: {"vault", "retention", "fuzzy", "index", "modelcache"},
     3: {"catalog", "access", "embeddings", "query"},
     4: {"search"},
     5: {"core"},
