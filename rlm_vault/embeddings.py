@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from rlm_vault.index import SearchDoc
     from rlm_vault.modelcache import StaticEncoder
+    from rlm_vault.modelserver import ModelClient
 
     Matrix = NDArray[np.float32]
 else:
@@ -30,6 +31,7 @@ __all__ = ["DISABLED", "Embedder", "Loadable", "Model2VecEmbedder", "VectorStore
 
 DISABLED = frozenset({"", "none", "off", "false", "0"})
 log = logging.getLogger("rlm_vault")
+VIA = ("service", "mapped", "memory")  # how Model2VecEmbedder holds its model (see its docstring)
 Progress = Callable[[int, int], None]
 BATCH = 256
 
@@ -78,8 +80,9 @@ def normalise(vectors: Any) -> Matrix:
 class Model2VecEmbedder:
     """A model2vec model (hub name or local folder) loaded in a background thread.
 
-    By default the model is used through the machine-wide float16 copy of `modelcache`, memory-mapped so
-    that every server on the machine shares its pages; `shared=False` loads it into this process only.
+    `via` says how the model is held: "service" (default) sends texts to the one model process of the
+    machine (`modelserver`), "mapped" memory-maps the machine-wide float16 copy (`modelcache`) in this
+    process, "memory" loads it into this process only. Each falls back to the next if it cannot work.
     Until it has loaded, `status()` is (False, reason) and callers search with BM25 only; nothing
     ever waits for the load except `wait()`.
     """
@@ -91,17 +94,19 @@ class Model2VecEmbedder:
         *,
         cache_dir: Path | None = None,
         dtype: str = "float16",
-        shared: bool = True,
+        via: str = "service",
     ) -> None:
+        if via not in VIA:
+            raise CacheError(f"model loading {via!r} is not one of {', '.join(VIA)}")
         self.name = model
         self.max_length = max_length
         self.cache_dir = cache_dir  # None: modelcache.default_model_cache()
         self.dtype = dtype
-        self.shared = shared
-        self._model: StaticEncoder | None = None
+        self.via = via
+        self._model: StaticEncoder | ModelClient | None = None
         self._dim = 0
         self._error = ""
-        self._unshared = ""  # why the shared copy could not be used (the model then loaded privately)
+        self._where = ""  # how the model is held, for status()
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
 
@@ -115,8 +120,8 @@ class Model2VecEmbedder:
 
     @property
     def folder(self) -> Path | None:
-        """The shared copy this embedder maps, or None (not loaded, or loaded privately)."""
-        return None if self._model is None else self._model.folder
+        """The shared copy this process maps itself, or None (served, private, or not loaded)."""
+        return getattr(self._model, "folder", None)
 
     def start_loading(self) -> None:
         """Start loading the model in a daemon thread (once; a no-op when disabled)."""
@@ -130,18 +135,30 @@ class Model2VecEmbedder:
             model = self._open()
             self._dim = int(model.encode(["probe"]).shape[1])
             self._model = model
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported by status(); search stays BM25-only
             self._error = f"{type(exc).__name__}: {exc}".strip()
 
-    def _open(self) -> StaticEncoder:
+    def _open(self) -> StaticEncoder | ModelClient:
+        """The first way that works: the model process, this process mapping the copy, a private load."""
         from rlm_vault.modelcache import load_in_memory, open_shared
+        from rlm_vault.modelserver import ModelClient
 
-        if self.shared:
+        if self.via == "service":
             try:
-                return open_shared(self.name, self.cache_dir, self.dtype, self.max_length)
+                client = ModelClient(self.name, self.cache_dir, self.dtype, self.max_length)
+                info = client.connect()
+                self._where = f"served by the machine's model process from {info.get('folder')}"
+                return client
+            except CacheError as exc:
+                log.warning("model %r: no model process (%s); loading it here", self.name, exc)
+        if self.via in ("service", "mapped"):
+            try:
+                encoder = open_shared(self.name, self.cache_dir, self.dtype, self.max_length)
+                self._where = f"mapped from {encoder.folder}"
+                return encoder
             except CacheError as exc:  # e.g. a read-only cache folder: still search by meaning
                 log.warning("model %r is not shared between processes: %s", self.name, exc)
-                self._unshared = str(exc)
+        self._where = "not shared"
         return load_in_memory(self.name, self.dtype, self.max_length)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -156,8 +173,7 @@ class Model2VecEmbedder:
         if self.disabled:
             return False, f"semantic search is off (model {self.name!r}); search is BM25-only"
         if self._model is not None:
-            where = f"shared copy {self._model.folder}" if self._model.folder else "not shared"
-            return True, f"model {self.name!r} loaded ({self._dim} dimensions, {where})"
+            return True, f"model {self.name!r} loaded ({self._dim} dimensions, {self._where})"
         if self._error:
             return False, f"model {self.name!r} could not be loaded: {self._error}; search is BM25-only"
         if self._thread is None:
@@ -166,13 +182,29 @@ class Model2VecEmbedder:
 
     def embed(self, texts: list[str]) -> Matrix:
         """Unit vectors for `texts`, shape (len(texts), dim)."""
-        if self._model is None:
+        model = self._model
+        if model is None:
             raise CacheError(self.status()[1])
         try:
-            vectors = self._model.encode(list(texts))
-        except Exception as exc:
-            raise CacheError(f"model {self.name!r} failed to embed: {exc!r}") from exc
+            vectors = model.encode(list(texts))
+        except Exception as exc:  # noqa: BLE001 - translated (or recovered from) just below
+            vectors = self._retry_here(texts, exc)
         return normalise(vectors)
+
+    def _retry_here(self, texts: list[str], exc: Exception) -> Matrix:
+        """The model process is gone for good: hold the model in this process from now on."""
+        from rlm_vault.modelserver import ModelClient
+
+        if not isinstance(self._model, ModelClient):
+            raise CacheError(f"model {self.name!r} failed to embed: {exc!r}") from exc
+        log.warning("model process for %r lost (%s); loading the model in this process", self.name, exc)
+        self._model.close()
+        self.via = "mapped"
+        try:
+            self._model = self._open()
+            return self._model.encode(list(texts))
+        except Exception as again:  # becomes the error the caller knows
+            raise CacheError(f"model {self.name!r} failed to embed: {again!r}") from again
 
 
 SAVE_BATCH = 64  # changed vectors kept in memory before the file is rewritten

@@ -747,6 +747,19 @@ def _children(pids: Iterable[int]) -> set[int]:
     return found
 
 
+def model_processes(cache: Path) -> set[int]:
+    """Model processes serving models from `cache` (started by a server, but in their own session)."""
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"rlm_vault.modelserver" in args and str(cache).encode() in args:
+            found.add(int(cmdline.parent.name))
+    return found
+
+
 def pss_mb(pids: Iterable[int]) -> float:
     """Summed PSS (MB) of `pids` and their descendants, from /proc/<pid>/smaps_rollup."""
     total = 0
@@ -788,12 +801,16 @@ def many_servers(
         time.sleep(2)  # let background vector saves settle
         pids = [c.proc.pid for c in clients]
         vm = [_vm(pid) for pid in pids]
+        every = [*pids, *model_processes(Path(env["XDG_CACHE_HOME"]) / "rlm-vault" / "models")]
+        helpers = _children(every) - _children(pids)  # a model process another run left running
         return {
-            "pss": pss_mb(pids),
+            "pss": pss_mb(every),
             "rss": vm[0].get("VmRSS", 0.0),
             "hwm_max": max(v.get("VmHWM", 0.0) for v in vm),
+            "model_rss": sum(_vm(pid).get("VmRSS", 0.0) for pid in _children(every) - set(pids)),
             "ready_s": ready_s,
-            "procs": len(_children(pids)),
+            "procs": len(_children(every)),
+            "outside": len(helpers),
         }
     finally:
         for client in clients:
@@ -818,7 +835,10 @@ def run_model_sharing(base: Path, src: Path, report: Report, notes: int = 1000, 
     log(f"row B: {servers} servers, waiting for semantic search in each")
     res = many_servers(env, base, servers, queries(paragraphs, 10, SEED + 7))
     size = (model / "model.safetensors").stat().st_size / 2**20
-    common = f"model {size:,.0f} MB on disk (500,000 x 256 float32); {notes} notes; {res['procs']} processes"
+    common = (
+        f"model {size:,.0f} MB on disk (500,000 x 256 float32); {notes} notes; {res['procs']} processes "
+        f"(servers, and the model process: RSS {res['model_rss']:,.0f} MB)"
+    )
     report.add(
         Row(
             "model_pss",

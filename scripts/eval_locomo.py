@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     embedder = None
     if args.mode != "bm25":
         form = args.model_form
-        embedder = Model2VecEmbedder(args.model, dtype=form, shared=form != "float32")
+        embedder = Model2VecEmbedder(args.model, dtype=form, via="memory" if form == "float32" else "mapped")
         if not embedder.wait(120):
             print(embedder.status()[1], file=sys.stderr)
             return 1

@@ -13,6 +13,7 @@ from tinymodel import build_tiny_model
 
 from rlm_vault.config import Config
 from rlm_vault.embeddings import Model2VecEmbedder, normalise
+from rlm_vault.errors import CacheError
 from rlm_vault.modelcache import load_in_memory, open_shared
 from rlm_vault.service import MemoryService
 from rlm_vault.vault import Vault
@@ -125,20 +126,26 @@ def test_changed_model_gets_a_new_copy(model_dir: Path, tmp_path: Path) -> None:
     assert open_shared(str(moved), tmp_path / "cache").folder != first
 
 
-def test_unwritable_cache_falls_back_to_a_private_model(model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("via", ["service", "mapped"])
+def test_unwritable_cache_falls_back_to_a_private_model(model_dir: Path, tmp_path: Path, via: str) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder should be")
-    embedder = Model2VecEmbedder(str(model_dir), cache_dir=blocked / "models")
+    embedder = Model2VecEmbedder(str(model_dir), cache_dir=blocked / "models", via=via)
     assert embedder.wait(60), embedder.status()
     assert embedder.folder is None and "not shared" in embedder.status()[1]
     assert embedder.embed(["cat food"]).shape == (1, 64)
 
 
-def test_embedder_uses_the_shared_copy(model_dir: Path, tmp_path: Path) -> None:
-    embedder = Model2VecEmbedder(str(model_dir), cache_dir=tmp_path)
+def test_mapped_embedder_maps_the_shared_copy(model_dir: Path, tmp_path: Path) -> None:
+    embedder = Model2VecEmbedder(str(model_dir), cache_dir=tmp_path, via="mapped")
     assert embedder.wait(60), embedder.status()
     assert embedder.folder is not None and embedder.folder.parent == tmp_path
-    assert "shared copy" in embedder.status()[1]
+    assert "mapped from" in embedder.status()[1]
+
+
+def test_unknown_way_of_loading_is_refused() -> None:
+    with pytest.raises(CacheError, match="service, mapped, memory"):
+        Model2VecEmbedder("none", via="fork")
 
 
 def test_model_none_disables_it_and_writes_no_copy(

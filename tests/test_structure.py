@@ -16,8 +16,8 @@ PACKAGE = ROOT / "rlm_vault"
 # Lower layers never import higher ones (data flows one way: front ends -> service -> vault and caches).
 LAYERS = {
     0: {"errors", "config", "results", "formatting", "textproc", "secrets", "transcript", "gitobjects"},
-    1: {"models", "markdown", "git"},
-    2: {"vault", "retention", "fuzzy", "index", "modelcache"},
+    1: {"models", "markdown", "git", "modelcache"},
+    2: {"vault", "retention", "fuzzy", "index", "modelserver"},
     3: {"catalog", "access", "embeddings", "query"},
     4: {"search"},
     5: {"core"},
