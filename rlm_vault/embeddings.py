@@ -257,8 +257,12 @@ class VectorStore:
             with np.load(self.path, allow_pickle=False) as data:
                 if str(data["model"]) != self.embedder.name:
                     return [], [], None
-                return data["ids"].tolist(), data["shas"].tolist(), data["vectors"].astype(np.float32)
-        except Exception:
+                ids, shas = data["ids"].tolist(), data["shas"].tolist()
+                vectors = map_member(self.path, "vectors")
+                if vectors is None:  # written compressed or in another dtype: read a private copy
+                    vectors = data["vectors"].astype(np.float32)
+                return ids, shas, vectors
+        except Exception:  # noqa: BLE001 - an unreadable cache is dropped and rebuilt
             return [], [], None
 
     def _set(self, ids: list[str], shas: list[str], matrix: Any) -> None:
@@ -365,6 +369,9 @@ class VectorStore:
             raise CacheError(f"vectors could not be saved to {self.path}: {exc}") from exc
         self._file_stamp = self._stat()
         self._unsaved, self._saved_at = 0, time.monotonic()
+        mapped = map_member(self.path, "vectors")  # share the pages just written instead of a private copy
+        if mapped is not None and mapped.shape == self._matrix.shape:
+            self._matrix = mapped
 
     def _write(self, arrays: dict[str, Any]) -> None:
         import numpy as np
@@ -414,6 +421,42 @@ class VectorStore:
             return {}
         rows = self._matrix[np.array([self._row[i] for i in known], dtype=np.intp)]
         return dict(zip(known, (rows @ np.asarray(vector, dtype=np.float32)).tolist(), strict=True))
+
+
+def map_member(path: Path, name: str) -> Any:
+    """Array `name` of the uncompressed .npz at `path`, memory-mapped copy-on-write (None if it cannot be).
+
+    np.savez stores members uncompressed, so a float32 member is a plain run of bytes in the file: every
+    process reading the same vectors then shares one copy of them in the page cache. Writing a row in
+    place copies only that page into this process; the file itself is never changed (it is replaced).
+    """
+    import struct
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(path, "rb") as handle:
+            handle.seek(info.header_offset)
+            local = handle.read(30)  # the local file header: its name and extra field lengths vary
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            handle.seek(info.header_offset + 30 + name_len + extra_len)
+            fmt = np.lib.format
+            readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+            reader = readers.get(fmt.read_magic(handle))
+            if reader is None:
+                return None
+            shape, fortran, dtype = reader(handle)
+            offset = handle.tell()
+        if fortran or dtype != np.float32 or len(shape) != 2 or not shape[0]:
+            return None
+        return np.memmap(path, dtype=np.float32, mode="c", offset=offset, shape=shape)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, struct.error):
+        return None
 
 
 def _top(scores: Any, k: int) -> Any:
