@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -45,6 +46,7 @@ LOCK_WAIT = 300.0  # seconds a process waits for another one building the same c
 FULL_HASH_BYTES = 4 << 20
 SAMPLE_BYTES = 64 << 10
 SAMPLES = 16
+GROUP_TOKENS = 16_384  # tokens whose float32 rows are gathered at once when embedding (16 MB at 256 dims)
 
 
 def default_model_cache() -> Path:
@@ -79,11 +81,31 @@ class StaticEncoder:
         import numpy as np
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        # One text at a time: a batch of long notes gathered at once would hold ~100 MB of rows.
-        for i, tokens in enumerate(self._ids(texts)):
+        ids = self._ids(texts)
+        group: list[int] = []
+        size = 0
+        for i, tokens in enumerate(ids):
             if tokens:
-                out[i] = self._rows(np.array(tokens, dtype=np.intp)).mean(axis=0)
+                group.append(i)
+                size += len(tokens)
+            if size >= GROUP_TOKENS:  # bounded: a batch of long notes gathered at once would hold ~100 MB
+                self._pool(ids, group, out)
+                group, size = [], 0
+        if group:
+            self._pool(ids, group, out)
         return out
+
+    def _pool(self, ids: list[list[int]], group: list[int], out: Any) -> None:
+        """Fill `out[group]` with the mean rows of those texts, gathering their rows in one go."""
+        import numpy as np
+
+        flat = np.fromiter(itertools.chain.from_iterable(ids[i] for i in group), np.intp)
+        rows = self._rows(flat)
+        start = 0
+        for i in group:  # summing float16 slices into float32 is faster than converting them all first
+            end = start + len(ids[i])
+            out[i] = rows[start:end].sum(axis=0, dtype=np.float32) / (end - start)
+            start = end
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         # model2vec cuts the characters first (max_length tokens of median length), then truncates tokens.
@@ -94,10 +116,14 @@ class StaticEncoder:
         return [[t for t in e.ids if t != self.unk_id] for e in encodings]
 
     def _rows(self, tokens: Any) -> Any:
+        """The rows of `tokens`, in the stored dtype unless scales or weights must multiply them."""
         import numpy as np
 
         index = tokens if self.mapping is None else self.mapping[tokens]
-        rows = np.asarray(self.embedding[index], dtype=np.float32)
+        rows = self.embedding[index]
+        if self.scales is None and self.weights is None:
+            return rows
+        rows = np.asarray(rows, dtype=np.float32)
         if self.scales is not None:
             rows *= self.scales[index][:, None]
         if self.weights is not None:
