@@ -312,7 +312,12 @@ class ModelClient:
         with open(self._log(), "ab") as log:
             # Its own session: closing or killing the window that started it does not stop it.
             proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+                cmd,
+                cwd=self.root,  # holds no project folder open
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
             )
         self._spawned.append(proc)
         return proc
