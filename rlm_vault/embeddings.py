@@ -4,6 +4,7 @@ the vector store, a `.npz` cache keyed by note id and content hash (never pickle
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from rlm_vault.index import SearchDoc
+    from rlm_vault.modelcache import StaticEncoder
+    from rlm_vault.modelserver import ModelClient
 
     Matrix = NDArray[np.float32]
 else:
@@ -35,6 +38,8 @@ __all__ = [
 ]
 
 DISABLED = frozenset({"", "none", "off", "false", "0"})
+log = logging.getLogger("rlm_vault")
+VIA = ("service", "mapped", "memory")  # how Model2VecEmbedder holds its model (see its docstring)
 Progress = Callable[[int, int], None]
 BATCH = 256
 
@@ -81,18 +86,35 @@ def normalise(vectors: Any) -> Matrix:
 
 
 class Model2VecEmbedder:
-    """A model2vec `StaticModel` (hub name or local folder) loaded in a background thread.
+    """A model2vec model (hub name or local folder) loaded in a background thread.
 
+    `via` says how the model is held: "service" (default) sends texts to the one model process of the
+    machine (`modelserver`), "mapped" memory-maps the machine-wide float16 copy (`modelcache`) in this
+    process, "memory" loads it into this process only. Each falls back to the next if it cannot work.
     Until it has loaded, `status()` is (False, reason) and callers search with BM25 only; nothing
     ever waits for the load except `wait()`.
     """
 
-    def __init__(self, model: str, max_length: int | None = 512) -> None:
+    def __init__(
+        self,
+        model: str,
+        max_length: int | None = 512,
+        *,
+        cache_dir: Path | None = None,
+        dtype: str = "float16",
+        via: str = "service",
+    ) -> None:
+        if via not in VIA:
+            raise CacheError(f"model loading {via!r} is not one of {', '.join(VIA)}")
         self.name = model
         self.max_length = max_length
-        self._model: Any = None
+        self.cache_dir = cache_dir  # None: modelcache.default_model_cache()
+        self.dtype = dtype
+        self.via = via
+        self._model: StaticEncoder | ModelClient | None = None
         self._dim = 0
         self._error = ""
+        self._where = ""  # how the model is held, for status()
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
         self._since = 0.0  # time.time() when loading started: files the download wrote since then
@@ -105,6 +127,11 @@ class Model2VecEmbedder:
     def dim(self) -> int:
         return self._dim
 
+    @property
+    def folder(self) -> Path | None:
+        """The shared copy this process maps itself, or None (served, private, or not loaded)."""
+        return getattr(self._model, "folder", None)
+
     def start_loading(self) -> None:
         """Start loading the model in a daemon thread (once; a no-op when disabled)."""
         with self._started:
@@ -115,13 +142,34 @@ class Model2VecEmbedder:
 
     def _load(self) -> None:
         try:
-            from model2vec import StaticModel
-
-            model = StaticModel.from_pretrained(self.name)
+            model = self._open()
             self._dim = int(model.encode(["probe"]).shape[1])
             self._model = model
         except Exception as exc:  # noqa: BLE001 - an optional model failing in any way leaves BM25 on
             self._error = f"{type(exc).__name__}: {exc}".strip()
+
+    def _open(self) -> StaticEncoder | ModelClient:
+        """The first way that works: the model process, this process mapping the copy, a private load."""
+        from rlm_vault.modelcache import load_in_memory, open_shared
+        from rlm_vault.modelserver import ModelClient
+
+        if self.via == "service":
+            try:
+                client = ModelClient(self.name, self.cache_dir, self.dtype, self.max_length)
+                info = client.connect()
+                self._where = f"served by the machine's model process from {info.get('folder')}"
+                return client
+            except CacheError as exc:
+                log.warning("model %r: no model process (%s); loading it here", self.name, exc)
+        if self.via in ("service", "mapped"):
+            try:
+                encoder = open_shared(self.name, self.cache_dir, self.dtype, self.max_length)
+                self._where = f"mapped from {encoder.folder}"
+                return encoder
+            except CacheError as exc:  # e.g. a read-only cache folder: still search by meaning
+                log.warning("model %r is not shared between processes: %s", self.name, exc)
+        self._where = "not shared"
+        return load_in_memory(self.name, self.dtype, self.max_length)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the load finished (for CLI commands and tests); True if the model is ready."""
@@ -136,7 +184,7 @@ class Model2VecEmbedder:
         if self.disabled:
             return False, f"semantic search is off (model {name}); keyword search only"
         if self._model is not None:
-            return True, f"model {name} loaded ({self._dim} dimensions)"
+            return True, f"model {name} loaded ({self._dim} dimensions, {self._where})"
         if self._error:
             how = "loaded" if looks_like_path(self.name) else "downloaded"
             return False, (
@@ -156,13 +204,29 @@ class Model2VecEmbedder:
 
     def embed(self, texts: list[str]) -> Matrix:
         """Unit vectors for `texts`, shape (len(texts), dim)."""
-        if self._model is None:
+        model = self._model
+        if model is None:
             raise CacheError(self.status()[1])
         try:
-            vectors = self._model.encode(list(texts), max_length=self.max_length, use_multiprocessing=False)
-        except Exception as exc:
-            raise CacheError(f"model {self.name!r} failed to embed: {exc!r}") from exc
+            vectors = model.encode(list(texts))
+        except Exception as exc:  # noqa: BLE001 - translated (or recovered from) just below
+            vectors = self._retry_here(texts, exc)
         return normalise(vectors)
+
+    def _retry_here(self, texts: list[str], exc: Exception) -> Matrix:
+        """The model process is gone for good: hold the model in this process from now on."""
+        from rlm_vault.modelserver import ModelClient
+
+        if not isinstance(self._model, ModelClient):
+            raise CacheError(f"model {self.name!r} failed to embed: {exc!r}") from exc
+        log.warning("model process for %r lost (%s); loading the model in this process", self.name, exc)
+        self._model.close()
+        self.via = "mapped"
+        try:
+            self._model = self._open()
+            return self._model.encode(list(texts))
+        except Exception as again:  # becomes the error the caller knows
+            raise CacheError(f"model {self.name!r} failed to embed: {again!r}") from again
 
 
 def looks_like_path(model: str) -> bool:
@@ -249,8 +313,12 @@ class VectorStore:
             with np.load(self.path, allow_pickle=False) as data:
                 if str(data["model"]) != self.embedder.name:
                     return [], [], None
-                return data["ids"].tolist(), data["shas"].tolist(), data["vectors"].astype(np.float32)
-        except Exception:  # noqa: BLE001 - any damage in a deletable cache means "embed again"
+                ids, shas = data["ids"].tolist(), data["shas"].tolist()
+                vectors = map_member(self.path, "vectors")
+                if vectors is None:  # written compressed or in another dtype: read a private copy
+                    vectors = data["vectors"].astype(np.float32)
+                return ids, shas, vectors
+        except Exception:  # noqa: BLE001 - an unreadable cache is dropped and rebuilt
             return [], [], None
 
     def _set(self, ids: list[str], shas: list[str], matrix: Any) -> None:
@@ -357,6 +425,9 @@ class VectorStore:
             raise CacheError(f"vectors could not be saved to {self.path}: {exc}") from exc
         self._file_stamp = self._stat()
         self._unsaved, self._saved_at = 0, time.monotonic()
+        mapped = map_member(self.path, "vectors")  # share the pages just written instead of a private copy
+        if mapped is not None and mapped.shape == self._matrix.shape:
+            self._matrix = mapped
 
     def _write(self, arrays: dict[str, Any]) -> None:
         import numpy as np
@@ -406,6 +477,42 @@ class VectorStore:
             return {}
         rows = self._matrix[np.array([self._row[i] for i in known], dtype=np.intp)]
         return dict(zip(known, (rows @ np.asarray(vector, dtype=np.float32)).tolist(), strict=True))
+
+
+def map_member(path: Path, name: str) -> Any:
+    """Array `name` of the uncompressed .npz at `path`, memory-mapped copy-on-write (None if it cannot be).
+
+    np.savez stores members uncompressed, so a float32 member is a plain run of bytes in the file: every
+    process reading the same vectors then shares one copy of them in the page cache. Writing a row in
+    place copies only that page into this process; the file itself is never changed (it is replaced).
+    """
+    import struct
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(path, "rb") as handle:
+            handle.seek(info.header_offset)
+            local = handle.read(30)  # the local file header: its name and extra field lengths vary
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            handle.seek(info.header_offset + 30 + name_len + extra_len)
+            fmt = np.lib.format
+            readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+            reader = readers.get(fmt.read_magic(handle))
+            if reader is None:
+                return None
+            shape, fortran, dtype = reader(handle)
+            offset = handle.tell()
+        if fortran or dtype != np.float32 or len(shape) != 2 or not shape[0]:
+            return None
+        return np.memmap(path, dtype=np.float32, mode="c", offset=offset, shape=shape)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, struct.error):
+        return None
 
 
 def _top(scores: Any, k: int) -> Any:

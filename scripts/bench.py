@@ -467,7 +467,7 @@ class Report:
                     if r.side is not None
                     else ["-", "-"]
                 )
-        widths = [max(len(head[i]), *(len(line[i]) for line in lines)) for i in range(len(head))]
+        widths = [max([len(head[i]), *(len(line[i]) for line in lines)]) for i in range(len(head))]
         out = [
             "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
             "|" + "|".join("-" * (w + 2) for w in widths) + "|",
@@ -503,6 +503,7 @@ def make_env(base: Path, vault: Path, model: str) -> dict[str, str]:
     env.update(
         HOME=str(base / "home"),
         XDG_CONFIG_HOME=str(base / "home" / ".config"),
+        XDG_CACHE_HOME=str(base / "home" / ".cache"),  # the shared model copy
         RLM_VAULT_DIR=str(vault),
         RLM_EMBEDDING_MODEL=model,
         RLM_PROJECT="BenchApp",
@@ -700,6 +701,166 @@ def server_memory(env: dict[str, str], cwd: Path) -> tuple[float, str]:
     finally:
         client.close()
     return hwm, "; ".join(steps)
+
+
+# ---------------------------------------------------------------------------------------------- memory of many servers
+
+
+def padded_model(src: Path, out: Path, rows: int = 500_000) -> Path:
+    """`src` padded to `rows` x dim float32 (the size of the default model): random extra rows, and
+    extra vocabulary entries no text produces, so the tokenizer is as big as the real one's."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    emb = load_file(str(src / "model.safetensors"))["embeddings"].astype(np.float32)
+    tok = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = tok["model"]["vocab"]  # a WordPiece vocabulary: token -> id
+    if sorted(vocab.values()) != list(range(len(emb))):
+        raise RuntimeError(f"{src}: expected a WordPiece vocabulary with one id per row")
+    vocab.update({f"[pad{i}]": i for i in range(len(emb), rows)})  # "[" splits off: never matched
+    (out / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False), encoding="utf-8")
+    pad = np.random.default_rng(SEED).standard_normal((rows - len(emb), emb.shape[1]), dtype=np.float32)
+    save_file({"embeddings": np.vstack([emb, pad * emb.std()])}, str(out / "model.safetensors"))
+    config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    (out / "config.json").write_text(json.dumps({**config, "embedding_dtype": "float32"}), encoding="utf-8")
+    return out
+
+
+def _children(pids: Iterable[int]) -> set[int]:
+    """`pids` and every process descended from them."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += [child for child, ppid in parent.items() if ppid == pid]
+    return found
+
+
+def model_processes(cache: Path) -> set[int]:
+    """Model processes serving models from `cache` (started by a server, but in their own session)."""
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"rlm_vault.modelserver" in args and str(cache).encode() in args:
+            found.add(int(cmdline.parent.name))
+    return found
+
+
+def pss_mb(pids: Iterable[int]) -> float:
+    """Summed PSS (MB) of `pids` and their descendants, from /proc/<pid>/smaps_rollup."""
+    total = 0
+    for pid in _children(pids):
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:"))
+    return total / 1024
+
+
+def _semantic_on(client: StdioMCP) -> bool:
+    status = client.tool("rlm_status", {})["result"].get("structuredContent") or {}
+    return bool(status.get("semantic", {}).get("enabled"))
+
+
+def many_servers(
+    env: dict[str, str], cwd: Path, servers: int, searches: list[str], timeout: float = 900
+) -> dict[str, Any]:
+    """Start `servers` stdio servers together, wait until each ranks by meaning, search in each;
+    returns summed PSS and one server's RSS (MB) with what it took."""
+    clients = [StdioMCP([sys.executable, "-m", "rlm_vault", "serve"], env, cwd) for _ in range(servers)]
+    try:
+        for client in clients:
+            client.handshake()
+            client.tool("rlm_search", {"query": searches[0]})  # the first search starts the model load
+        t0, deadline = time.perf_counter(), time.monotonic() + timeout
+        waiting = list(clients)
+        while waiting:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"semantic search still off in {len(waiting)} server(s)")
+            time.sleep(0.5)
+            waiting = [c for c in waiting if not _semantic_on(c)]
+        ready_s = time.perf_counter() - t0
+        for query in searches:
+            for client in clients:
+                client.tool("rlm_search", {"query": query})
+        time.sleep(2)  # let background vector saves settle
+        pids = [c.proc.pid for c in clients]
+        vm = [_vm(pid) for pid in pids]
+        every = [*pids, *model_processes(Path(env["XDG_CACHE_HOME"]) / "rlm-vault" / "models")]
+        helpers = _children(every) - _children(pids)  # a model process another run left running
+        return {
+            "pss": pss_mb(every),
+            "rss": vm[0].get("VmRSS", 0.0),
+            "hwm_max": max(v.get("VmHWM", 0.0) for v in vm),
+            "model_rss": sum(_vm(pid).get("VmRSS", 0.0) for pid in _children(every) - set(pids)),
+            "ready_s": ready_s,
+            "procs": len(_children(every)),
+            "outside": len(helpers),
+        }
+    finally:
+        for client in clients:
+            client.close()
+
+
+def run_model_sharing(base: Path, src: Path, report: Report, notes: int = 1000, servers: int = 4) -> None:
+    """Row B: `servers` servers on one vault of `notes` chunks with a default-sized model, searching."""
+    if not (src / "model.safetensors").exists():
+        log(f"row B skipped: no test model at {src}")
+        return
+    log(f"row B: padding {src.name} to 500,000 x 256 float32")
+    model = padded_model(src, base / "padded-model")
+    paragraphs = load_paragraphs(
+        base.parent / f"rlm-bench-pydoc-{sys.version_info[0]}{sys.version_info[1]}.json"
+    )
+    corpus, vault = Corpus(paragraphs), base / "vault-b"
+    svc = open_service(vault, "none")
+    log(f"row B: writing {notes} chunks")
+    write_chunks(svc, [corpus.chunk() for _ in range(notes)])
+    env = make_env(base, vault, str(model))
+    log(f"row B: {servers} servers, waiting for semantic search in each")
+    res = many_servers(env, base, servers, queries(paragraphs, 10, SEED + 7))
+    size = (model / "model.safetensors").stat().st_size / 2**20
+    common = (
+        f"model {size:,.0f} MB on disk (500,000 x 256 float32); {notes} notes; {res['procs']} processes "
+        f"(servers, and the model process: RSS {res['model_rss']:,.0f} MB)"
+    )
+    report.add(
+        Row(
+            "model_pss",
+            f"{servers} servers with a default-sized model, semantic search on: summed PSS",
+            "<= 800 MB (aim 400)",
+            n=servers,
+            p50=res["pss"],
+            unit="MB",
+            value=f"{res['pss']:,.0f} MB",
+            ok=res["pss"] <= 800,
+            note=f"{common}; all ranking by meaning {res['ready_s']:.1f} s after the first search",
+        )
+    )
+    report.add(
+        Row(
+            "model_rss",
+            "one of those servers: RSS",
+            n=1,
+            p50=res["rss"],
+            unit="MB",
+            value=f"{res['rss']:,.0f} MB",
+            note=f"highest peak (VmHWM) among them {res['hwm_max']:,.0f} MB",
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------- transcript
@@ -1723,7 +1884,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     parser.add_argument(
-        "--only", choices=["team"], help="run one group of rows: team = many machines syncing one remote"
+        "--only",
+        choices=["team", "model-sharing"],
+        help="run one group of rows: team = many machines syncing one remote; model-sharing = row B, "
+        "4 servers with a default-sized model",
     )
     parser.add_argument("--_paragraphs", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1766,6 +1930,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only == "team":
             run_team(base, report, plan.quick)
+        elif args.only == "model-sharing":
+            (base / "home").mkdir(parents=True)
+            os.environ.update(make_env(base, base / "vault-b", "none"))
+            run_model_sharing(base, Path(model), report)
         else:
             run(plan, model, base, report, args.anchor)
     finally:

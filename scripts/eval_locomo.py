@@ -265,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=["weighted", "rrf"], default=Fusion().method)
     parser.add_argument("--k1", type=float, default=Weights().k1)
     parser.add_argument("--b", type=float, default=Weights().b)
+    parser.add_argument(
+        "--model-form",
+        choices=["float16", "int8", "float32"],
+        default="float16",
+        help="shared memory-mapped float16 or int8 copy (default float16), or float32 in this process only",
+    )
     parser.add_argument("--no-captions", action="store_true", help="leave shared-image captions out")
     parser.add_argument("--context", type=int, default=0, help="neighbouring turns in a turn chunk")
     parser.add_argument(
@@ -287,14 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     fusion = replace(Fusion(), method=args.method, bm25_weight=args.weight)
     embedder = None
     if args.mode != "bm25":
-        embedder = Model2VecEmbedder(args.model)
+        form = args.model_form
+        embedder = Model2VecEmbedder(args.model, dtype=form, via="memory" if form == "float32" else "mapped")
         if not embedder.wait(120):
             print(embedder.status()[1], file=sys.stderr)
             return 1
     levels = ["session", "turn"] if args.level == "both" else [args.level]
     modes = ["plain", "bm25", "hybrid"] if args.mode == "both" else [args.mode]
     print(f"split={args.split}{' swapped' if args.swap else ''} ({len(data)} conversations)")
-    print(f"shape={shape} weights={weights} fusion={fusion}")
+    print(f"shape={shape} weights={weights} fusion={fusion} model form={args.model_form}")
     print(f"| level | mode | {' | '.join(f'R@{k}' for k in KS)} | MRR | ms/query |")
     print("|---|---|" + "---|" * (len(KS) + 2))
     for level in levels:

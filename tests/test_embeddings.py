@@ -172,3 +172,22 @@ def test_download_progress_counts_what_the_hub_cache_received(
     loading = Model2VecEmbedder("org/model")
     loading._since, loading._thread = since, object()  # type: ignore[assignment]  # as while loading
     assert loading.status()[1].startswith("model 'org/model' downloading (4 MB so far, ")
+
+
+def test_saved_vectors_are_mapped_from_the_file_and_never_written_through(
+    tmp_path: Path, embedder: Model2VecEmbedder
+) -> None:
+    store = VectorStore(tmp_path / "e.npz", embedder)
+    store.sync([make_doc("a", "database migration"), make_doc("b", "cat food")])
+    on_disk = (tmp_path / "e.npz").read_bytes()
+    other = VectorStore(tmp_path / "e.npz", embedder)  # another process reading the same file
+    assert isinstance(store._matrix, np.memmap) and isinstance(other._matrix, np.memmap)
+    assert np.array_equal(store._matrix, other._matrix)
+    query = embedder.embed(["cat food"])[0]
+    assert other.similar(query, 1)[0][0] == "b"
+    store.update([make_doc("a", "deploy pipeline")])  # changes a row in memory only (not saved yet)
+    assert (tmp_path / "e.npz").read_bytes() == on_disk
+    assert not np.array_equal(store._matrix, other._matrix)
+    store.save()
+    other.reload()
+    assert np.array_equal(store._matrix, other._matrix) and isinstance(other._matrix, np.memmap)

@@ -16,8 +16,8 @@ PACKAGE = ROOT / "rlm_vault"
 # Lower layers never import higher ones (data flows one way: front ends -> service -> vault and caches).
 LAYERS = {
     0: {"errors", "config", "results", "formatting", "textproc", "secret_rules", "transcript", "gitobjects"},
-    1: {"models", "markdown", "git", "filelock", "secrets"},
-    2: {"vault", "retention", "fuzzy", "index", "notes"},
+    1: {"models", "markdown", "git", "filelock", "secrets", "modelcache"},
+    2: {"vault", "retention", "fuzzy", "index", "notes", "modelserver"},
     3: {"catalog", "access", "embeddings", "query", "rerank"},
     4: {"search", "archive"},
     5: {"core"},
