@@ -16,7 +16,7 @@ from .retention import Policy, parse_time
 
 __all__ = ["LifecycleMixin"]
 
-_COMMIT = re.compile(r"^[0-9a-fA-F]{4,40}$")
+_COMMIT = re.compile(r"^[0-9a-fA-F]{4,64}$")  # SHA-1 or SHA-256 ids
 
 
 class LifecycleMixin(ServiceCore):
