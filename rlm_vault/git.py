@@ -265,31 +265,38 @@ class Git:
     # ------------------------------------------------------------------ locks and merges
 
     def lock_files(self) -> list[Path]:
-        """The git lock files a killed writer can leave, that would refuse every later write."""
+        """The git lock files a killed writer or gc can leave, that would refuse later writes or packing."""
         try:
             layout = self.layout()
         except GitError:
             return []
-        git_dir, common = layout.git_dir, layout.common_dir
+        git_dir, common, info = layout.git_dir, layout.common_dir, layout.objects / "info"
         locks = [git_dir / "HEAD.lock", common / "config.lock", git_dir / "rlm-vault-index.lock"]
+        locks += [common / "packed-refs.lock", info / "commit-graph.lock"]  # gc's pack-refs, commit-graph
         locks += list((common / "refs").rglob("*.lock"))
+        if (common / "logs").is_dir():
+            locks += list((common / "logs").rglob("*.lock"))  # gc's reflog expire
+        if (info / "commit-graphs").is_dir():
+            locks += list((info / "commit-graphs").glob("*.lock"))
         return [p for p in locks if p.exists()]
 
     def clear_stale_locks(self, older_than: float = 0.5) -> list[str]:
         """Remove git lock files a killed writer left; call at start, while holding the vault lock.
 
         kill -9 of a server with its git (tests/reliability/test_crash.py) can leave HEAD.lock, a branch's
-        lock, config.lock or our private index's lock, and every later write would fail on it. A live git
-        holds these for milliseconds: one unchanged for `older_than` seconds is stale (a younger one is
-        waited for, up to a second). While a `git gc` runs, its ref locks (pack-refs, reflog expire) may
-        be held longer: only locks older than 10 s go then. `.git/index.lock` is left alone: a person's
-        `git commit` holds it while their editor is open (`remove_stale_index_lock` handles it after 10 s).
+        lock, config.lock or our private index's lock, and every later write would fail on it; a killed
+        gc leaves packed-refs.lock and every later gc would fail. A live git holds these for milliseconds:
+        one unchanged for `older_than` seconds is stale (a younger one is waited for, up to a second).
+        While a gc runs, the locks are likely its own (pack-refs, reflog expire): only locks older than
+        10 s go then, unwaited. `.git/index.lock` is left alone: a person's `git commit` holds it while
+        their editor is open (`remove_stale_index_lock` handles it after 10 s).
         """
+        wait = 1.0
         if self.gc_running():
-            older_than = max(older_than, 10.0)
+            older_than, wait = max(older_than, 10.0), 0.0
         removed = []
         for lock in self.lock_files():
-            deadline = time.monotonic() + 1.0
+            deadline = time.monotonic() + wait
             while not _remove_if_older(lock, older_than) and lock.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
             if not lock.exists():
@@ -586,6 +593,9 @@ class Git:
             return False
         if not gc_wanted(layout) or self.gc_running():
             return False
+        for lock in self.lock_files():
+            # No gc runs: a lock this old is a killed gc's (or writer's), and would make this gc fail.
+            _remove_if_older(lock, HOUSEKEEPING_STALE_LOCK)
         self._gc_started = time.monotonic()
         try:
             self._gc_child = subprocess.Popen(
@@ -699,6 +709,7 @@ class Git:
 # too young to prune) is not restarted at every look.
 HOUSEKEEPING_EVERY = 8
 HOUSEKEEPING_INTERVAL = 30.0
+HOUSEKEEPING_STALE_LOCK = 60.0
 
 
 def gc_wanted(layout: Layout) -> bool:
@@ -707,7 +718,8 @@ def gc_wanted(layout: Layout) -> bool:
     Loose objects are counted in one of the 256 fan-out folders (`objects/17`) and scaled, against
     `gc.auto` (default 6700, 0 = never); packs without a `.keep` against `gc.autoPackLimit` (default 50).
     """
-    auto = _config_int(layout.config, "gc.auto", 6700)
+    config = _read_config(layout.common_dir / "config") or layout.config  # a person may change it any time
+    auto = _config_int(config, "gc.auto", 6700)
     if auto <= 0:
         return False
     try:
@@ -716,7 +728,7 @@ def gc_wanted(layout: Layout) -> bool:
         loose = 0
     if loose > (auto + 255) // 256:
         return True
-    limit = _config_int(layout.config, "gc.autopacklimit", 50)
+    limit = _config_int(config, "gc.autopacklimit", 50)
     if limit <= 0:
         return False
     try:

@@ -38,10 +38,19 @@ def write_loose(objects: Path, kind: str, data: bytes) -> str:
         return sha
     except OSError:
         pass  # not stored yet (or another user's file we may not touch: a fresh copy replaces it)
-    path.parent.mkdir(exist_ok=True)
+    packed = zlib.compress(raw, 1)
     tmp = path.parent / f"tmp_obj_{os.getpid()}_{sha[:12]}"
-    tmp.write_bytes(zlib.compress(raw, 1))
-    os.replace(tmp, path)
+    for attempt in range(5):
+        # `git prune` (run by gc) removes an empty fan-out folder at any moment, also between our
+        # mkdir and our write: make it again and retry, as git's own object writer does.
+        try:
+            path.parent.mkdir(exist_ok=True)
+            tmp.write_bytes(packed)
+            os.replace(tmp, path)
+            return sha
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
     return sha
 
 

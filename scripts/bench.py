@@ -466,7 +466,7 @@ class Report:
                     if r.side is not None
                     else ["-", "-"]
                 )
-        widths = [max(len(head[i]), *(len(line[i]) for line in lines)) for i in range(len(head))]
+        widths = [max([len(head[i]), *(len(line[i]) for line in lines)]) for i in range(len(head))]
         out = [
             "| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |",
             "|" + "|".join("-" * (w + 2) for w in widths) + "|",
