@@ -90,11 +90,12 @@ def test_a_new_vault_gets_its_own_gc_auto_and_keeps_a_persons_value(tmp_path: Pa
 @pytest.mark.usefixtures("eager")
 def test_writes_pack_the_vault_by_themselves(tmp_path: Path) -> None:
     vault = Vault.open(tmp_path / "v")
-    sh(vault.root, "config", "gc.auto", "256")  # git's estimate: more than one loose object in objects/17
+    sh(vault.root, "config", "gc.auto", "100000")
     for n in range(40):
         write(vault, f"insights/plain-{n}.md", f"---\nid: plain-{n}\n---\nnote {n}\n")
     assert counts(vault.root)["packs"] == 0
     written = counts(vault.root)["count"]
+    sh(vault.root, "config", "gc.auto", "256")  # git's estimate: more than one loose object in objects/17
     for n, text in enumerate(in_fanout_17(3, "pack")):
         write(vault, f"insights/fan-{n}.md", text)
     gc_settled(vault.root)
