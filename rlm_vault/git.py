@@ -124,6 +124,7 @@ class Git:
         self._since_check = HOUSEKEEPING_EVERY - 1  # the first write after start checks at once
         self._gc_started = -HOUSEKEEPING_INTERVAL
         self._gc_child: subprocess.Popen[bytes] | None = None
+        self._written = 0  # bytes of objects written in-process since housekeeping last started
 
     # ------------------------------------------------------------------ processes
 
@@ -426,6 +427,7 @@ class Git:
         if b"\r" in data and not path.endswith(".gz"):
             raise _NotHere("line endings git would normalise")  # .gitattributes says text eol=lf
         mode = "100755" if os.access(full, os.X_OK) else "100644"
+        self._written += len(data)
         return mode, gitobjects.write_loose(self.layout().objects, "blob", data)
 
     def _patched(self, tree: str | None, changes: dict[str, tuple[str, str] | None]) -> str | None:
@@ -450,7 +452,9 @@ class Git:
         return self._store_tree(gitobjects.Tree.build(entries))
 
     def _store_tree(self, tree: gitobjects.Tree) -> str:
-        sha = gitobjects.write_loose(self.layout().objects, "tree", tree.data())
+        data = tree.data()
+        self._written += len(data)
+        sha = gitobjects.write_loose(self.layout().objects, "tree", data)
         self._remember_tree(sha, tree)
         return sha
 
@@ -577,7 +581,10 @@ class Git:
         """After a write: start `git gc --auto` in the background when git's rules would pack; never waits.
 
         Looked at every HOUSEKEEPING_EVERY calls, and started at most once per HOUSEKEEPING_INTERVAL
-        seconds by this process and never while a gc runs on the vault. Returns True when one was started.
+        seconds by this process and never while a gc runs on the vault. Git counts loose objects, not
+        bytes: where each write adds a large tree (a folder of tens of thousands of notes), this process
+        also packs what it wrote (`git repack -d`, incremental) once that passes HOUSEKEEPING_BYTES.
+        Returns True when one was started.
         """
         self._since_check += 1
         if self._since_check < HOUSEKEEPING_EVERY:
@@ -591,15 +598,18 @@ class Git:
             layout = self.layout()
         except GitError:
             return False
-        if not gc_wanted(layout) or self.gc_running():
+        wanted = gc_wanted(layout)
+        big = self._written >= HOUSEKEEPING_BYTES and gc_enabled(layout)
+        if not (wanted or big) or self.gc_running():
             return False
         for lock in self.lock_files():
             # No gc runs: a lock this old is a killed gc's (or writer's), and would make this gc fail.
             _remove_if_older(lock, HOUSEKEEPING_STALE_LOCK)
         self._gc_started = time.monotonic()
+        self._written = 0
         try:
             self._gc_child = subprocess.Popen(
-                self._command(["gc", "--auto", "--quiet"]),
+                self._command(["gc", "--auto", "--quiet"] if wanted else ["repack", "-d", "-q"]),
                 env=self._env(None),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -714,6 +724,13 @@ class Git:
 HOUSEKEEPING_EVERY = 8
 HOUSEKEEPING_INTERVAL = 5.0
 HOUSEKEEPING_STALE_LOCK = 60.0
+HOUSEKEEPING_BYTES = 128 * 1024 * 1024  # raw object bytes (about 60-90 MB loose on disk)
+
+
+def gc_enabled(layout: Layout) -> bool:
+    """False when the vault's config says `gc.auto = 0` (a person turned automatic housekeeping off)."""
+    config = _read_config(layout.common_dir / "config") or layout.config
+    return _config_int(config, "gc.auto", 6700) > 0
 
 
 def gc_wanted(layout: Layout) -> bool:

@@ -109,8 +109,31 @@ def test_writes_pack_the_vault_by_themselves(tmp_path: Path) -> None:
     assert_sound(vault.root)
 
 
+@pytest.mark.usefixtures("eager")
+def test_large_trees_are_packed_although_git_counts_few_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder of many notes rewrites a large tree per write: bytes, not object counts, fill `.git` then."""
+    monkeypatch.setattr(git_module, "HOUSEKEEPING_BYTES", 200_000)
+    vault = Vault.open(tmp_path / "v")
+    sh(vault.root, "config", "gc.auto", "100000")  # git's own count rule will not fire
+    with vault.transaction() as tx:
+        tx.message = "a large folder"
+        for n in range(2000):
+            tx.write(f"chunks/P/note-{n:05d}.md", f"note {n}\n", sync=False)
+    vault = Vault.open(vault.root)  # a fresh process: nothing written by it yet
+    for n in range(4):  # each write rewrites the 2,000-entry tree (~80 KB)
+        write(vault, f"chunks/P/new-{n}.md", f"new {n}\n")
+    assert vault.git._gc_child is not None
+    vault.git._gc_child.wait(timeout=120)
+    after = counts(vault.root)
+    assert after["packs"] >= 1 and after["in-pack"] >= 2000
+    assert_sound(vault.root)
+
+
 def test_a_vault_with_gc_auto_0_is_never_packed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(git_module, "HOUSEKEEPING_EVERY", 1)
+    monkeypatch.setattr(git_module, "HOUSEKEEPING_BYTES", 1)
     vault = Vault.open(tmp_path / "v")
     sh(vault.root, "config", "gc.auto", "0")
     vault = Vault.open(vault.root)
