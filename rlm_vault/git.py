@@ -67,8 +67,9 @@ _KEEP_ENV_PREFIXES = ("GIT_SSH", "GIT_SSL_", "GIT_TRACE")
 # ref lock that a background `git gc` (pack-refs, reflog expire) holds for a moment.
 _ALWAYS = ("-c", "commit.gpgSign=false", "-c", "core.filesRefLockTimeout=1000")
 
-# The vault-local gc.auto set when the vault's config has none: git's 6,700 lets a vault grow to
-# 100+ MB of loose trees between packs; at this value `.git` stays within tens of MB.
+# The vault-local gc.auto set when the vault's config has none. Each write rewrites its folder's tree,
+# so with git's 6,700 the loose trees between two packs come to ~50 MB at 3,000 notes and grow with the
+# folders; at 1,000, 3,000 writes leave a 15 MB `.git` (docs/BENCHMARKS.md, row C).
 GC_AUTO = 1000
 
 
