@@ -69,7 +69,7 @@ _ALWAYS = ("-c", "commit.gpgSign=false", "-c", "core.filesRefLockTimeout=1000")
 
 # The vault-local gc.auto set when the vault's config has none. Each write rewrites its folder's tree,
 # so with git's 6,700 the loose trees between two packs come to ~50 MB at 3,000 notes and grow with the
-# folders; at 1,000, 3,000 writes leave a 15 MB `.git` (docs/BENCHMARKS.md, row C).
+# folders; at 1,000, 3,000 writes leave a 15-20 MB `.git` (docs/BENCHMARKS.md, row C).
 GC_AUTO = 1000
 
 
