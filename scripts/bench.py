@@ -1199,6 +1199,7 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
 
     # -- retention on a copy of the vault, clock moved 45 days on ------------------------------------
     copy = base / "vault-retention"
+    housekeeping_settled(vault)  # a background gc removes files while it runs: copy a still vault
     shutil.copytree(vault, copy, symlinks=True)
     rclock = Clock()
     rclock.offset = clock.offset + timedelta(days=5)
