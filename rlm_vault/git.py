@@ -2,17 +2,28 @@
 
 Commits go through plumbing (update-index on the changed paths in a private index, write-tree, the
 commit object, and a compare-and-swap update-ref) so a commit costs the same in a vault of ten notes
-or ten thousand, and never sweeps in files a person is editing.
+or ten thousand, and never sweeps in files a person is editing. Where it is exact (a plain SHA-1
+repository in `<vault>/.git`), the objects of a commit are written in-process instead (`gitobjects`).
+
+Every git process runs on the vault alone: the GIT_* variables that would point it at another
+repository, index or object store are removed from its environment (`clean_env`), and it never signs
+(memory commits are machine-made, many a day; a signing key that needs a passphrase would hang a tool).
+
+Housekeeping is git's own: after writes, when git's `gc --auto` rules would pack (loose objects over
+`gc.auto`, packs over `gc.autoPackLimit`), `git gc --auto` is started in the background. It needs no
+vault lock: git guards it (`gc.pid`, ref locks, prune keeps unreachable objects younger than two weeks,
+and the in-process writer refreshes an object it finds already stored, as git does).
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -25,6 +36,8 @@ __all__ = [
     "FALLBACK_NAME",
     "Commit",
     "Git",
+    "Layout",
+    "clean_env",
     "git_error",
     "machine_identity",
     "toplevel",
@@ -32,6 +45,71 @@ __all__ = [
 
 FALLBACK_NAME = "rlm-vault"
 FALLBACK_EMAIL = "rlm-vault@localhost"
+
+# GIT_* variables kept for git processes: who commits, how to reach a remote, which user config files
+# hold those, and tracing. Every other GIT_* variable goes (GIT_DIR, GIT_WORK_TREE, GIT_INDEX_FILE,
+# GIT_OBJECT_DIRECTORY, GIT_ALTERNATE_OBJECT_DIRECTORIES, GIT_COMMON_DIR, GIT_NAMESPACE,
+# GIT_CONFIG_PARAMETERS, GIT_CONFIG_COUNT/KEY_n/VALUE_n ...): a git hook or a shell exports them for one
+# repository, and ad-hoc config can move a work tree (core.worktree) as surely as GIT_DIR can.
+_KEEP_ENV = frozenset(
+    {
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_AUTHOR_DATE",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "GIT_COMMITTER_DATE",
+        "GIT_EXEC_PATH",
+        "GIT_ASKPASS",
+        "GIT_PROXY_COMMAND",
+        "GIT_HTTP_PROXY_AUTHMETHOD",
+        "GIT_HTTP_USER_AGENT",
+        "GIT_ALLOW_PROTOCOL",
+        "GIT_PROTOCOL_FROM_USER",
+        "GIT_CURL_VERBOSE",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_CONFIG_NOSYSTEM",
+    }
+)
+_KEEP_ENV_PREFIXES = ("GIT_SSH", "GIT_SSL_", "GIT_TRACE")
+
+# Passed to every git command: never sign (see the module docstring), and wait up to a second for a
+# ref lock that a background `git gc` (pack-refs, reflog expire) holds for a moment.
+_ALWAYS = ("-c", "commit.gpgSign=false", "-c", "core.filesRefLockTimeout=1000")
+
+# The vault-local gc.auto set when the vault's config has none. Each write rewrites its folder's tree,
+# so with git's 6,700 the loose trees between two packs come to ~50 MB at 3,000 notes and grow with the
+# folders; at 1,000, 3,000 writes leave a 15-20 MB `.git` (docs/BENCHMARKS.md, row C).
+GC_AUTO = 1000
+
+
+def clean_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`env` (default os.environ) without the GIT_* variables that point git at another repository."""
+    source = os.environ if env is None else env
+    return {
+        k: v
+        for k, v in source.items()
+        if not k.startswith("GIT_") or k in _KEEP_ENV or k.startswith(_KEEP_ENV_PREFIXES)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a vault's repository lives, resolved once per Git object."""
+
+    git_dir: Path  # HEAD, the index, MERGE_HEAD, our private index (a linked worktree's own folder)
+    common_dir: Path  # config, refs, packed-refs (shared with the main worktree)
+    objects: Path
+    object_format: str  # "sha1" or "sha256"
+    plain: bool  # <root>/.git is a folder holding the repository, its config read and understood
+    in_process: bool  # plain, SHA-1, no alternates, no extension: objects may be written in-process
+    config: Mapping[str, str]  # the repository's own config file, "section.key" -> value (lower-case keys)
+
+    @property
+    def null(self) -> str:
+        """The all-zero object id of this format (update-ref's "must not exist yet")."""
+        return "0" * (64 if self.object_format == "sha256" else 40)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +127,19 @@ class Git:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._layout: Layout | None = None
         self._identity: dict[str, str] | None = None
         self._index_base: str | None = None  # the commit our private index was last in step with
         self._trees: dict[str, str] = {}  # commit -> tree, for commits this process made
         self._tree_cache: dict[str, gitobjects.Tree] = {}
         self._plain_attributes: bool | None = None
         self._index_lag: set[str] = set()  # paths the person's index could not take yet
+        self._since_check = HOUSEKEEPING_EVERY - 1  # the first write after start checks at once
+        self._gc_started = -HOUSEKEEPING_INTERVAL
+        self._gc_child: subprocess.Popen[bytes] | None = None
+        self._written = 0  # bytes of objects written in-process since housekeeping last started
+
+    # ------------------------------------------------------------------ processes
 
     def run(
         self,
@@ -70,49 +155,38 @@ class Git:
             raise git_error(list(args), proc.returncode, proc.stderr, self.root)
         return proc.stdout
 
-    def clear_stale_locks(self, older_than: float = 0.5) -> list[str]:
-        """Remove git lock files a killed writer left; call at start, while holding the vault lock.
-
-        kill -9 of a server with its git (tests/reliability/test_crash.py) can leave HEAD.lock, a branch's
-        lock, config.lock or our private index's lock, and every later write would fail on it. A live git
-        holds these for milliseconds: one unchanged for `older_than` seconds is stale (a younger one is
-        waited for, up to a second). `.git/index.lock` is left alone: a person's `git commit` holds it
-        while their editor is open (`remove_stale_index_lock` handles it after 10 s).
-        """
-        git_dir = self.root / ".git"
-        locks = [
-            git_dir / "HEAD.lock",
-            git_dir / "config.lock",
-            git_dir / "rlm-vault-index.lock",
-            *(git_dir / "refs").rglob("*.lock"),
-        ]
-        removed = []
-        for lock in (p for p in locks if p.exists()):
-            deadline = time.monotonic() + 1.0
-            while not _remove_if_older(lock, older_than) and lock.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not lock.exists():
-                removed.append(lock.relative_to(git_dir).as_posix())
-        return removed
-
     def run_status(self, *args: str, env: dict[str, str] | None = None) -> int:
         """Run `git <args>` and return only its exit code (for yes/no questions such as is-ancestor)."""
         return self._spawn(args, None, env, None).returncode
 
-    def _spawn(
-        self, args: Sequence[str], input: str | None, env: dict[str, str] | None, timeout: float | None
-    ) -> subprocess.CompletedProcess[str]:
-        cmd = ["git", "-C", str(self.root), *args]
+    def _command(self, args: Sequence[str]) -> list[str]:
+        return ["git", "-C", str(self.root), *_ALWAYS, *args]
+
+    def _env(self, env: Mapping[str, str] | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        out = clean_env(env)
         # Never wait for a password prompt: a remote that needs one fails with a message instead.
-        env = {**(env or os.environ), "GIT_TERMINAL_PROMPT": "0"}
+        out["GIT_TERMINAL_PROMPT"] = "0"
+        # Never look for a repository above the vault (a vault folder without .git is not a vault).
+        out["GIT_CEILING_DIRECTORIES"] = str(self.root.parent)
+        out.update(extra or {})
+        return out
+
+    def _spawn(
+        self,
+        args: Sequence[str],
+        input: str | None,
+        env: Mapping[str, str] | None,
+        timeout: float | None,
+        extra: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
-                cmd,
+                self._command(args),
                 check=False,
                 input=input,
                 capture_output=True,
                 text=True,
-                env=env,
+                env=self._env(env, extra),
                 encoding="utf-8",
                 errors="replace",
                 timeout=timeout,
@@ -122,18 +196,51 @@ class Git:
         except OSError as exc:
             raise GitError(list(args), -1, f"cannot run git: {exc}") from exc
 
-    def merging(self) -> bool:
-        """True while a merge is in progress (MERGE_HEAD exists)."""
-        return (self.root / ".git" / "MERGE_HEAD").exists()
+    def _spawn_bytes(
+        self, args: Sequence[str], input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        try:
+            return subprocess.run(
+                self._command(args), input=input, check=False, capture_output=True, env=self._env(None)
+            )
+        except OSError as exc:
+            raise GitError(list(args), -1, f"cannot run git: {exc}") from exc
 
-    def commit_merge(self, message: str) -> str:
-        """Conclude a merge whose conflicts are resolved in the index."""
-        self.run("commit", "-q", "--no-verify", "-m", message, env=self.identity_env())
-        return self.head() or ""
+    # ------------------------------------------------------------------ where the repository is
 
-    def show_stage(self, stage: int, path: str) -> bytes:
-        """The bytes of one side of a conflicted path (2 = ours, 3 = theirs)."""
-        return self.show(f":{stage}", path)
+    def layout(self) -> Layout:
+        """Where the repository lives: read from `<root>/.git` when it is a plain folder, else asked of git.
+
+        Raises GitError when the root is not a git repository.
+        """
+        if self._layout is None:
+            self._layout = _plain_layout(self.root) or self._asked_layout()
+        return self._layout
+
+    def _asked_layout(self) -> Layout:
+        # A `.git` file (linked worktree, --separate-git-dir), or a config this module does not read:
+        # git says where everything is, and every commit goes through git's own plumbing.
+        out = self.run(
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-dir",
+            "--git-common-dir",
+            "--git-path",
+            "objects",
+            "--show-object-format",
+        ).splitlines()
+        if len(out) != 4:
+            raise GitError(["rev-parse", "--git-dir"], 0, f"unexpected answer: {out!r}")
+        common = Path(out[1])
+        return Layout(
+            git_dir=Path(out[0]),
+            common_dir=common,
+            objects=Path(out[2]),
+            object_format=out[3].strip(),
+            plain=False,
+            in_process=False,
+            config=_read_config(common / "config") or {},
+        )
 
     def is_repo(self) -> bool:
         """True when the root is the top of a git work tree."""
@@ -143,6 +250,7 @@ class Git:
         """Create the repository with `main` as its branch."""
         self.run("init", "-q")
         self.run("symbolic-ref", "HEAD", "refs/heads/main")
+        self._layout = None
 
     # Settings a vault repository gets (also a cloned one): readable unicode paths, and a split, compact
     # index, so each commit rewrites a small file instead of an index of every note (at 10,000 notes
@@ -154,28 +262,97 @@ class Git:
     }
 
     def tune(self) -> None:
-        """Apply TUNING where the repository's config lacks it (read from the file: no spawn when set)."""
+        """Apply TUNING where the repository's config lacks it (read from the file: no spawn when set).
+
+        Also gives the vault its own `gc.auto` (GC_AUTO) unless its config names one: a person's value
+        there, 0 included, is theirs.
+        """
         try:
-            text = (self.root / ".git" / "config").read_text(encoding="utf-8", errors="replace").lower()
-        except OSError:
+            layout = self.layout()
+            text = (layout.common_dir / "config").read_text(encoding="utf-8", errors="replace").lower()
+        except (OSError, GitError):
             return
         for key, value in self.TUNING.items():
             section, name = key.split(".")
             if f"[{section}]" not in text or f"{name} = {value}" not in text:
                 self.run("config", key, value, check=False)
+        if "gc.auto" not in layout.config:
+            self.run("config", "gc.auto", str(GC_AUTO), check=False)
+            self._layout = None  # re-read with the new value
+
+    # ------------------------------------------------------------------ locks and merges
+
+    def lock_files(self) -> list[Path]:
+        """The git lock files a killed writer or gc can leave, that would refuse later writes or packing."""
+        try:
+            layout = self.layout()
+        except GitError:
+            return []
+        git_dir, common, info = layout.git_dir, layout.common_dir, layout.objects / "info"
+        locks = [git_dir / "HEAD.lock", common / "config.lock", git_dir / "rlm-vault-index.lock"]
+        locks += [common / "packed-refs.lock", info / "commit-graph.lock"]  # gc's pack-refs, commit-graph
+        locks += list((common / "refs").rglob("*.lock"))
+        if (common / "logs").is_dir():
+            locks += list((common / "logs").rglob("*.lock"))  # gc's reflog expire
+        if (info / "commit-graphs").is_dir():
+            locks += list((info / "commit-graphs").glob("*.lock"))
+        return [p for p in locks if p.exists()]
+
+    def clear_stale_locks(self, older_than: float = 0.5) -> list[str]:
+        """Remove git lock files a killed writer left; call at start, while holding the vault lock.
+
+        kill -9 of a server with its git (tests/reliability/test_crash.py) can leave HEAD.lock, a branch's
+        lock, config.lock or our private index's lock, and every later write would fail on it; a killed
+        gc leaves packed-refs.lock and every later gc would fail. A live git holds these for milliseconds:
+        one unchanged for `older_than` seconds is stale (a younger one is waited for, up to a second).
+        While a gc runs, the locks are likely its own (pack-refs, reflog expire): only locks older than
+        10 s go then, unwaited. `.git/index.lock` is left alone: a person's `git commit` holds it while
+        their editor is open (`remove_stale_index_lock` handles it after 10 s).
+        """
+        wait = 1.0
+        if self.gc_running():
+            older_than, wait = max(older_than, 10.0), 0.0
+        removed = []
+        for lock in self.lock_files():
+            deadline = time.monotonic() + wait
+            while not _remove_if_older(lock, older_than) and lock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not lock.exists():
+                layout = self.layout()
+                base = layout.git_dir if lock.parent == layout.git_dir else layout.common_dir
+                removed.append(lock.relative_to(base).as_posix())
+        return removed
+
+    def merging(self) -> bool:
+        """True while a merge is in progress (MERGE_HEAD exists)."""
+        try:
+            return (self.layout().git_dir / "MERGE_HEAD").exists()
+        except GitError:
+            return False
+
+    def commit_merge(self, message: str) -> str:
+        """Conclude a merge whose conflicts are resolved in the index."""
+        self.run("commit", "-q", "--no-verify", "-m", message, env=self.identity_env())
+        return self.head() or ""
+
+    def show_stage(self, stage: int, path: str) -> bytes:
+        """The bytes of one side of a conflicted path (2 = ours, 3 = theirs)."""
+        return self.show(f":{stage}", path)
 
     def head(self) -> str | None:
         """The commit HEAD points at, or None in an empty repository."""
         out = self.run("rev-parse", "-q", "--verify", "HEAD^{commit}", check=False).strip()
         return out or None
 
+    # ------------------------------------------------------------------ commits
+
     def commit_paths(self, paths: Sequence[str], message: str, own: bool = False) -> str | None:
         """Commit exactly these paths (added, changed or removed) as they are on disk.
 
         The tree is built apart from the person's index (in-process for `own` files, which rlm-vault
-        has just written; else in a private index), so whatever a person staged with `git add` stays
-        theirs; the person's index is then brought in step for these paths only. Returns the new
-        commit, or None when the paths already match HEAD.
+        has just written, in a plain SHA-1 repository; else in a private index), so whatever a person
+        staged with `git add` stays theirs; the person's index is then brought in step for these paths
+        only. Returns the new commit, or None when the paths already match HEAD.
         """
         if not paths:
             return None
@@ -187,7 +364,7 @@ class Git:
     def _commit_with_retries(self, paths: Sequence[str], message: str, own: bool) -> str | None:
         for attempt in range(3):
             try:
-                if own and self._fast_path_safe():
+                if own and self.layout().in_process and self._fast_path_safe():
                     try:
                         return self._commit_in_process(paths, message)
                     except _NotHere:
@@ -202,28 +379,34 @@ class Git:
         return None
 
     def _commit_once(self, paths: Sequence[str], message: str) -> str | None:
+        layout = self.layout()
         listing = "\0".join(paths) + "\0"
         parent, parent_tree = self._head_and_tree()
-        private = {**os.environ, "GIT_INDEX_FILE": str(self.root / ".git" / "rlm-vault-index")}
-        if parent != self._index_base or not os.path.exists(private["GIT_INDEX_FILE"]):
+        index = layout.git_dir / "rlm-vault-index"
+        private = {"GIT_INDEX_FILE": str(index)}
+        if parent != self._index_base or not index.exists():
             # HEAD moved (another process, a merge, a person's commit): start from it again.
             if parent:
-                self.run("read-tree", parent, env=private)
+                self._run_private(private, "read-tree", parent)
             else:
-                Path(private["GIT_INDEX_FILE"]).unlink(missing_ok=True)
+                index.unlink(missing_ok=True)
         try:
-            self.run("update-index", "--add", "--remove", "-z", "--stdin", input=listing, env=private)
-            tree = self.run("write-tree", "--missing-ok", env=private).strip()
+            self._run_private(private, "update-index", "--add", "--remove", "-z", "--stdin", input=listing)
+            tree = self._run_private(private, "write-tree", "--missing-ok").strip()
             if parent and parent_tree == tree:
                 self._index_base = parent
-                self._sync_index(
-                    paths
-                )  # a commit made just before a kill may not have reached the person's index
+                # A commit made just before a kill may not have reached the person's index.
+                self._sync_index(paths)
                 return None
             commit = self._commit_object(tree, parent, message)
             # Compare-and-swap: if HEAD moved under us the update fails loudly instead of losing a commit.
             self.run(
-                "update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD", commit, parent or "0" * 40
+                "update-ref",
+                "-m",
+                f"commit: {message.splitlines()[0]}",
+                "HEAD",
+                commit,
+                parent or layout.null,
             )
         except GitError:
             self._index_base = None  # the private index may hold the failed change: rebuild it from HEAD
@@ -232,6 +415,13 @@ class Git:
         self._trees[commit] = tree
         self._sync_index(paths)
         return commit
+
+    def _run_private(self, index_env: Mapping[str, str], *args: str, input: str | None = None) -> str:
+        """`git <args>` on our private index (GIT_INDEX_FILE is set after the environment is cleaned)."""
+        proc = self._spawn(args, input, None, None, extra=index_env)
+        if proc.returncode != 0:
+            raise GitError(list(args), proc.returncode, proc.stderr)
+        return proc.stdout
 
     def _commit_in_process(self, paths: Sequence[str], message: str) -> str | None:
         """Hash the files, patch the trees on their paths, write the commit: only update-ref is a process."""
@@ -260,7 +450,8 @@ class Git:
         if b"\r" in data and not path.endswith(".gz"):
             raise _NotHere("line endings git would normalise")  # .gitattributes says text eol=lf
         mode = "100755" if os.access(full, os.X_OK) else "100644"
-        return mode, gitobjects.write_loose(self.root / ".git", "blob", data)
+        self._written += len(data)
+        return mode, gitobjects.write_loose(self.layout().objects, "blob", data)
 
     def _patched(self, tree: str | None, changes: dict[str, tuple[str, str] | None]) -> str | None:
         """The tree `tree` with `changes` (relative paths -> entry or None) applied; None when empty."""
@@ -284,18 +475,18 @@ class Git:
         return self._store_tree(gitobjects.Tree.build(entries))
 
     def _store_tree(self, tree: gitobjects.Tree) -> str:
-        sha = gitobjects.write_loose(self.root / ".git", "tree", tree.data())
+        data = tree.data()
+        self._written += len(data)
+        sha = gitobjects.write_loose(self.layout().objects, "tree", data)
         self._remember_tree(sha, tree)
         return sha
 
     def _tree(self, sha: str) -> gitobjects.Tree:
         if sha in self._tree_cache:
             return self._tree_cache[sha]
-        found = gitobjects.read_loose(self.root / ".git", sha)
+        found = gitobjects.read_loose(self.layout().objects, sha)
         if found is None:  # packed: git reads it
-            proc = subprocess.run(
-                ["git", "-C", str(self.root), "cat-file", "tree", sha], capture_output=True, check=False
-            )
+            proc = self._spawn_bytes(["cat-file", "tree", sha])
             if proc.returncode != 0:
                 raise _NotHere(f"tree {sha} cannot be read")
             found = ("tree", proc.stdout)
@@ -322,15 +513,15 @@ class Git:
             rules = {line.split("#")[0].strip() for line in text.splitlines()} - {""}
             self._plain_attributes = (
                 rules <= {"*.md text eol=lf", "*.gz binary"}
-                and not (self.root / ".git" / "info" / "attributes").exists()
+                and not (self.layout().common_dir / "info" / "attributes").exists()
             )
         return self._plain_attributes
 
     def _commit_object(self, tree: str, parent: str | None, message: str) -> str:
         """Write the commit object in-process (a loose object, as git writes it): one process fewer per write.
 
-        Falls back to `git commit-tree` when the environment asks for what only git does (fixed dates,
-        an identity git would have to clean up).
+        Falls back to `git commit-tree` where only git is exact: a repository other than a plain SHA-1 one,
+        or an environment asking for what only git does (fixed dates, an identity git would clean up).
         """
         env = self.identity_env()
         idents = [
@@ -338,7 +529,8 @@ class Git:
             (env["GIT_COMMITTER_NAME"], env["GIT_COMMITTER_EMAIL"]),
         ]
         if (
-            "GIT_AUTHOR_DATE" in env
+            not self.layout().in_process
+            or "GIT_AUTHOR_DATE" in env
             or "GIT_COMMITTER_DATE" in env
             or any(ch in "".join(map("".join, idents)) for ch in "<>\n\0")
             or "\0" in message
@@ -353,7 +545,7 @@ class Git:
             f"committer {idents[1][0]} <{idents[1][1]}> {stamp}",
         ]
         return gitobjects.write_loose(
-            self.root / ".git", "commit", ("\n".join(lines) + f"\n\n{message}\n").encode("utf-8")
+            self.layout().objects, "commit", ("\n".join(lines) + f"\n\n{message}\n").encode("utf-8")
         )
 
     def _sync_index(self, paths: Sequence[str]) -> None:
@@ -383,9 +575,13 @@ class Git:
     def _read_head(self) -> str | None:
         """HEAD's commit from `.git/HEAD` and its loose ref; None when the branch has no commit yet.
 
-        LookupError when git must be asked (detached or packed ref, anything unusual).
+        LookupError when git must be asked (not a plain SHA-1 repository, detached or packed ref, anything
+        unusual).
         """
-        git_dir = self.root / ".git"
+        layout = self.layout()
+        if not layout.in_process:
+            raise LookupError("git reads this repository's refs")
+        git_dir = layout.git_dir
         try:
             head = (git_dir / "HEAD").read_text(encoding="ascii").strip()
             if not head.startswith("ref: refs/heads/"):
@@ -401,6 +597,71 @@ class Git:
         if len(value) != 40 or any(ch not in "0123456789abcdef" for ch in value):
             raise LookupError(value)
         return value
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def housekeep(self) -> bool:
+        """After a write: start `git gc --auto` in the background when git's rules would pack; never waits.
+
+        Looked at every HOUSEKEEPING_EVERY calls, and started at most once per HOUSEKEEPING_INTERVAL
+        seconds by this process and never while a gc runs on the vault. Git counts loose objects, not
+        bytes: where each write adds a large tree (a folder of tens of thousands of notes), this process
+        also packs what it wrote (`git repack -d`, incremental) once that passes HOUSEKEEPING_BYTES.
+        Returns True when one was started.
+        """
+        self._since_check += 1
+        if self._since_check < HOUSEKEEPING_EVERY:
+            return False
+        self._since_check = 0
+        if self._gc_child is not None and self._gc_child.poll() is None:
+            return False  # ours is still deciding or running in the foreground
+        if time.monotonic() - self._gc_started < HOUSEKEEPING_INTERVAL:
+            return False
+        try:
+            layout = self.layout()
+        except GitError:
+            return False
+        wanted = gc_wanted(layout)
+        big = self._written >= HOUSEKEEPING_BYTES and gc_enabled(layout)
+        if not (wanted or big) or self.gc_running():
+            return False
+        for lock in self.lock_files():
+            # No gc runs: a lock this old is a killed gc's (or writer's), and would make this gc fail.
+            _remove_if_older(lock, HOUSEKEEPING_STALE_LOCK)
+        self._gc_started = time.monotonic()
+        self._written = 0
+        try:
+            self._gc_child = subprocess.Popen(
+                self._command(["gc", "--auto", "--quiet"] if wanted else ["repack", "-d", "-q"]),
+                env=self._env(None),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # outlives the server and its process group
+                close_fds=True,
+            )
+        except OSError:
+            return False
+        try:
+            os.setpriority(os.PRIO_PROCESS, self._gc_child.pid, 10)  # yields to the tools on a busy machine
+        except OSError:
+            pass
+        return True
+
+    def gc_running(self) -> bool:
+        """True while a git gc holds the vault's gc.pid (a live process on this machine)."""
+        try:
+            pid_file = self.layout().common_dir / "gc.pid"
+            text = pid_file.read_text(encoding="utf-8", errors="replace")
+            age = time.time() - pid_file.stat().st_mtime
+        except (OSError, GitError):
+            return False
+        pid_text, _, host = text.strip().partition(" ")
+        if host and host != socket.gethostname():
+            return age < 12 * 3600  # another machine's gc (a shared folder): git trusts it for 12 hours
+        return pid_text.isdigit() and _alive(int(pid_text))
+
+    # ------------------------------------------------------------------ reading
 
     def status(self, *paths: str) -> list[tuple[str, str]]:
         """(XY code, path) for each changed or untracked file under the paths, or the whole tree."""
@@ -443,22 +704,17 @@ class Git:
 
     def show(self, commit: str, path: str) -> bytes:
         """The bytes of a path as it was at a commit (or at an index stage given as ':2')."""
-        cmd = ["git", "-C", str(self.root), "show", f"{commit}:{path}"]
-        proc = subprocess.run(cmd, capture_output=True, check=False)
+        args = ["show", f"{commit}:{path}"]
+        proc = self._spawn_bytes(args)
         if proc.returncode != 0:
-            raise git_error(cmd[3:], proc.returncode, proc.stderr.decode(errors="replace"), self.root)
+            raise git_error(args, proc.returncode, proc.stderr.decode(errors="replace"), self.root)
         return proc.stdout
 
     def cat_blobs(self, shas: list[str]) -> dict[str, bytes]:
         """Blob contents by id, read in one `git cat-file --batch`; ids that are not blobs are left out."""
         if not shas:
             return {}
-        proc = subprocess.run(
-            ["git", "-C", str(self.root), "cat-file", "--batch"],
-            input=("\n".join(shas) + "\n").encode(),
-            capture_output=True,
-            check=False,
-        )
+        proc = self._spawn_bytes(["cat-file", "--batch"], input=("\n".join(shas) + "\n").encode())
         out, pos, found = proc.stdout, 0, {}
         while pos < len(out):
             end = out.index(b"\n", pos)
@@ -490,7 +746,148 @@ class Git:
 
     def remove_stale_index_lock(self, older_than: float) -> bool:
         """Delete `.git/index.lock` left by a crashed git; only call while holding the vault lock."""
-        return _remove_if_older(self.root / ".git" / "index.lock", older_than)
+        try:
+            return _remove_if_older(self.layout().git_dir / "index.lock", older_than)
+        except GitError:
+            return False
+
+
+# Housekeeping pace: the loose-object estimate is a directory listing, so it is cheap, but a server
+# writing a burst need not look at every write; and a gc that could not bring the count down (objects
+# too young to prune) is not restarted at every look. At gc.auto=1000 a burst of writes starts a gc
+# every 200-300 commits, each a few hundred ms of background work (an incremental pack; prune skips
+# its walk while every loose object is young).
+HOUSEKEEPING_EVERY = 8
+HOUSEKEEPING_INTERVAL = 5.0
+HOUSEKEEPING_STALE_LOCK = 60.0
+HOUSEKEEPING_BYTES = 128 * 1024 * 1024  # raw object bytes (about 60-90 MB loose on disk)
+
+
+def gc_enabled(layout: Layout) -> bool:
+    """False when the vault's config says `gc.auto = 0` (a person turned automatic housekeeping off)."""
+    config = _read_config(layout.common_dir / "config") or layout.config
+    return _config_int(config, "gc.auto", 6700) > 0
+
+
+def gc_wanted(layout: Layout) -> bool:
+    """Whether `git gc --auto` would do work, by git's own estimate (need_to_gc in git's builtin/gc.c).
+
+    Loose objects are counted in one of the 256 fan-out folders (`objects/17`) and scaled, against
+    `gc.auto` (default 6700, 0 = never); packs without a `.keep` against `gc.autoPackLimit` (default 50).
+    """
+    config = _read_config(layout.common_dir / "config") or layout.config  # a person may change it any time
+    auto = _config_int(config, "gc.auto", 6700)
+    if auto <= 0:
+        return False
+    try:
+        loose = sum(1 for e in os.scandir(layout.objects / "17") if _LOOSE_NAME.fullmatch(e.name))
+    except OSError:
+        loose = 0
+    if loose > (auto + 255) // 256:
+        return True
+    limit = _config_int(config, "gc.autopacklimit", 50)
+    if limit <= 0:
+        return False
+    try:
+        names = set(os.listdir(layout.objects / "pack"))
+    except OSError:
+        return False
+    packs = [n for n in names if n.endswith(".pack") and n[:-5] + ".keep" not in names]
+    return len(packs) > limit
+
+
+_LOOSE_NAME = re.compile(r"[0-9a-f]{38}|[0-9a-f]{62}")
+
+
+def _plain_layout(root: Path) -> Layout | None:
+    """The layout of `<root>/.git` when it is a plain repository folder this module fully understands.
+
+    None (ask git) for a `.git` file, a linked worktree's folder, or a config with includes, a
+    separate work tree or format version above 1.
+    """
+    git_dir = root / ".git"
+    if not git_dir.is_dir() or (git_dir / "commondir").exists():
+        return None
+    config = _read_config(git_dir / "config")
+    if config is None:
+        return None
+    extensions = {k for k in config if k.startswith("extensions.")}
+    if (
+        any(k.startswith(("include.", "includeif.")) for k in config)
+        or "core.worktree" in config
+        or config.get("core.bare", "false").lower() in ("true", "yes", "on", "1")
+        or config.get("core.repositoryformatversion", "0") not in ("0", "1")
+        or extensions - {"extensions.objectformat"}
+    ):
+        return None
+    fmt = config.get("extensions.objectformat", "sha1").lower()
+    objects = git_dir / "objects"
+    return Layout(
+        git_dir=git_dir,
+        common_dir=git_dir,
+        objects=objects,
+        object_format=fmt,
+        plain=True,
+        in_process=fmt == "sha1" and not (objects / "info" / "alternates").exists(),
+        config=config,
+    )
+
+
+_SECTION = re.compile(r'\[\s*([A-Za-z0-9.-]+)(?:\s+"((?:[^"\\]|\\.)*)")?\s*\]')
+_ENTRY = re.compile(r"([A-Za-z][A-Za-z0-9-]*)\s*(?:=\s*(.*))?")
+
+
+def _read_config(path: Path) -> dict[str, str] | None:
+    """A git config file as {"section.key": value} (section and key lower-case; subsections kept).
+
+    Values with quotes, escapes or continued lines are kept raw: only plain values are read for meaning.
+    None when the file cannot be read or has a line this reader does not understand.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    out: dict[str, str] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            match = _SECTION.match(line)
+            if match is None:
+                return None
+            section = match[1].lower() + (f".{match[2]}" if match[2] is not None else "")
+            line = line[match.end() :].strip()
+            if not line or line[0] in "#;":
+                continue
+        entry = _ENTRY.fullmatch(line)
+        if entry is None or not section:
+            return None
+        value = (entry[2] or "true").split(" #")[0].split(" ;")[0].strip()
+        out[f"{section}.{entry[1].lower()}"] = value
+    return out
+
+
+def _config_int(config: Mapping[str, str], key: str, default: int) -> int:
+    """An integer config value as git reads it (k/m/g suffixes); `default` when absent or unreadable."""
+    value = config.get(key, "").strip().lower()
+    scale = {"k": 1024, "m": 1024**2, "g": 1024**3}.get(value[-1:], 1) if value else 1
+    digits = value[:-1] if scale != 1 else value
+    try:
+        return int(digits) * scale
+    except ValueError:
+        return default
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # What git's stderr means, checked in order; the message says what happened and what to do.
@@ -589,6 +986,7 @@ def toplevel(folder: Path) -> Path | None:
             text=True,
             timeout=5,
             check=False,
+            env=clean_env(),  # GIT_DIR and friends must not answer for another repository
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -19,27 +19,45 @@ DIR_MODE = "40000"
 Entries = dict[str, tuple[str, str]]  # name -> (mode, hex sha)
 
 
-def object_path(git_dir: Path, sha: str) -> Path:
-    return git_dir / "objects" / sha[:2] / sha[2:]
+def object_path(objects: Path, sha: str) -> Path:
+    return objects / sha[:2] / sha[2:]
 
 
-def write_loose(git_dir: Path, kind: str, data: bytes) -> str:
-    """Store an object as git does (zlib of '<kind> <size>\\0<data>', named by its SHA-1); returns the SHA-1."""
+def write_loose(objects: Path, kind: str, data: bytes) -> str:
+    """Store an object as git does (zlib of '<kind> <size>\\0<data>', named by its SHA-1); returns the SHA-1.
+
+    `objects` is the repository's objects folder of a SHA-1 repository. An object already stored has
+    its time refreshed, as git does: `git gc` prunes only unreachable objects older than two weeks, and
+    the commit about to reference this one must not lose it to a prune running now.
+    """
     raw = f"{kind} {len(data)}\0".encode() + data
     sha = hashlib.sha1(raw).hexdigest()
-    path = object_path(git_dir, sha)
-    if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.parent / f"tmp_obj_{os.getpid()}_{sha[:12]}"
-        tmp.write_bytes(zlib.compress(raw, 1))
-        os.replace(tmp, path)
+    path = object_path(objects, sha)
+    try:
+        os.utime(path)
+        return sha
+    except OSError:
+        pass  # not stored yet (or another user's file we may not touch: a fresh copy replaces it)
+    packed = zlib.compress(raw, 1)
+    tmp = path.parent / f"tmp_obj_{os.getpid()}_{sha[:12]}"
+    for attempt in range(5):
+        # `git prune` (run by gc) removes an empty fan-out folder at any moment, also between our
+        # mkdir and our write: make it again and retry, as git's own object writer does.
+        try:
+            path.parent.mkdir(exist_ok=True)
+            tmp.write_bytes(packed)
+            os.replace(tmp, path)
+            return sha
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
     return sha
 
 
-def read_loose(git_dir: Path, sha: str) -> tuple[str, bytes] | None:
+def read_loose(objects: Path, sha: str) -> tuple[str, bytes] | None:
     """(kind, data) of a loose object, or None when it is packed (or missing)."""
     try:
-        raw = zlib.decompress(object_path(git_dir, sha).read_bytes())
+        raw = zlib.decompress(object_path(objects, sha).read_bytes())
     except (OSError, zlib.error):
         return None
     header, _, data = raw.partition(b"\0")

@@ -387,9 +387,16 @@ def _advice(exc: GitError) -> str:
 
 
 def remote_configured(vault_dir: Path) -> bool:
-    """Whether the vault at `vault_dir` has a remote, read from .git/config (no git process at start-up)."""
+    """Whether the vault at `vault_dir` has a remote, read from its git config (no git process at start-up
+    for a plain `.git` folder; a linked worktree or separate git dir asks git where the config is)."""
+    config = vault_dir / ".git" / "config"
+    if not config.is_file():
+        try:
+            config = Git(vault_dir).layout().common_dir / "config"
+        except GitError:
+            return False
     try:
-        text = (vault_dir / ".git" / "config").read_text(encoding="utf-8", errors="replace")
+        text = config.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
     return f'[remote "{REMOTE}"]' in text

@@ -98,11 +98,7 @@ class Vault:
 
     def recover(self) -> list[str]:
         """Commit writes a crash left uncommitted and remove its temp files; returns the messages."""
-        git_dir = self.root / ".git"
-        if any(
-            p.exists()
-            for p in (git_dir / "HEAD.lock", git_dir / "config.lock", git_dir / "rlm-vault-index.lock")
-        ) or any((git_dir / "refs").rglob("*.lock")):
+        if self.git.lock_files():
             with self.lock():
                 self.git.clear_stale_locks()  # a killed writer's git left them; they would refuse every write
         if (self.state / "merging").exists():
@@ -175,6 +171,8 @@ class Vault:
             except BaseException:
                 tx.rollback()
                 raise
+        if tx.commit_id:
+            self.git.housekeep()  # git's gc --auto, started in the background when git would want it
 
     # ------------------------------------------------------------------ reading
 

@@ -1291,6 +1291,81 @@ def run_team(base: Path, report: Report, quick: bool) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------- row C
+
+
+def git_footprint(vault: Path) -> dict[str, int]:
+    """Loose objects, packs and the disk use of `.git` (allocated blocks, as `du` counts them)."""
+    out = subprocess.run(
+        ["git", "-C", str(vault), "count-objects", "-v"], capture_output=True, check=False, text=True
+    ).stdout
+    counts = {k: int(v) for k, v in (line.split(": ") for line in out.splitlines() if ": " in line)}
+    used = 0
+    for folder, dirs, files in os.walk(vault / ".git"):  # a running gc may remove files as we go
+        for name in dirs + files:
+            try:
+                used += os.lstat(os.path.join(folder, name)).st_blocks * 512
+            except OSError:
+                pass
+    return {"loose": counts.get("count", 0), "packs": counts.get("packs", 0), "git_bytes": used}
+
+
+def housekeeping_settled(vault: Path, timeout: float = 300) -> float:
+    """Wait until no git gc has run on the vault for 2 s (gc.pid gone or its process ended); seconds waited.
+
+    2 s: `git gc --auto` lets go of gc.pid for a moment when it moves to the background.
+    """
+    t0 = time.perf_counter()
+    idle_since = t0
+    pid_file = vault / ".git" / "gc.pid"
+    while time.perf_counter() - idle_since < 2 and time.perf_counter() - t0 < timeout:
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+            idle_since = time.perf_counter()
+        except (OSError, ValueError, IndexError):
+            pass
+        time.sleep(0.05)
+    return idle_since - t0
+
+
+def row_c(base: Path, model: str, report: Report, calls: int) -> None:
+    """C: `calls` rlm_chunk writes through the service; what `.git` holds after them."""
+    paragraphs = load_paragraphs(
+        base.parent / f"rlm-bench-pydoc-{sys.version_info[0]}{sys.version_info[1]}.json"
+    )
+    corpus = Corpus(paragraphs)
+    vault = base / "vault-c"
+    os.environ.update(make_env(base, vault, model))
+    (base / "home").mkdir(parents=True, exist_ok=True)
+    svc = open_service(vault, model)
+    times, _ = write_chunks(svc, [corpus.chunk() for _ in range(calls)])
+    at_last = git_footprint(vault)
+    waited = housekeeping_settled(vault)
+    settled = git_footprint(vault)
+    mb = settled["git_bytes"] / 1e6
+    report.lat(
+        "c_write",
+        f"C. rlm_chunk write over {calls:,} calls",
+        times,
+        25,
+        note=f"{len(times)} calls; last 100 p50 {pct(times[-100:], 50) * MS:.1f} ms",
+    )
+    report.add(
+        Row(
+            "c_git",
+            f"C. after {calls:,} rlm_chunk calls: loose objects / .git size",
+            "<= 7,000 / <= 40 MB",
+            "",
+            calls,
+            value=f"{settled['loose']:,} / {mb:,.1f} MB",
+            ok=settled["loose"] <= 7000 and mb <= 40,
+            note=f"{settled['packs']} packs; at the last call (a background gc may still run) "
+            f"{at_last['loose']:,} loose / {at_last['git_bytes'] / 1e6:,.1f} MB; "
+            f"waited {waited:.1f} s for the background gc to end",
+        )
+    )
+
+
 # ---------------------------------------------------------------------------------------------- anchor
 
 
@@ -1478,6 +1553,7 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
 
     # -- retention on a copy of the vault, clock moved 45 days on ------------------------------------
     copy = base / "vault-retention"
+    housekeeping_settled(vault)  # a background gc removes files while it runs: copy a still vault
     shutil.copytree(vault, copy, symlinks=True)
     rclock = Clock()
     rclock.offset = clock.offset + timedelta(days=5)
@@ -1889,6 +1965,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run one group of rows: team = many machines syncing one remote; model-sharing = row B, "
         "4 servers with a default-sized model",
     )
+    parser.add_argument(
+        "--rows",
+        default="",
+        help="run only these extra rows, comma-separated (C: 3,000 rlm_chunk calls, then what .git holds)",
+    )
+    parser.add_argument("--calls", type=int, default=3000, help="rlm_chunk calls of row C")
     parser.add_argument("--_paragraphs", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._paragraphs:
@@ -1935,7 +2017,11 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.update(make_env(base, base / "vault-b", "none"))
             run_model_sharing(base, Path(model), report)
         else:
-            run(plan, model, base, report, args.anchor)
+            rows = {r.strip().upper() for r in args.rows.split(",") if r.strip()}
+            if "C" in rows:
+                row_c(base, model, report, args.calls)
+            if not rows:
+                run(plan, model, base, report, args.anchor)
     finally:
         report.meta["total_s"] = round(time.perf_counter() - started, 1)
         report.meta["load_end"] = os.getloadavg()

@@ -88,11 +88,11 @@ def test_loose_objects_are_what_git_reads(tmp_path: Path, kind: str) -> None:
     if kind == "blob":
         data = b"hello\n"
     elif kind == "tree":
-        blob = gitobjects.write_loose(vault.root / ".git", "blob", b"x\n")
+        blob = gitobjects.write_loose(vault.root / ".git" / "objects", "blob", b"x\n")
         data = gitobjects.serialize_tree({"x.md": ("100644", blob)})
     else:
         tree = git(vault.root, "rev-parse", "HEAD^{tree}").strip()
         data = f"tree {tree}\nauthor A <a@b> 1 +0000\ncommitter A <a@b> 1 +0000\n\nmsg\n".encode()
-    sha = gitobjects.write_loose(vault.root / ".git", kind, data)
+    sha = gitobjects.write_loose(vault.root / ".git" / "objects", kind, data)
     assert git(vault.root, "cat-file", "-t", sha).strip() == kind
-    assert gitobjects.read_loose(vault.root / ".git", sha) == (kind, data)
+    assert gitobjects.read_loose(vault.root / ".git" / "objects", sha) == (kind, data)
