@@ -109,3 +109,30 @@ def test_the_allow_list_lets_a_known_value_through(tmp_path: Path) -> None:
         {"RLM_VAULT_DIR": str(tmp_path / "v2"), "RLM_SECRET_ALLOWLIST": f"{safe},re:^sk_live_"}
     )
     assert env.secret_allowlist == (safe, "re:^sk_live_")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("project", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+        ("ticket", "sk-ant-api03-abcdefghijklmnopqrstuvwx"),
+        ("domain", "a8f3kZ9qLmN2pX7rT4vB1cD6"),
+        ("tags", "deploy, xoxb-123456789012-1234567890123-abcdefghijABCDEFGHIJklmn"),
+    ],
+)
+def test_short_fields_that_become_names_are_scanned_too(tmp_path: Path, field: str, value: str) -> None:
+    """project, ticket, domain and tags end up in folder names and commit subjects: a token there is
+    refused like one in the text, and nothing is written."""
+    from rlm_vault.config import Config
+    from rlm_vault.errors import SecretFound
+    from rlm_vault.service import open_service
+
+    service = open_service(Config(vault=tmp_path / "v", project="P", embedding_model="none"))
+    head = service.vault.git.head()
+    with pytest.raises(SecretFound, match=field):
+        service.chunk("An ordinary note about deploys.", **{field: value})
+    if field in ("project", "tags"):
+        with pytest.raises(SecretFound, match=field):
+            service.remember("An ordinary fact.", **{field: value})
+    assert service.vault.git.head() == head
+    assert not any((tmp_path / "v" / "chunks").rglob("*.md"))
