@@ -50,13 +50,19 @@ def cmd_init(args: argparse.Namespace) -> None:
     from .config import Config
     from .service import open_service
     from .sync import clone_or_create
+    from .vault import Vault
 
     config = Config.from_env()
     if args.path:
         config = replace(config, vault=Path(args.path).expanduser().absolute())
-    how = clone_or_create(config.vault, args.remote) if args.remote else "created"
-    svc = open_service(config)
-    result: dict[str, Any] = {"vault": str(svc.vault.root), "head": svc.vault.git.head(), "how": how}
+    cloned = clone_or_create(config.vault, args.remote) if args.remote else ""
+    _, how = Vault.init(config.vault, config.lock_timeout, force=args.force)
+    svc = open_service(replace(config, create_vault=False))
+    result: dict[str, Any] = {
+        "vault": str(svc.vault.root),
+        "head": svc.vault.git.head(),
+        "how": "cloned" if cloned == "cloned" else how,
+    }
     if args.remote:
         svc.set_remote(args.remote)
         result.update(remote=args.remote, sync=svc.sync())
@@ -209,8 +215,17 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     command("serve", cmd_serve, "serve the MCP tools over stdio (what Claude Code runs)", json_flag=False)
-    p = command("init", cmd_init, "create the vault (a git repository) if it does not exist")
+    p = command(
+        "init",
+        cmd_init,
+        "create a vault (a git repository) in an empty or new folder, or open an existing one",
+    )
     p.add_argument("path", nargs="?", help="where (default: RLM_VAULT_DIR or ~/.claude/rlm/vault)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="make a vault in a folder that holds other files (left uncommitted)",
+    )
     p.add_argument(
         "--remote", default="", help="git remote to sync with: cloned when it already holds a vault"
     )

@@ -195,7 +195,7 @@ def open_service(
     RLM_SYNC=auto, sync runs in the background (both start with `MemoryService.start`).
     """
     config = config or Config.from_env()
-    vault = Vault.open(config.vault, config.lock_timeout)
+    vault = Vault.open(config.vault, config.lock_timeout, create=config.create_vault)
     store = Store(vault, config, clock)
     rules = ContentRules(config)
     archive = Archive(vault, config.max_content_bytes)

@@ -17,7 +17,14 @@ from rlm_vault.service import MemoryService, open_service
 
 
 def hand_written(vault: Path, name: str, text: str) -> None:
-    meta = {"id": name, "type": "insight", "category": "fact", "importance": "low", "tags": [], "project": None}
+    meta = {
+        "id": name,
+        "type": "insight",
+        "category": "fact",
+        "importance": "low",
+        "tags": [],
+        "project": None,
+    }
     path = vault / "insights" / f"{name}.md"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(markdown.render(meta, text), encoding="utf-8")
@@ -70,7 +77,9 @@ def test_background_indexer_follows_external_edits_while_tools_read(config: Conf
     service.close()
 
 
-def test_a_bug_in_the_index_is_raised_not_repaired(service: MemoryService, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bug_in_the_index_is_raised_not_repaired(
+    service: MemoryService, monkeypatch: pytest.MonkeyPatch
+) -> None:
     service.remember("Quartz is a mineral.")
     assert service.search("quartz")["results"]
     index_files = sorted(p.name for p in (service.vault.state / "index").iterdir())

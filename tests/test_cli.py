@@ -16,10 +16,18 @@ from helpers import commit_count, git_log, git_status
 
 from rlm_vault.cli import main
 from rlm_vault.errors import InvalidInput, NotFound
+from rlm_vault.vault import MARKER, Vault
 
 
 def vault_path() -> Path:
     return Path(os.environ["RLM_VAULT_DIR"])
+
+
+@pytest.fixture
+def vault() -> Path:
+    """The vault RLM_VAULT_DIR names, made as `rlm-vault init` makes it."""
+    Vault.init(vault_path())
+    return vault_path()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -53,7 +61,7 @@ def test_init_at_an_explicit_path(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert not vault_path().exists()
 
 
-def test_remember_then_recall_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_remember_then_recall_text_and_json(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
         capsys,
         "remember",
@@ -85,7 +93,7 @@ def test_remember_then_recall_text_and_json(capsys: pytest.CaptureFixture[str]) 
     assert run(capsys, "recall", "nothing-matches")[1].strip() == "No insight matches."
 
 
-def test_remember_json_and_unicode_output(capsys: pytest.CaptureFixture[str]) -> None:
+def test_remember_json_and_unicode_output(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = run_json(capsys, "remember", "L'équipe préfère デプロイ le lundi", "--project", "Mon-App")
     assert (vault_path() / result["path"]).is_file()
     assert result["path"] == f"insights/{result['id']}.md"
@@ -94,14 +102,14 @@ def test_remember_json_and_unicode_output(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_remember_reads_stdin_with_dash(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    vault: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("piped insight\nsecond line\n"))
     result = run_json(capsys, "remember", "-")
     assert (vault_path() / result["path"]).read_text().endswith("---\npiped insight\nsecond line\n")
 
 
-def test_status_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_text_and_json(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "remember", "one")
     run(capsys, "remember", "two")
     (vault_path() / "insights" / "broken.md").write_text("no front matter\n")
@@ -116,7 +124,7 @@ def test_status_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert status["head"][:12] in out.splitlines()[0]
 
 
-def test_search_and_peek(capsys: pytest.CaptureFixture[str]) -> None:
+def test_search_and_peek(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     note_id = run_json(capsys, "remember", "Kubernetes upgrade runbook\nstep one\nstep two")["id"]
     results = run_json(capsys, "search", "kubernetes")["results"]
     assert [(r["id"], r["kind"]) for r in results] == [(note_id, "insight")]
@@ -130,7 +138,7 @@ def test_search_and_peek(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "search", "zeppelin")[1].strip() == "Nothing found."
 
 
-def test_reads_from_the_cli_make_no_commit(capsys: pytest.CaptureFixture[str]) -> None:
+def test_reads_from_the_cli_make_no_commit(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     note_id = run_json(capsys, "remember", "read only check")["id"]
     before = commit_count(vault_path())
     for argv in (["status"], ["recall", "check"], ["search", "check"], ["peek", note_id]):
@@ -167,7 +175,7 @@ def test_errors_exit_1_with_one_line_on_stderr(
     assert commit_count(vault_path()) == before
 
 
-def test_errors_are_raised_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_are_raised_when_asked(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(InvalidInput):
         main(["remember", "x", "--category", "bogus"])
     with pytest.raises(NotFound):
@@ -191,6 +199,10 @@ def test_installed_console_script(tmp_path: Path) -> None:
             [script, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False
         )
 
+    refused = call("remember", "before the vault exists")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert f"rlm-vault init {vault}" in refused.stderr and not vault.exists()
+    assert call("init").returncode == 0
     made = call("remember", "saved from a real shell", "--category", "fact", "--json")
     assert made.returncode == 0, made.stderr
     note_id = json.loads(made.stdout)["id"]
@@ -205,3 +217,45 @@ def test_installed_console_script(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert failed.stdout == ""
     assert failed.stderr.startswith("rlm-vault: ") and failed.stderr.count("\n") == 1
+
+
+def test_a_vault_path_that_is_not_a_vault_is_refused_by_every_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RLM_VAULT_RAISE_ERRORS")
+    for argv in (["status"], ["search", "x"], ["remember", "x"], ["recall"], ["sync"], ["doctor"]):
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (1, ""), argv
+        assert (
+            err == f"rlm-vault: no vault at {vault_path()}: create one with `rlm-vault init {vault_path()}`\n"
+        )
+    assert not vault_path().exists()
+    vault_path().mkdir()
+    (vault_path() / "main.c").write_text("int main(void) { return 0; }\n")
+    code, _, err = run(capsys, "remember", "x")
+    assert code == 1 and "not an rlm-vault vault" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "init")
+    assert code == 1 and "--force" in err and err.count("\n") == 1
+    assert sorted(p.name for p in vault_path().iterdir()) == ["main.c"]
+    assert run_json(capsys, "init", "--force")["how"] == "forced"
+    assert (vault_path() / MARKER).is_file() and (vault_path() / "main.c").is_file()
+
+
+def test_init_of_a_file_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RLM_VAULT_RAISE_ERRORS")
+    afile = tmp_path / "passwd"
+    afile.write_text("root:x:0:0\n")
+    code, out, err = run(capsys, "init", str(afile))
+    assert (code, out) == (1, "")
+    assert err == f"rlm-vault: {afile} is a file, not a folder: give the vault's folder\n"
+
+
+def test_the_default_vault_is_created_on_first_use(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, isolated_home: Path
+) -> None:
+    monkeypatch.delenv("RLM_VAULT_DIR")
+    default = isolated_home / ".claude" / "rlm" / "vault"
+    assert run_json(capsys, "status")["vault"] == str(default)
+    assert (default / MARKER).is_file() and git_log(default) == ["init: new rlm-vault"]
