@@ -118,13 +118,16 @@ def build_server(make_service: Callable[[], MemoryService], sync_tool: bool = Fa
         importance: str = "medium",
         tags: str = "",
         project: str = "",
+        source: str = "",
     ) -> Annotated[CallToolResult, Written]:
         """Save an insight (a durable decision, fact, preference, finding or todo) as its own note.
 
         category: decision|fact|preference|finding|todo|general. importance: critical|high|medium|low
         (critical ones are shown at every session start). tags: comma list. project: empty = all projects.
+        source: id of the chunk it came from (linked in the note).
         """
-        return _reply("remember", _service(ctx).remember(content, category, importance, tags, project))
+        svc = _service(ctx)
+        return _reply("remember", svc.remember(content, category, importance, tags, project, source))
 
     @tool(READ)
     def rlm_recall(

@@ -270,6 +270,24 @@ class Vault:
             found[rel] = Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
         return found
 
+    def project_folder(self, name: str) -> str:
+        """The existing project folder that `name` differs from only by case, else `name`.
+
+        macOS and Windows disks see `Foo` and `foo` as one folder, and a vault syncs between them.
+        """
+        if not name:
+            return name
+        wanted = name.casefold()
+        for top in ("chunks", "archive"):
+            found = sorted(
+                e.name for e in _entries(self.root / top) if e.is_dir() and e.name.casefold() == wanted
+            )
+            if name in found:
+                return name
+            if found:
+                return found[0]
+        return name
+
     def scan_folder(self, rel: str) -> dict[str, Stamp]:
         """Every `*.md` note directly in one folder, with its stamp."""
         found: dict[str, Stamp] = {}

@@ -76,7 +76,7 @@ def test_remember_then_recall_text_and_json(vault: Path, capsys: pytest.CaptureF
     assert code == 0
     assert out.startswith("Remembered ") and "(insights/" in out
     note_id = out.split()[1]
-    assert git_log(vault_path())[0] == f"remember: {note_id} (decision/critical)"
+    assert git_log(vault_path())[0] == f"remember: {note_id} (decision/critical) Always deploy LOCAL -> VPS"
 
     code, out, _ = run(capsys, "recall", "deploy")
     assert code == 0
@@ -207,7 +207,7 @@ def test_installed_console_script(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     note_id = json.loads(made.stdout)["id"]
     assert (vault / "insights" / f"{note_id}.md").is_file()
-    assert git_log(vault)[0] == f"remember: {note_id} (fact/medium)"
+    assert git_log(vault)[0] == f"remember: {note_id} (fact/medium) saved from a real shell"
 
     status = call("status", "--json")
     assert status.returncode == 0, status.stderr
