@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from . import markdown
@@ -194,7 +195,7 @@ class Catalog:
         sha = hashlib.sha256(raw).hexdigest()
         self._parsed += 1
         try:
-            note = note_from_file(path, raw)
+            note = note_from_file(path, raw, stamp.mtime_ns)
         except InvalidNote as exc:
             return Entry(stamp, sha, None, Problem(path, exc.reason))
         return Entry(stamp, sha, note, None)
@@ -275,14 +276,28 @@ class Catalog:
             return set(self._by_id)
 
 
-def note_from_file(path: str, raw: bytes) -> Insight | Chunk:
-    """Parse file bytes into the record its folder calls for."""
+def note_from_file(path: str, raw: bytes, mtime_ns: int = 0) -> Insight | Chunk:
+    """Parse file bytes into the record its folder calls for.
+
+    A note a person wrote without front matter is a memory too: its id is the file name, its
+    category `general`, and it was created when the file was last written (`mtime_ns`).
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidNote(path, f"is not valid UTF-8 (byte {exc.start})") from exc
+    if not text.removeprefix("\ufeff").startswith("---"):
+        if not text.strip():
+            raise InvalidNote(path, "is empty")  # an editor's new file, not written yet
+        return note_from_meta(
+            path, {"created": _iso(mtime_ns)} if mtime_ns else {}, text.removeprefix("\ufeff")
+        )
     meta, body = markdown.parse(text, path)
     return note_from_meta(path, meta, body)
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def note_from_meta(path: str, meta: dict[str, Any], body: str) -> Insight | Chunk:

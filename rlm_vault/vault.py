@@ -25,7 +25,7 @@ from .errors import InvalidInput, InvalidNote, NoVault
 from .filelock import file_lock
 from .git import Git
 
-__all__ = ["MARKER", "NOTE_DIRS", "Stamp", "Transaction", "Vault"]
+__all__ = ["MARKER", "NOTE_DIRS", "Stamp", "Transaction", "Vault", "is_note_path"]
 
 NOTE_DIRS = ("insights", "chunks", "archive", "sessions")
 MARKER = ".rlm-vault"  # the file that makes a folder a vault (written from vault_template/)
@@ -315,12 +315,12 @@ class Vault:
         return self._inside(relpath) and (self.root / relpath).exists()
 
     def pending_paths(self, *tops: str) -> list[str]:
-        """Paths under `tops` that differ from HEAD (changed, added, deleted, untracked)."""
-        found = []
-        for _, path in self.git.status(*tops):
-            if path.endswith(".md") and not Path(path).name.startswith("."):
-                found.append(path)
-        return found
+        """Notes under `tops` that differ from HEAD (changed, added, deleted, untracked).
+
+        Only `insights/<name>.md` and `chunks/<project>/<name>.md` are notes: an editor's folders
+        (`.obsidian/`, `.trash/`, any dot-folder) and files elsewhere are never taken as notes.
+        """
+        return [path for _, path in self.git.status(*tops) if is_note_path(path)]
 
     def conflict_files(self) -> list[str]:
         """Conflict copies a sync left beside their notes (`*.conflict-<host>-<time>.*`)."""
@@ -431,6 +431,14 @@ class Transaction:
     def _drop_journal(self) -> None:
         if self._journal is not None:
             self._journal.unlink(missing_ok=True)
+
+
+def is_note_path(path: str) -> bool:
+    """True for `insights/<name>.md` and `chunks/<project>/<name>.md`, with no part starting with '.'."""
+    parts = path.split("/")
+    if not path.endswith(".md") or any(p.startswith(".") or not p for p in parts):
+        return False
+    return (parts[0] == "insights" and len(parts) == 2) or (parts[0] == "chunks" and len(parts) == 3)
 
 
 def _writer_pid(temp_name: str) -> int:

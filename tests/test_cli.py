@@ -112,7 +112,7 @@ def test_remember_reads_stdin_with_dash(
 def test_status_text_and_json(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "remember", "one")
     run(capsys, "remember", "two")
-    (vault_path() / "insights" / "broken.md").write_text("no front matter\n")
+    (vault_path() / "insights" / "broken.md").write_text("---\nkey: [unclosed\n---\nbody\n")
     status = run_json(capsys, "status")
     assert (status["insights"], status["chunks"], status["archived"]) == (2, 0, 0)
     assert status["vault"] == str(vault_path())

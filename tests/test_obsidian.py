@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,47 @@ def test_project_folders_are_valid_everywhere_and_keep_the_given_name(service: M
     assert foo["project"] == "foo"
     assert {c["id"] for c in service.list_chunks(project="foo")["chunks"]} == {ids["Foo"], ids["foo"]}
     assert {h["id"] for h in service.search("pelican", project="FOO")["results"]} == {ids["Foo"], ids["foo"]}
+
+
+def test_editor_files_are_never_indexed_nor_committed(service: MemoryService) -> None:
+    root = service.vault.root
+    service.chunk("a first chunk", project="MyApp")
+    strays = {
+        ".obsidian/app.json": '{"theme": "dark"}',
+        ".obsidian/workspace.json": "{}",
+        ".trash/old.md": "---\nid: old\n---\nthrown away\n",
+        ".stfolder/x.md": "sync tool state",
+        "Untitled.md": "a note at the top",
+        "insights/.obsidian/x.md": "hidden in insights",
+        "insights/sub/deeper.md": "not a place for notes",
+        "chunks/.trash/y.md": "hidden in chunks",
+        "chunks/MyApp/.draft.md": "a hidden file",
+    }
+    for rel, text in strays.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    assert service.status()["problems"] == []
+    assert service.status()["insights"] == 0 and service.status()["chunks"] == 1
+    service.remember("a write commits pending edits first")
+    service.chunk("and another write", project="MyApp")
+    tracked = set(git(root, "ls-files").split())
+    assert not set(strays) & tracked
+
+
+def test_a_note_without_front_matter_is_a_memory_and_committed(service: MemoryService) -> None:
+    root = service.vault.root
+    service.chunk("a first chunk", project="MyApp")
+    hand = root / "insights" / "Pelican care.md"
+    hand.write_text("Pelicans need fresh fish every morning.\n")
+    os.utime(hand, (1_700_000_000, 1_700_000_000))
+    (root / "chunks" / "MyApp" / "meeting notes.md").write_text("# Meeting\n\nWe talked about pelicans.\n")
+    assert service.status()["problems"] == []
+    [row] = service.recall("pelicans")["insights"]
+    assert (row["id"], row["category"], row["created"]) == ("Pelican care", "general", "2023-11-14T22:13:20Z")
+    assert {h["id"] for h in service.search("pelicans")["results"]} == {"Pelican care", "meeting notes"}
+    service.remember("the next write")
+    assert git_log(root)[1] == "external: 2 files"
+    assert {"insights/Pelican care.md", "chunks/MyApp/meeting notes.md"} <= set(
+        git(root, "ls-files", "-z").split("\0")
+    )
+    assert hand.read_text() == "Pelicans need fresh fish every morning.\n"  # never rewritten

@@ -654,7 +654,7 @@ def test_broken_note_is_reported_skipped_and_never_modified(service: MemoryServi
     good = service.remember("a readable zebra note")["id"]
     broken = {
         "insights/broken.md": b"---\nid: [unclosed zebra\n---\nzebra body\n",
-        "insights/no-front-matter.md": b"just a zebra body\n",
+        "insights/unclosed.md": b"---\ntitle: a zebra\n\nzebra body, the front matter never closed\n",
         "chunks/P/latin1.md": "---\nid: x\n---\nz\xe9bre\n".encode("latin-1"),
     }
     (root(service) / "chunks" / "P").mkdir()
@@ -664,7 +664,7 @@ def test_broken_note_is_reported_skipped_and_never_modified(service: MemoryServi
     problems = {p["path"]: p["reason"] for p in service.status()["problems"]}
     assert set(problems) == set(broken)
     assert "YAML" in problems["insights/broken.md"]
-    assert "front matter" in problems["insights/no-front-matter.md"]
+    assert "front matter" in problems["insights/unclosed.md"]
     assert "UTF-8" in problems["chunks/P/latin1.md"]
     assert ids(service.recall("zebra")["insights"]) == [good]
     assert ids(service.search("zebra")["results"]) == [good]
