@@ -48,15 +48,14 @@ def cmd_init(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from .config import Config
-    from .service import open_service
+    from .service import init_vault, open_service
     from .sync import clone_or_create
-    from .vault import Vault
 
     config = Config.from_env()
     if args.path:
         config = replace(config, vault=Path(args.path).expanduser().absolute())
     cloned = clone_or_create(config.vault, args.remote) if args.remote else ""
-    _, how = Vault.init(config.vault, config.lock_timeout, force=args.force)
+    how = init_vault(config, force=args.force)
     svc = open_service(replace(config, create_vault=False))
     result: dict[str, Any] = {
         "vault": str(svc.vault.root),

@@ -6,10 +6,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL", "Config", "default_vault_dir"]
+__all__ = ["DEFAULT_MODEL", "MARKER", "Config", "default_vault_dir"]
 
 DEFAULT_MODEL = "minishlab/potion-multilingual-128M"
 MIB = 1024 * 1024
+MARKER = ".rlm-vault"  # the file that makes a folder a vault (written from vault_template/)
 
 
 def default_vault_dir() -> Path:
@@ -75,6 +76,11 @@ class Config:
             auto_sync=env.get("RLM_SYNC", "").strip().lower() in ("auto", "on", "1", "true"),
             settle_delay=_float_env(env, "RLM_SETTLE_SECONDS", 5.0),
         )
+
+    @property
+    def is_vault(self) -> bool:
+        """True when the vault folder holds the marker (cheap: no git, for hooks)."""
+        return (self.vault / MARKER).is_file()
 
     @property
     def state_dir(self) -> Path:

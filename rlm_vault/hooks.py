@@ -184,9 +184,7 @@ def log(config: Config | None, event: str, session: str, message: str) -> None:
     try:
         if config is None:
             raise OSError("no configuration")
-        from .vault import MARKER
-
-        if not (config.vault / MARKER).is_file():
+        if not config.is_vault:
             # Never create a folder, nor write into one that is not a vault (a mistyped RLM_VAULT_DIR).
             raise OSError("no vault here")
         path = config.state_dir / LOG_NAME

@@ -545,7 +545,7 @@ class _Run:
 
     def open_vault(self) -> None:
         from .config import Config
-        from .vault import Vault
+        from .service import init_vault
 
         config = Config.from_env()
         path = config.vault
@@ -560,7 +560,7 @@ class _Run:
             )
             return
         # install creates the vault wherever it is set, like init (a folder of other files is refused).
-        _, how = Vault.init(path, config.lock_timeout)
+        how = init_vault(config)
         self.step(
             "vault",
             path,

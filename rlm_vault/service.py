@@ -7,6 +7,7 @@ Who owns what (each part has its own constructor and holds only its own state):
 - `archive.Archive`: reading archived chunks; `lifecycle.Lifecycle`: retention, history, revert.
 - `retrieval.Search`: the search caches, the embedder it is given, the background indexer.
 - `sync.Sync`: the git remote; `autosync.AutoSync`: background sync for a server that asks for it.
+- `settle.Settler`: in a server, commits a person's edits once they have been quiet a few seconds.
 `MemoryService` holds the parts and answers each front-end call with the part that owns it; `status`
 and `doctor` are its own, since they report on every part. Front ends (MCP, CLI, hooks, importers)
 get a service from `open_service` and call it; nothing here imports mcp.
@@ -29,6 +30,7 @@ from .lifecycle import Lifecycle
 from .models import Insight
 from .results import Doctor, Status
 from .retrieval import LazyEmbedder, Search
+from .settle import Settler
 from .sync import Sync
 from .vault import Vault
 
@@ -41,6 +43,7 @@ __all__ = [
     "MemoryService",
     "default_embedder",
     "detect_project",
+    "init_vault",
     "open_service",
     "read_insights",
     "read_state",
@@ -59,6 +62,7 @@ class MemoryService:
         lifecycle: Lifecycle,
         sync: Sync,
         autosync: AutoSync | None = None,
+        settler: Settler | None = None,
     ) -> None:
         self.store = store
         self.vault = store.vault
@@ -68,6 +72,7 @@ class MemoryService:
         self.syncer = sync
         self.archive = lifecycle.archive
         self.autosync = autosync
+        self.settler = settler
         # The calls front ends make, each answered by the part that owns it.
         self.remember = insights.remember
         self.recall = insights.recall
@@ -106,9 +111,13 @@ class MemoryService:
         self.store.prime()
         if self.autosync is not None:
             self.autosync.start()
+        if self.settler is not None:
+            self.settler.start()
 
     def close(self) -> None:
         """Stop background work and save what the caches hold in memory."""
+        if self.settler is not None:
+            self.settler.stop()
         if self.autosync is not None:
             self.autosync.stop()
         self.searcher.close()
@@ -167,6 +176,11 @@ def read_insights(config: Config) -> list[Insight]:
     return found
 
 
+def init_vault(config: Config, force: bool = False) -> str:
+    """Make the configured folder a vault (`init`, `install`): see `Vault.init`; returns how."""
+    return Vault.init(config.vault, config.lock_timeout, force=force)[1]
+
+
 def read_state(config: Config, name: str) -> Any:
     """A machine-local state file of the vault (`.rlm/<name>`), {} when missing or broken."""
     return Vault(config.vault).read_state(name, {})
@@ -203,6 +217,7 @@ def open_service(
     model = default_embedder(config) if isinstance(embedder, str) else embedder
     sync = Sync(store)
     autosync = AutoSync(sync, store, config.sync_delay) if serving and config.auto_sync else None
+    settler = Settler(store, config.settle_delay) if serving and config.settle_delay > 0 else None
     return MemoryService(
         store,
         Insights(store, rules),
@@ -211,4 +226,5 @@ def open_service(
         lifecycle,
         sync,
         autosync,
+        settler,
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from .config import MARKER
 from .errors import InvalidInput, InvalidNote, NoVault
 from .filelock import file_lock
 from .git import Git
@@ -28,7 +29,6 @@ from .git import Git
 __all__ = ["MARKER", "NOTE_DIRS", "Stamp", "Transaction", "Vault", "is_note_path"]
 
 NOTE_DIRS = ("insights", "chunks", "archive", "sessions")
-MARKER = ".rlm-vault"  # the file that makes a folder a vault (written from vault_template/)
 _TMP_SUFFIX = ".rlm-tmp"
 
 
