@@ -195,7 +195,7 @@ class Catalog:
         sha = hashlib.sha256(raw).hexdigest()
         self._parsed += 1
         try:
-            note = note_from_file(path, raw)
+            note = note_from_file(path, raw, stamp.mtime_ns)
         except InvalidNote as exc:
             return Entry(stamp, sha, None, Problem(path, exc.reason))
         return Entry(stamp, sha, note, None)

@@ -11,12 +11,13 @@ import base64
 import binascii
 import json
 import os
+from dataclasses import replace
 
 from . import markdown
 from . import query as q
 from .core import ContentRules, Store, iso, valid_text
-from .errors import InvalidInput, NotFound
-from .insights import name_filter
+from .errors import InvalidInput, InvalidNote, NotFound
+from .insights import name_filter, same_name
 from .lifecycle import Lifecycle
 from .models import (
     CHUNK_TYPES,
@@ -65,11 +66,14 @@ class Chunks:
         extra: dict[str, object] | None = None,
         dedup: bool = True,
         redact: bool = False,
+        previous: str = "",
     ) -> Written:
         """Save a conversation segment as `chunks/<project>/<id>.md`, one commit.
 
         A secret in the text is refused (tool calls), or with `redact` replaced by [REDACTED:<kind>]
-        and recorded in the front matter (automatic snapshots and imports).
+        and recorded in the front matter (automatic snapshots and imports). The chunk links to its
+        session note (`sessions/<session>.md`, updated in the same commit) and a snapshot to the
+        `previous` one (or the project's newest snapshot).
         """
         if chunk_type.strip().lower() == "insight":
             raise InvalidInput(
@@ -89,6 +93,7 @@ class Chunks:
             summary = self.rules.no_secrets(summary, "summary")
             tags = self.rules.no_secrets(tags, "tags")
         self.rules.no_secrets_in_fields(project=project, ticket=ticket, domain=domain, tags=parse_tags(tags))
+        given = project.strip()
         project = safe_name(project, "project") if project else self.store.project
         ticket = safe_name(ticket, "ticket") if ticket else ""
         domain = safe_name(domain, "domain") if domain else ""
@@ -98,6 +103,7 @@ class Chunks:
             return {"id": existing.id, "path": existing.path, "duplicate": True, "commit": None}
         now = iso(self.store.clock())
         with self.store.writing() as tx:
+            project = self.store.vault.project_folder(project)  # `foo` after `Foo`: one folder on any disk
             new_id = self._new_id(now[:10], project, ticket, domain)
             chunk = Chunk.create(
                 new_id,
@@ -110,13 +116,45 @@ class Chunks:
                 domain=domain,
                 ticket=ticket,
                 extra=extras,
+                project_name=given,
             )
+            links = [chunk.session, *self._previous(chunk, previous)]
+            chunk = replace(chunk, extra={**chunk.extra, "links": [f"[[{n}]]" for n in links]})
             tx.message = f"chunk: {new_id} {q.short(summary)}"
             tx.write(chunk.path, markdown.render(chunk.to_meta(), chunk.content))
+            tx.write(*self._session_note(chunk))
         result: Written = {"id": new_id, "path": chunk.path, "commit": tx.commit_id}
         if extras.get("redacted"):
             result["redacted"] = list(extras["redacted"])  # type: ignore[call-overload]
         return result
+
+    def _previous(self, chunk: Chunk, given: str) -> list[str]:
+        """The snapshot a new snapshot follows: the one given, else the project's newest one."""
+        if chunk.chunk_type != "snapshot":
+            return []
+        vault = self.store.vault
+        if given:
+            return [given] if vault.exists(f"chunks/{chunk.project}/{given}.md") else []
+        if not self.store.catalog.loaded:
+            return []  # a process that never read (a hook) passes `previous` itself
+        earlier = [
+            c
+            for c in self.store.catalog.chunks()
+            if c.project == chunk.project and c.chunk_type == "snapshot"
+        ]
+        return [q.newest(earlier)[0].id] if earlier else []
+
+    def _session_note(self, chunk: Chunk) -> tuple[str, str]:
+        """`sessions/<session>.md` with a link to the new chunk added (Obsidian's graph and backlinks)."""
+        path = f"sessions/{chunk.session}.md"
+        try:
+            meta, body = markdown.parse(self.store.vault.read_bytes(path).decode("utf-8"), path)
+        except (OSError, UnicodeDecodeError, InvalidNote):
+            meta, body = session_meta(chunk), f"# {chunk.session}\n"
+        line = f"- [[{chunk.id}]] {q.short(chunk.summary, 100).replace('[[', '[ [')}"
+        if f"[[{chunk.id}]]" not in body:
+            body = body.rstrip("\n") + ("\n\n" if "\n- [[" not in body else "\n") + line
+        return path, markdown.render(meta, body)
 
     def _new_id(self, day: str, project: str, ticket: str, domain: str) -> str:
         prefix = chunk_prefix(day, project)
@@ -221,7 +259,9 @@ class Chunks:
         """Chunks newest first."""
         limit = q.limit(limit, 1000)
         project = name_filter(project)
-        rows = q.newest(c for c in self.store.fresh().chunks() if not project or c.project == project)
+        rows = q.newest(
+            c for c in self.store.fresh().chunks() if not project or same_name(c.project, project)
+        )
         return {"chunks": [chunk_row(c) for c in rows[:limit]]}
 
     def sessions(self, project: str = "", domain: str = "", limit: int = 10) -> Sessions:
@@ -230,7 +270,7 @@ class Chunks:
         project, domain = name_filter(project), name_filter(domain)
         groups: dict[str, list[Chunk]] = {}
         for c in self.store.fresh().chunks():
-            if (not project or c.project == project) and (not domain or c.domain == domain):
+            if (not project or same_name(c.project, project)) and (not domain or c.domain == domain):
                 groups.setdefault(c.session or f"{c.created[:10]}_{c.project}", []).append(c)
         rows: list[SessionRow] = [
             {
@@ -292,6 +332,17 @@ def _cursor_key(cursor: str) -> tuple[str, str]:
     if not isinstance(created, str) or not isinstance(note_id, str):
         raise InvalidInput("cursor is not accepted: send the next_cursor of the previous page")
     return created, note_id
+
+
+def session_meta(chunk: Chunk) -> dict[str, object]:
+    """Front matter of a session note: what the session is, from its first chunk."""
+    return {
+        "id": chunk.session,
+        "type": "session",
+        "project": chunk.project_name or chunk.project,
+        "domain": chunk.domain or None,
+        "started": chunk.created,
+    }
 
 
 def chunk_row(c: Chunk) -> ChunkRow:

@@ -49,15 +49,20 @@ def cmd_init(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from .config import Config
-    from .service import open_service
+    from .service import init_vault, open_service
     from .sync import clone_or_create
 
     config = Config.from_env()
     if args.path:
         config = replace(config, vault=Path(args.path).expanduser().absolute())
-    how = clone_or_create(config.vault, args.remote) if args.remote else "created"
-    svc = open_service(config)
-    result: dict[str, Any] = {"vault": str(svc.vault.root), "head": svc.vault.git.head(), "how": how}
+    cloned = clone_or_create(config.vault, args.remote) if args.remote else ""
+    how = init_vault(config, force=args.force)
+    svc = open_service(replace(config, create_vault=False))
+    result: dict[str, Any] = {
+        "vault": str(svc.vault.root),
+        "head": svc.vault.git.head(),
+        "how": "cloned" if cloned == "cloned" else how,
+    }
     if args.remote:
         svc.set_remote(args.remote)
         result.update(remote=args.remote, sync=svc.sync())
@@ -139,7 +144,9 @@ def _text(value: str) -> str:
 
 def cmd_remember(args: argparse.Namespace) -> None:
     svc = _service(args)
-    result = svc.remember(_text(args.content), args.category, args.importance, args.tags, args.project)
+    result = svc.remember(
+        _text(args.content), args.category, args.importance, args.tags, args.project, args.source
+    )
     _out(args, "remember", result)
 
 
@@ -327,8 +334,17 @@ def _dates_and_entity(p: argparse.ArgumentParser) -> None:
 
 def _setup_commands(command: Command) -> None:
     command("serve", cmd_serve, "serve the MCP tools over stdio (what Claude Code runs)", json_flag=False)
-    p = command("init", cmd_init, "create the vault (a git repository) if it does not exist")
+    p = command(
+        "init",
+        cmd_init,
+        "create a vault (a git repository) in an empty or new folder, or open an existing one",
+    )
     p.add_argument("path", nargs="?", help="where (default: RLM_VAULT_DIR or ~/.claude/rlm/vault)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="make a vault in a folder that holds other files (left uncommitted)",
+    )
     p.add_argument(
         "--remote", default="", help="git remote to sync with: cloned when it already holds a vault"
     )
@@ -381,6 +397,7 @@ def _insight_commands(command: Command) -> None:
     p.add_argument("--importance", default="medium", help=f"{IMPORTANCE_HELP} (default medium)")
     p.add_argument("--tags", default="", help="comma-separated tags")
     _project(p, "the project it belongs to (default: all projects)")
+    p.add_argument("--source", default="", help="id of the chunk it came from (linked in the note)")
     p = command("recall", cmd_recall, "list insights matching words, best first (no words: the newest)")
     p.add_argument("query", nargs="?", default="", help="words to look for (accents and case ignored)")
     p.add_argument("--category", default="", help=f"only this category: {CATEGORY_HELP}")

@@ -7,10 +7,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_MODEL", "Config", "cache_home", "default_vault_dir", "vault_cache_dir"]
+__all__ = ["DEFAULT_MODEL", "MARKER", "Config", "cache_home", "default_vault_dir", "vault_cache_dir"]
 
 DEFAULT_MODEL = "minishlab/potion-multilingual-128M"
 MIB = 1024 * 1024
+MARKER = ".rlm-vault"  # the file that makes a folder a vault (written from vault_template/)
 
 
 def default_vault_dir() -> Path:
@@ -56,11 +57,22 @@ def _int_env(env: dict[str, str] | os._Environ[str], name: str, default: int) ->
         return default
 
 
+def _float_env(env: dict[str, str] | os._Environ[str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else default
+    except ValueError:
+        return default
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything that can be set from outside; tests build one directly."""
 
     vault: Path
+    # Create the vault on first use when missing: only the default place is; a path a person gave
+    # (RLM_VAULT_DIR) must already be a vault, so a typo never starts an empty memory.
+    create_vault: bool = True
     project: str = ""  # explicit project (RLM_PROJECT); empty = detect from the working directory
     embedding_model: str = DEFAULT_MODEL
     lang: str = "en"
@@ -75,6 +87,7 @@ class Config:
     auto_sync: bool = False  # RLM_SYNC=auto: pull at start and every sync_interval, push shortly after writes
     sync_delay: float = 5.0  # seconds of quiet after a write before the push (a burst makes one sync)
     sync_interval: float = 30.0  # RLM_SYNC_INTERVAL: seconds between background pulls
+    settle_delay: float = 5.0  # a serving process commits a person's edits once quiet this long; 0 = off
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ[str] | None = None) -> Config:
@@ -84,6 +97,7 @@ class Config:
         allow = tuple(s for s in env.get("RLM_SECRET_ALLOWLIST", "").split(",") if s.strip())
         return cls(
             vault=Path(vault).expanduser() if vault else default_vault_dir(),
+            create_vault=not vault,
             project=env.get("RLM_PROJECT", "").strip(),
             embedding_model=env.get("RLM_EMBEDDING_MODEL", "").strip() or DEFAULT_MODEL,
             lang=(env.get("RLM_LANG", "").strip().lower() or "en")[:2],
@@ -93,7 +107,13 @@ class Config:
             secret_allowlist=allow,
             auto_sync=env.get("RLM_SYNC", "").strip().lower() in ("auto", "on", "1", "true"),
             sync_interval=_seconds_env(env, "RLM_SYNC_INTERVAL", 30.0),
+            settle_delay=_float_env(env, "RLM_SETTLE_SECONDS", 5.0),
         )
+
+    @property
+    def is_vault(self) -> bool:
+        """True when the vault folder holds the marker (cheap: no git, for hooks)."""
+        return (self.vault / MARKER).is_file()
 
     @property
     def state_dir(self) -> Path:

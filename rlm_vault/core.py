@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -67,6 +68,11 @@ class PendingEdits:
     def __init__(self) -> None:
         self._paths: set[str] | None = None
         self._lock = threading.Lock()
+        self.changed_at = 0.0  # time.monotonic() when an edit was last seen
+
+    def quiet_for(self) -> float:
+        """Seconds since an edit was last seen."""
+        return time.monotonic() - self.changed_at
 
     @property
     def known(self) -> bool:
@@ -78,11 +84,14 @@ class PendingEdits:
         with self._lock:
             if self._paths is None:
                 self._paths = set(paths)
+                self.changed_at = time.monotonic()
 
     def add(self, paths: Iterable[str]) -> None:
         with self._lock:
-            if self._paths is not None:
-                self._paths |= set(paths)
+            new = set(paths)
+            if self._paths is not None and new:
+                self._paths |= new
+                self.changed_at = time.monotonic()  # a file saved again restarts the wait
 
     def snapshot(self) -> list[str]:
         with self._lock:
@@ -140,6 +149,10 @@ class Store:
             self.commit_external()
             yield tx
             self.catalog.absorb(tx.paths)
+        self.committed()
+
+    def committed(self) -> None:
+        """Tell the commit listeners that this process made a commit."""
         for listener in list(self._listeners):
             listener()
 

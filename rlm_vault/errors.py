@@ -4,6 +4,7 @@
     ├── InvalidInput            a parameter is not acceptable; the message says what is
     │   └── SecretFound         content holds a secret that must not reach git history
     ├── NotFound                no memory has that id
+    ├── NoVault                 the vault path is missing, a file, or a folder that is not a vault
     ├── InvalidNote             a file in the vault cannot be read as a note
     ├── Busy                    another writer held the vault lock for too long
     ├── StorageError            the disk refused a write: full, read-only or no permission
@@ -24,6 +25,7 @@ __all__ = [
     "InstallError",
     "InvalidInput",
     "InvalidNote",
+    "NoVault",
     "NotFound",
     "SecretFound",
     "StorageError",
@@ -47,6 +49,10 @@ class SecretFound(InvalidInput):
 
 class NotFound(VaultError):
     """No insight or chunk has the id that was asked for."""
+
+
+class NoVault(VaultError):
+    """The vault path given is missing or not a vault; `rlm-vault init PATH` creates one."""
 
 
 class InvalidNote(VaultError):

@@ -184,6 +184,9 @@ def log(config: Config | None, event: str, session: str, message: str) -> None:
     try:
         if config is None:
             raise OSError("no configuration")
+        if not config.is_vault:
+            # Never create a folder, nor write into one that is not a vault (a mistyped RLM_VAULT_DIR).
+            raise OSError("no vault here")
         path = config.state_dir / LOG_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() and path.stat().st_size > MAX_LOG_BYTES:
@@ -217,15 +220,17 @@ def pre_compact(event: HookEvent, config: Config) -> None:
         seen = snapshots.get(session)
         if isinstance(seen, dict) and seen.get("last_uuid") == convo.last_uuid:
             return  # this very compaction was saved already (a PreCompact:auto may fire twice)
-        written = _save_snapshot(svc, event, config, convo, session)
+        before = str(seen.get("chunk_id") or "") if isinstance(seen, dict) else ""
+        written = _save_snapshot(svc, event, config, convo, session, before)
         snapshots[session] = written
         svc.vault.write_state(STATE_NAME, _newest(snapshots))
 
 
 def _save_snapshot(
-    svc: MemoryService, event: HookEvent, config: Config, convo: Conversation, session: str
+    svc: MemoryService, event: HookEvent, config: Config, convo: Conversation, session: str, previous: str
 ) -> dict[str, Any]:
-    """Write the chunk; returns the pointer SessionStart shows after the compaction."""
+    """Write the chunk (linked to the session's `previous` snapshot); returns the pointer SessionStart
+    shows after the compaction."""
     from .core import detect_project
 
     trigger = event.trigger if event.trigger.isalpha() else "unknown"
@@ -247,6 +252,7 @@ def _save_snapshot(
         redact=True,
         dedup=False,
         extra=extra,
+        previous=previous,
     )
     return {
         "last_uuid": convo.last_uuid,

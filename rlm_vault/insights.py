@@ -6,16 +6,17 @@ Owns `Insights`: remember, recall, update and forget, each change one commit thr
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from . import markdown
 from . import query as q
 from .catalog import note_from_file
 from .core import ContentRules, Store, valid_text
 from .errors import NotFound
-from .models import CATEGORIES, IMPORTANCES, Insight, insight_id, parse_tags, safe_name
+from .models import CATEGORIES, IMPORTANCES, Insight, insight_id, needs_alias, parse_tags, safe_name, title_of
 from .results import Forgotten, InsightRow, Recall, Written
 
-__all__ = ["Insights", "insight_row", "name_filter"]
+__all__ = ["Insights", "insight_row", "name_filter", "same_name"]
 
 
 class Insights:
@@ -32,21 +33,37 @@ class Insights:
         importance: str = "medium",
         tags: str = "",
         project: str = "",
+        source: str = "",
     ) -> Written:
-        """Save an insight as `insights/<id>.md`, one commit."""
+        """Save an insight as `insights/<id>.md`, one commit; `source` links it to the chunk it came from."""
         content = self.rules.no_secrets(self.rules.checked(content), "content")
         tags = self.rules.no_secrets(valid_text(tags, "tags"), "tags")
         self.rules.no_secrets_in_fields(project=project, tags=parse_tags(tags))
         category = q.choice(category or "general", CATEGORIES, "category")
         importance = q.choice(importance or "medium", IMPORTANCES, "importance")
         project = safe_name(project, "project") if project else ""
+        extra: dict[str, Any] = self._source(source.strip())
         now = self.store.now()
         with self.store.writing() as tx:
             note_id = insight_id(now[:10], content, lambda i: self.store.vault.exists(f"insights/{i}.md"))
-            insight = Insight(note_id, content, category, importance, parse_tags(tags), project, now, now)
-            tx.message = f"remember: {note_id} ({category}/{importance})"
+            if needs_alias(title_of(content), note_id):  # Obsidian shows and finds the note by its words
+                extra = {"aliases": [title_of(content)], **extra}
+            insight = Insight(
+                note_id, content, category, importance, parse_tags(tags), project, now, now, extra
+            )
+            tx.message = f"remember: {note_id} ({category}/{importance}) {q.short(content, 50)}"
             tx.write(insight.path, markdown.render(insight.to_meta(), insight.content))
         return {"id": note_id, "path": insight.path, "commit": tx.commit_id}
+
+    def _source(self, source: str) -> dict[str, str]:
+        """`source: "[[<chunk id>]]"` for a chunk or insight that exists; NotFound otherwise."""
+        if not source:
+            return {}
+        if self.store.fresh().note(source) is None:
+            raise NotFound(
+                f"no chunk or insight with id {source!r} to link as the source: send an existing id"
+            )
+        return {"source": f"[[{source}]]"}
 
     def recall(
         self, query: str = "", category: str = "", importance: str = "", project: str = "", limit: int = 10
@@ -61,7 +78,7 @@ class Insights:
             for i in self.store.fresh().insights()
             if (not category or i.category == category)
             and (not importance or i.importance == importance)
-            and (not project or i.project == project)
+            and (not project or same_name(i.project, project))
         ]
         scored = q.rank_insights(rows, query)
         return {"insights": [insight_row(i, score) for i, score in scored[:limit]]}
@@ -112,6 +129,9 @@ class Insights:
         self.rules.no_secrets_in_fields(tags=new_tags or ())
         with self.store.writing() as tx:
             old = self._current(insight_id)
+            extra = old.extra
+            if content and extra.get("aliases") == [title_of(old.content)]:
+                extra = {**extra, "aliases": [title_of(content)]}  # the title we wrote follows the text
             new = replace(
                 old,
                 content=content or old.content,
@@ -119,6 +139,7 @@ class Insights:
                 importance=importance or old.importance,
                 tags=old.tags if new_tags is None else new_tags,
                 updated=self.store.now(),
+                extra=extra,
             )
             if (new.content, new.category, new.importance, new.tags) == (
                 old.content,
@@ -127,9 +148,14 @@ class Insights:
                 old.tags,
             ):
                 return {"id": old.id, "path": old.path, "changed": False, "commit": None}
-            tx.message = f"update: {old.id} ({new.category}/{new.importance})"
+            tx.message = f"update: {old.id} ({new.category}/{new.importance}) {q.short(new.content, 50)}"
             tx.write(new.path, markdown.render(new.to_meta(), new.content))
         return {"id": new.id, "path": new.path, "changed": True, "commit": tx.commit_id}
+
+
+def same_name(name: str, wanted: str) -> bool:
+    """A project filter matches whatever the case (`foo` and `Foo` are one folder on most disks)."""
+    return name.casefold() == wanted.casefold()
 
 
 def name_filter(value: str) -> str:

@@ -545,7 +545,7 @@ class _Run:
 
     def open_vault(self) -> None:
         from .config import Config
-        from .service import open_service
+        from .service import init_vault
 
         config = Config.from_env()
         path = config.vault
@@ -559,11 +559,14 @@ class _Run:
                 else f"Would create the vault at {_display(path)}",
             )
             return
-        open_service(config, embedder=None)
+        # install creates the vault wherever it is set, like init (a folder of other files is refused).
+        how = init_vault(config)
         self.step(
             "vault",
             path,
-            f"Vault ready at {_display(path)}" if existed else f"Created the vault at {_display(path)}",
+            f"Created the vault at {_display(path)}"
+            if how == "created"
+            else f"Vault ready at {_display(path)}",
         )
 
     def keep_vault(self) -> None:

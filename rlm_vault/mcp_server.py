@@ -167,11 +167,13 @@ def build_server(
         importance: Importance = "medium",
         tags: Tags = "",
         project: str = "",
+        source: str = "",
     ) -> Annotated[CallToolResult, Written]:
         """Save an insight (a durable decision, fact, preference, finding or todo) as its own note.
-        project: empty = all projects."""
+        project: empty = all projects. source: id of the chunk it came from (linked in the note)."""
+        svc = _service(ctx)
         return _reply(
-            "remember", _service(ctx).remember(content, category, importance, _tag_text(tags), project)
+            "remember", svc.remember(content, category, importance, _tag_text(tags), project, source)
         )
 
     @tool(READ)

@@ -23,9 +23,12 @@ __all__ = [
     "extract_entities",
     "highest_seq",
     "insight_id",
+    "needs_alias",
     "parse_tags",
     "safe_name",
     "slugify",
+    "title_of",
+    "windows_safe",
 ]
 
 CATEGORIES = ("decision", "fact", "preference", "finding", "todo", "general")
@@ -72,9 +75,24 @@ def fold_ascii(text: str) -> str:
     return decomposed.encode("ascii", "ignore").decode()
 
 
+def _slug_text(text: str) -> str:
+    """Lower-case letters and digits of any script, Latin accents off ('Déployé' -> 'deploye'),
+    everything else a space: the words a file name can carry on every system."""
+    out: list[str] = []
+    for ch in unicodedata.normalize("NFC", text):
+        folded = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+        if not folded:  # a mark on its own: part of a word of its script (Devanagari virama), else dropped
+            out.append(ch if out and not out[-1].isascii() else "")
+        elif folded.isascii():
+            out.append(folded.lower() if folded.isalnum() else " ")
+        else:  # another script keeps its letters, and the marks inside its words (Devanagari...)
+            out.append(ch.lower() if unicodedata.category(ch)[0] in "LMN" else " ")
+    return "".join(out)
+
+
 def slugify(text: str, max_len: int = 48) -> str:
-    """A lower-case ASCII slug of the first words, for readable file names."""
-    words = re.findall(r"[a-z0-9]+", fold_ascii(text).lower())
+    """A lower-case slug of the first words in any script, for file names a person can read."""
+    words = _slug_text(text).split()
     slug = ""
     for word in words:
         candidate = f"{slug}-{word}" if slug else word
@@ -84,8 +102,22 @@ def slugify(text: str, max_len: int = 48) -> str:
     return slug or (words[0][:max_len] if words else "")
 
 
+def title_of(text: str, width: int = 80) -> str:
+    """The first line of a text without Markdown heading marks, cut to `width` characters."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = line.lstrip("#").strip() if line.startswith("#") else line
+    return line if len(line) <= width else line[: width - 1].rstrip() + "…"
+
+
+def needs_alias(title: str, note_id: str) -> bool:
+    """True when the file name cannot show the title's words (cut, accents lost, a hash instead)."""
+    # The words as the text writes them, case aside: an accent folded away is a word changed.
+    words = re.findall(r"[^\W_]+", unicodedata.normalize("NFC", title).lower())
+    return "-".join(words) not in note_id
+
+
 def insight_id(day: str, content: str, taken: Callable[[str], bool]) -> str:
-    """`<day>-<slug of the first words>` (a content hash when no word is ASCII), `-2`, `-3`... if taken."""
+    """`<day>-<slug of the first words>` (a content hash when no word is left), `-2`, `-3`... if taken."""
     base = f"{day}-{slugify(content) or content_hash(content)[:8]}"
     note_id, n = base, 1
     while taken(note_id):
@@ -114,6 +146,23 @@ def chunk_id(prefix: str, after: int, ticket: str, domain: str, taken: Callable[
     return f"{prefix}{seq:03d}{suffix}"
 
 
+# Names Windows reserves for devices, in any case and with any extension ("con.md" too).
+_RESERVED = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    *(f"COM{i}" for i in range(1, 10)),
+    *(f"LPT{i}" for i in range(1, 10)),
+}
+
+
+def windows_safe(name: str) -> str:
+    """`name` with `_` after a device name Windows reserves (`CON` -> `CON_`, `nul.x` -> `nul_.x`)."""
+    base, dot, rest = name.partition(".")
+    return f"{base}_{dot}{rest}" if base.upper() in _RESERVED else name
+
+
 def safe_name(value: str, what: str, *, strict: bool = True) -> str:
     """A project/domain/ticket name usable in a path: only [A-Za-z0-9._-].
 
@@ -126,7 +175,7 @@ def safe_name(value: str, what: str, *, strict: bool = True) -> str:
             f"{what} {value[:80]!r} is not accepted: use letters, digits, '.', '_' or '-' "
             "(no '/', '\\', '..' or control characters)"
         )
-    name = _NAME_BAD.sub("-", fold_ascii(value)).strip("-.")[:64].strip("-.")
+    name = windows_safe(_NAME_BAD.sub("-", fold_ascii(value)).strip("-.")[:64].strip("-."))
     if not name and value and strict:
         raise InvalidInput(
             f"{what} {value[:80]!r} has no usable characters: use letters, digits, '.', '_' or '-'"
@@ -200,6 +249,7 @@ class Chunk:
     tokens: int = 0
     entities: dict[str, list[str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    project_name: str = ""  # the name as given, when the folder name had to differ ("My:App?")
 
     @classmethod
     def create(
@@ -216,6 +266,7 @@ class Chunk:
         ticket: str = "",
         entities: dict[str, list[str]] | None = None,
         extra: dict[str, Any] | None = None,
+        project_name: str = "",
     ) -> Chunk:
         """A new chunk: its session, content hash, size and (unless given) entities follow from the rest."""
         return cls(
@@ -233,16 +284,19 @@ class Chunk:
             len(content) // 4,
             extract_entities(content) if entities is None else entities,
             dict(extra or {}),
+            project_name if project_name != project else "",
         )
 
     @classmethod
     def from_meta(cls, id: str, project: str, meta: dict[str, Any], body: str) -> Chunk:
-        """Read what a file holds; the folder names the project when the key is missing."""
+        """Read what a file holds; `project` is its folder, the key keeps the name as it was given."""
         entities = meta.get("entities")
+        name = _text(meta.get("project"))
         return cls(
             id=id,
             content=body.strip("\n"),
-            project=_text(meta.get("project")) or project,
+            project=project or name,
+            project_name=name if name and project and name != project else "",
             chunk_type=_text(meta.get("chunk_type")) or "session",
             summary=_text(meta.get("summary")),
             tags=parse_tags(meta.get("tags")),
@@ -264,7 +318,7 @@ class Chunk:
             "chunk_type": self.chunk_type,
             "summary": self.summary,
             "tags": list(self.tags),
-            "project": self.project,
+            "project": self.project_name or self.project,
             "domain": self.domain or None,
             "ticket": self.ticket or None,
             "session": self.session,

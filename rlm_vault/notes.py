@@ -3,6 +3,7 @@ answers to. Pure: no disk, no git (the catalog, the archive and the importers al
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from . import markdown
@@ -19,14 +20,28 @@ def aliases_of(note: Insight | Chunk) -> list[str]:
     return [str(a) for a in items if isinstance(a, (str, int)) and str(a) and str(a) != note.id]
 
 
-def note_from_file(path: str, raw: bytes) -> Insight | Chunk:
-    """Parse file bytes into the record its folder calls for."""
+def note_from_file(path: str, raw: bytes, mtime_ns: int = 0) -> Insight | Chunk:
+    """Parse file bytes into the record its folder calls for.
+
+    A note a person wrote without front matter is a memory too: its id is the file name, its
+    category `general`, and it was created when the file was last written (`mtime_ns`).
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidNote(path, f"is not valid UTF-8 (byte {exc.start})") from exc
+    if not text.removeprefix("\ufeff").startswith("---"):
+        if not text.strip():
+            raise InvalidNote(path, "is empty")  # an editor's new file, not written yet
+        return note_from_meta(
+            path, {"created": _iso(mtime_ns)} if mtime_ns else {}, text.removeprefix("\ufeff")
+        )
     meta, body = markdown.parse(text, path)
     return note_from_meta(path, meta, body)
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def note_from_meta(path: str, meta: dict[str, Any], body: str) -> Insight | Chunk:

@@ -82,7 +82,7 @@ def filter_chunks(
 
     def keep(c: Chunk) -> bool:
         return (
-            (not project or c.project == project)
+            (not project or c.project.casefold() == project.casefold())
             and (not domain or c.domain == domain)
             and (not date_from or c.created[:10] >= date_from)
             and (not date_to or c.created[:10] <= date_to)
@@ -97,7 +97,7 @@ def filter_insights(insights: Iterable[Insight], project: str, date_from: str, d
     return [
         i
         for i in insights
-        if (not project or i.project == project)
+        if (not project or i.project.casefold() == project.casefold())
         and (not date_from or i.created[:10] >= date_from)
         and (not date_to or i.created[:10] <= date_to)
     ]

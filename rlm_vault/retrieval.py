@@ -242,7 +242,7 @@ class Search:
         from .index import Filters
 
         return Filters(
-            project=name_filter(project),
+            project=self.store.vault.project_folder(name_filter(project)),
             domain=name_filter(domain),
             kind=kind,
             date_from=q.date(date_from, "date_from"),

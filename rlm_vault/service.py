@@ -7,6 +7,7 @@ Who owns what (each part has its own constructor and holds only its own state):
 - `archive.Archive`: reading archived chunks; `lifecycle.Lifecycle`: retention, history, revert.
 - `retrieval.Search`: the search caches, the embedder it is given, the background indexer.
 - `sync.Sync`: the git remote; `autosync.AutoSync`: background sync for a server that asks for it.
+- `settle.Settler`: in a server, commits a person's edits once they have been quiet a few seconds.
 `MemoryService` holds the parts and answers each front-end call with the part that owns it; `status`
 and `doctor` are its own, since they report on every part. Front ends (MCP, CLI, hooks, importers)
 get a service from `open_service` and call it; nothing here imports mcp.
@@ -31,6 +32,7 @@ from .lifecycle import Lifecycle
 from .models import Insight
 from .results import Doctor, Problem, Status
 from .retrieval import LazyEmbedder, Search
+from .settle import Settler
 from .sync import Sync
 from .vault import Vault
 
@@ -43,6 +45,7 @@ __all__ = [
     "MemoryService",
     "default_embedder",
     "detect_project",
+    "init_vault",
     "open_service",
     "read_insights",
     "read_state",
@@ -65,6 +68,7 @@ class MemoryService:
         lifecycle: Lifecycle,
         sync: Sync,
         autosync: AutoSync | None = None,
+        settler: Settler | None = None,
     ) -> None:
         self.store = store
         self.vault = store.vault
@@ -74,6 +78,7 @@ class MemoryService:
         self.syncer = sync
         self.archive = lifecycle.archive
         self.autosync = autosync
+        self.settler = settler
         # The calls front ends make, each answered by the part that owns it.
         self.remember = insights.remember
         self.recall = insights.recall
@@ -118,9 +123,13 @@ class MemoryService:
         self.store.prime()
         if self.autosync is not None:
             self.autosync.start()
+        if self.settler is not None:
+            self.settler.start()
 
     def close(self) -> None:
         """Stop background work and save what the caches hold in memory."""
+        if self.settler is not None:
+            self.settler.stop()
         if self.autosync is not None:
             self.autosync.stop()
         self.searcher.close()
@@ -204,6 +213,11 @@ def read_insights(config: Config) -> list[Insight]:
     return found
 
 
+def init_vault(config: Config, force: bool = False) -> str:
+    """Make the configured folder a vault (`init`, `install`): see `Vault.init`; returns how."""
+    return Vault.init(config.vault, config.lock_timeout, force=force)[1]
+
+
 def read_state(config: Config, name: str) -> Any:
     """A machine-local state file of the vault (`.rlm/<name>`), {} when missing or broken."""
     return Vault(config.vault).read_state(name, {})
@@ -232,7 +246,7 @@ def open_service(
     RLM_SYNC=auto, sync runs in the background (both start with `MemoryService.start`).
     """
     config = config or Config.from_env()
-    vault = Vault.open(config.vault, config.lock_timeout)
+    vault = Vault.open(config.vault, config.lock_timeout, create=config.create_vault)
     store = Store(vault, config, clock)
     rules = ContentRules(config)
     archive = Archive(vault, config.max_content_bytes)
@@ -244,6 +258,7 @@ def open_service(
         if serving and config.auto_sync
         else None
     )
+    settler = Settler(store, config.settle_delay) if serving and config.settle_delay > 0 else None
     return MemoryService(
         store,
         Insights(store, rules),
@@ -252,4 +267,5 @@ def open_service(
         lifecycle,
         sync,
         autosync,
+        settler,
     )

@@ -23,6 +23,7 @@ import time
 from datetime import UTC
 from pathlib import Path
 
+from .config import MARKER
 from .core import Store, external_message
 from .errors import GitError, InvalidInput, SyncError
 from .filelock import file_lock
@@ -35,8 +36,8 @@ REMOTE = "origin"
 MERGING = "merging"  # .rlm/merging exists while a sync's merge is in progress
 DEFAULT_BRANCH = "main"
 CACHE = ".rlm"  # machine-local state: never committed, never taken from a remote
-NOTE_TOPS = ("insights", "chunks", "archive")
-TEMPLATE_FILES = frozenset({"README.md", ".gitignore", ".gitattributes", "domains.yaml"})
+NOTE_TOPS = ("insights", "chunks", "archive", "sessions")
+TEMPLATE_FILES = frozenset({"README.md", ".gitignore", ".gitattributes", "domains.yaml", MARKER})
 ATTEMPTS = 10  # fetch + merge + push rounds before a push race is reported (about 15 s of backing off)
 SYNC_WAIT = 600.0  # seconds a sync waits for another sync of the same vault to finish
 NETWORK_TIMEOUT = 120.0
@@ -56,8 +57,12 @@ RACE_SIGNS = (
 
 
 def synced_path(path: str) -> bool:
-    """True for what sync commits: notes (insights/, chunks/, archive/) and the vault template's files."""
-    return path.split("/", 1)[0] in NOTE_TOPS or path in TEMPLATE_FILES
+    """True for what sync commits: notes (insights/, chunks/, archive/, sessions/, outside any dot-folder
+    an editor keeps there) and the vault template's files."""
+    if path in TEMPLATE_FILES:
+        return True
+    parts = path.split("/")
+    return parts[0] in NOTE_TOPS and not any(part.startswith(".") for part in parts)
 
 
 class _Race(Exception):

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from . import markdown
-from .config import vault_cache_dir
-from .errors import InvalidInput, InvalidNote, StorageError, storage_message
+from .config import MARKER, vault_cache_dir
+from .errors import InvalidInput, InvalidNote, NoVault, StorageError, storage_message
 from .filelock import file_lock
 from .git import Git
 
-__all__ = ["NOTE_DIRS", "Stamp", "Transaction", "Vault"]
+__all__ = ["MARKER", "NOTE_DIRS", "Stamp", "Transaction", "Vault", "is_note_path"]
 
-NOTE_DIRS = ("insights", "chunks", "archive")
+NOTE_DIRS = ("insights", "chunks", "archive", "sessions")
 MAX_DOMAINS_BYTES = 64 * 1024
 _TMP_SUFFIX = ".rlm-tmp"
 log = logging.getLogger("rlm_vault")
@@ -62,17 +62,94 @@ class Vault:
     # ------------------------------------------------------------------ set-up
 
     @classmethod
-    def open(cls, root: Path, lock_timeout: float = 30.0) -> Vault:
-        """Open the vault at `root`, creating it from the template on first use."""
+    def open(cls, root: Path, lock_timeout: float = 30.0, *, create: bool = True) -> Vault:
+        """Open the vault at `root`; a missing or empty folder is made a vault only with `create`.
+
+        A folder that holds other files is never taken over here (`init(force=True)` does that).
+        """
         vault = cls(Path(os.path.abspath(root)), lock_timeout)
-        with _writing(vault.state):
-            vault.own_state_dir()
-        if not vault.git.is_repo() or vault.git.head() is None:
-            with vault.lock(), _writing(vault.root):
-                vault._create()
-        vault.git.tune()
-        vault.recover()
-        return vault
+        found = vault.examine()
+        if found in ("missing", "empty"):
+            if not create:
+                raise NoVault(
+                    f"no vault at {vault.root}: create one with `rlm-vault init {_quoted(vault.root)}`"
+                )
+            vault._create_locked()
+        elif found == "other":
+            raise NoVault(
+                f"{vault.root} is not an rlm-vault vault (it holds other files): create a vault with "
+                f"`rlm-vault init PATH` in an empty or new folder"
+            )
+        elif found == "legacy":
+            vault._adopt()
+        return vault._ready()
+
+    @classmethod
+    def init(cls, root: Path, lock_timeout: float = 30.0, *, force: bool = False) -> tuple[Vault, str]:
+        """Create a vault in a missing or empty folder, or open an existing one; returns how.
+
+        How: "created", "exists", "adopted" (a vault older than the marker), or "forced" (a folder
+        with other files, only with `force`: its files are left as they are, uncommitted).
+        """
+        vault = cls(Path(os.path.abspath(root)), lock_timeout)
+        found = vault.examine()
+        if found == "other" and not force:
+            what = "a git repository with other files" if vault.git.is_repo() else "a folder with other files"
+            raise NoVault(
+                f"{vault.root} is {what}, not an rlm-vault vault: choose an empty or new folder, "
+                f"or add --force to make a vault there (its files stay as they are, not committed)"
+            )
+        if found in ("missing", "empty", "other"):
+            vault._create_locked()
+        elif found == "legacy":
+            vault._adopt()
+        how = {"vault": "exists", "legacy": "adopted", "other": "forced"}.get(found, "created")
+        return vault._ready(), how
+
+    def examine(self) -> str:
+        """What the folder is: "vault", "legacy" (a vault made before the marker), "missing",
+        "empty", or "other" (files that are not a vault). A file or an unreadable folder is refused."""
+        if not os.path.lexists(self.root):
+            return "missing"
+        if not self.root.is_dir():
+            raise NoVault(f"{self.root} is a file, not a folder: give the vault's folder")
+        try:
+            names = set(os.listdir(self.root))
+        except OSError as exc:
+            raise NoVault(f"cannot read the folder {self.root}: {exc.strerror or exc}") from exc
+        if MARKER in names:
+            return "vault"
+        if names <= {".rlm", ".git"} and (".git" not in names or self.git.head() is None):
+            return "empty"  # hook logs may have made .rlm/; a repository with no commit holds nothing
+        if _older_vault(self.root, names) and self.git.head() is not None:
+            return "legacy"
+        return "other"
+
+    def _ready(self) -> Vault:
+        with _writing(self.state):
+            self.own_state_dir()
+        if not self.git.is_repo() or self.git.head() is None:
+            self._create_locked()  # the marker without history: a copy of a vault's files
+        self.git.tune()
+        self.recover()
+        return self
+
+    def _create_locked(self) -> None:
+        try:
+            self.own_state_dir()
+        except OSError as exc:
+            raise NoVault(f"cannot create the vault at {self.root}: {exc.strerror or exc}") from exc
+        with self.lock(), _writing(self.root):
+            self._create()
+
+    def _adopt(self) -> None:
+        """A vault older than the marker: write the marker in a commit of its own."""
+        with _writing(self.state):
+            self.own_state_dir()
+        with self.lock():
+            if not (self.root / MARKER).exists():
+                shutil.copyfile(template_dir() / MARKER, self.root / MARKER)
+                self.git.commit_paths([MARKER], "init: mark this folder as an rlm-vault vault")
 
     def own_state_dir(self) -> None:
         """Make `.rlm/` a real folder of this machine's: a symlink or a file there (a hostile remote can
@@ -87,14 +164,14 @@ class Vault:
         self.state.mkdir(parents=True, exist_ok=True)
 
     def _create(self) -> None:
-        if self.git.is_repo() and self.git.head() is not None:
+        if self.git.is_repo() and self.git.head() is not None and (self.root / MARKER).exists():
             return  # another process created it while we waited for the lock
         if not self.git.is_repo():
             self.git.init()
-        added = _copy_template(self.root)
+        added = _copy_template(self.root)  # a person's own README or .gitignore is never overwritten
         for folder in NOTE_DIRS:
             (self.root / folder).mkdir(exist_ok=True)
-        self.git.commit_paths(added, "init: new rlm-vault")
+        self.git.commit_paths(sorted({*added, MARKER}), "init: new rlm-vault")
 
     def recover(self) -> list[str]:
         """Commit writes a crash left uncommitted and remove its temp files; returns the messages."""
@@ -145,7 +222,7 @@ class Vault:
         return [message] if commit else []
 
     def _note_dirs(self) -> list[Path]:
-        dirs = [self.root / "insights"]
+        dirs = [self.root / "insights", self.root / "sessions"]
         for top in ("chunks", "archive"):
             base = self.root / top
             if base.is_dir():
@@ -211,6 +288,24 @@ class Vault:
             found[rel] = Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
         return found
 
+    def project_folder(self, name: str) -> str:
+        """The existing project folder that `name` differs from only by case, else `name`.
+
+        macOS and Windows disks see `Foo` and `foo` as one folder, and a vault syncs between them.
+        """
+        if not name:
+            return name
+        wanted = name.casefold()
+        for top in ("chunks", "archive"):
+            found = sorted(
+                e.name for e in _entries(self.root / top) if e.is_dir() and e.name.casefold() == wanted
+            )
+            if name in found:
+                return name
+            if found:
+                return found[0]
+        return name
+
     def scan_folder(self, rel: str) -> dict[str, Stamp]:
         """Every `*.md` note directly in one folder, with its stamp."""
         found: dict[str, Stamp] = {}
@@ -238,12 +333,12 @@ class Vault:
         return self._inside(relpath) and (self.root / relpath).exists()
 
     def pending_paths(self, *tops: str) -> list[str]:
-        """Paths under `tops` that differ from HEAD (changed, added, deleted, untracked)."""
-        found = []
-        for _, path in self.git.status(*tops):
-            if path.endswith(".md") and not Path(path).name.startswith("."):
-                found.append(path)
-        return found
+        """Notes under `tops` that differ from HEAD (changed, added, deleted, untracked).
+
+        Only `insights/<name>.md` and `chunks/<project>/<name>.md` are notes: an editor's folders
+        (`.obsidian/`, `.trash/`, any dot-folder) and files elsewhere are never taken as notes.
+        """
+        return [path for _, path in self.git.status(*tops) if is_note_path(path)]
 
     def conflict_files(self) -> list[str]:
         """Conflict copies a sync left beside their notes (`*.conflict-<host>-<time>.*`)."""
@@ -387,6 +482,14 @@ class Transaction:
             self._journal.unlink(missing_ok=True)
 
 
+def is_note_path(path: str) -> bool:
+    """True for `insights/<name>.md` and `chunks/<project>/<name>.md`, with no part starting with '.'."""
+    parts = path.split("/")
+    if not path.endswith(".md") or any(p.startswith(".") or not p for p in parts):
+        return False
+    return (parts[0] == "insights" and len(parts) == 2) or (parts[0] == "chunks" and len(parts) == 3)
+
+
 def _writer_pid(temp_name: str) -> int:
     """The pid in a temp file's name (`.<name>.<pid>.<hex>.rlm-tmp`), 0 when there is none."""
     parts = temp_name.removesuffix(_TMP_SUFFIX).split(".")
@@ -450,6 +553,23 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
 def template_dir() -> Path:
     """The folder a new vault is copied from (`vault_template/`, installed as package data)."""
     return Path(__file__).resolve().parent / "vault_template"
+
+
+def _quoted(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def _older_vault(root: Path, names: set[str]) -> bool:
+    """A vault made before the marker existed: insights/, chunks/ and the template's README."""
+    if not {"insights", "chunks", ".git", "README.md"} <= names:
+        return False
+    try:
+        head = (root / "README.md").read_text(encoding="utf-8", errors="replace")[:2000]
+    except OSError:
+        return False
+    return "rlm-vault" in head
 
 
 def _copy_template(root: Path) -> list[str]:

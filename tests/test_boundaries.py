@@ -119,6 +119,8 @@ def test_a_refusal_is_exit_1_not_the_last_resort(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("RLM_VAULT_RAISE_ERRORS")
+    assert main(["init"]) == 0
+    capsys.readouterr()
     assert main(["remember", " "]) == 1
     assert capsys.readouterr().err.startswith("rlm-vault: content is empty")
 

@@ -17,10 +17,18 @@ from helpers import commit_count, git_log, git_status
 
 from rlm_vault.cli import cli_words, command_of, main
 from rlm_vault.errors import InvalidInput, NotFound
+from rlm_vault.vault import MARKER, Vault
 
 
 def vault_path() -> Path:
     return Path(os.environ["RLM_VAULT_DIR"])
+
+
+@pytest.fixture
+def vault() -> Path:
+    """The vault RLM_VAULT_DIR names, made as `rlm-vault init` makes it."""
+    Vault.init(vault_path())
+    return vault_path()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -54,7 +62,7 @@ def test_init_at_an_explicit_path(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert not vault_path().exists()
 
 
-def test_remember_then_recall_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_remember_then_recall_text_and_json(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
         capsys,
         "remember",
@@ -69,7 +77,7 @@ def test_remember_then_recall_text_and_json(capsys: pytest.CaptureFixture[str]) 
     assert code == 0
     assert out.startswith("Remembered ") and "(insights/" in out
     note_id = out.split()[1]
-    assert git_log(vault_path())[0] == f"remember: {note_id} (decision/critical)"
+    assert git_log(vault_path())[0] == f"remember: {note_id} (decision/critical) Always deploy LOCAL -> VPS"
 
     code, out, _ = run(capsys, "recall", "deploy")
     assert code == 0
@@ -86,7 +94,7 @@ def test_remember_then_recall_text_and_json(capsys: pytest.CaptureFixture[str]) 
     assert run(capsys, "recall", "nothing-matches")[1].strip() == "No insight matches."
 
 
-def test_remember_json_and_unicode_output(capsys: pytest.CaptureFixture[str]) -> None:
+def test_remember_json_and_unicode_output(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = run_json(capsys, "remember", "L'équipe préfère デプロイ le lundi", "--project", "Mon-App")
     assert (vault_path() / result["path"]).is_file()
     assert result["path"] == f"insights/{result['id']}.md"
@@ -95,17 +103,17 @@ def test_remember_json_and_unicode_output(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_remember_reads_stdin_with_dash(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    vault: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("piped insight\nsecond line\n"))
     result = run_json(capsys, "remember", "-")
     assert (vault_path() / result["path"]).read_text().endswith("---\npiped insight\nsecond line\n")
 
 
-def test_status_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_text_and_json(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(capsys, "remember", "one")
     run(capsys, "remember", "two")
-    (vault_path() / "insights" / "broken.md").write_text("no front matter\n")
+    (vault_path() / "insights" / "broken.md").write_text("---\nkey: [unclosed\n---\nbody\n")
     status = run_json(capsys, "status")
     assert (status["insights"], status["chunks"], status["archived"]) == (2, 0, 0)
     assert status["vault"] == str(vault_path())
@@ -117,7 +125,7 @@ def test_status_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert status["head"][:12] in out.splitlines()[0]
 
 
-def test_search_and_peek(capsys: pytest.CaptureFixture[str]) -> None:
+def test_search_and_peek(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     note_id = run_json(capsys, "remember", "Kubernetes upgrade runbook\nstep one\nstep two")["id"]
     results = run_json(capsys, "search", "kubernetes")["results"]
     assert [(r["id"], r["kind"]) for r in results] == [(note_id, "insight")]
@@ -131,7 +139,7 @@ def test_search_and_peek(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "search", "zeppelin")[1].strip() == "Nothing found."
 
 
-def test_reads_from_the_cli_make_no_commit(capsys: pytest.CaptureFixture[str]) -> None:
+def test_reads_from_the_cli_make_no_commit(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     note_id = run_json(capsys, "remember", "read only check")["id"]
     before = commit_count(vault_path())
     for argv in (["status"], ["recall", "check"], ["search", "check"], ["peek", note_id]):
@@ -168,7 +176,7 @@ def test_errors_exit_1_with_one_line_on_stderr(
     assert commit_count(vault_path()) == before
 
 
-def test_errors_are_raised_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_are_raised_when_asked(vault: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(InvalidInput):
         main(["remember", "x", "--category", "bogus"])
     with pytest.raises(NotFound):
@@ -192,11 +200,15 @@ def test_installed_console_script(tmp_path: Path) -> None:
             [script, *argv], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False
         )
 
+    refused = call("remember", "before the vault exists")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert f"rlm-vault init {vault}" in refused.stderr and not vault.exists()
+    assert call("init").returncode == 0
     made = call("remember", "saved from a real shell", "--category", "fact", "--json")
     assert made.returncode == 0, made.stderr
     note_id = json.loads(made.stdout)["id"]
     assert (vault / "insights" / f"{note_id}.md").is_file()
-    assert git_log(vault)[0] == f"remember: {note_id} (fact/medium)"
+    assert git_log(vault)[0] == f"remember: {note_id} (fact/medium) saved from a real shell"
 
     status = call("status", "--json")
     assert status.returncode == 0, status.stderr
@@ -236,6 +248,7 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
+@pytest.mark.usefixtures("vault")
 def test_every_tool_has_a_command_with_the_same_parameters() -> None:
     commands = _subcommands()
     for tool, params in _tools().items():
@@ -259,6 +272,7 @@ def test_every_command_argument_has_help() -> None:
     assert "decision, fact, preference, finding, todo or general" in " ".join(helped.split())
 
 
+@pytest.mark.usefixtures("vault")
 def test_json_output_is_the_tools_structured_result(capsys: pytest.CaptureFixture[str]) -> None:
     import anyio
     from mcp import Client
@@ -298,6 +312,7 @@ def test_json_output_is_the_tools_structured_result(capsys: pytest.CaptureFixtur
 # ------------------------------------------------------------------ the new commands
 
 
+@pytest.mark.usefixtures("vault")
 def test_insight_and_chunk_commands(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -323,6 +338,7 @@ def test_insight_and_chunk_commands(
     assert git_log(vault_path())[0].startswith(f"forget: {note['id']}")
 
 
+@pytest.mark.usefixtures("vault")
 def test_revert_takes_refs_and_peek_past_the_end_is_an_error(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -339,6 +355,7 @@ def test_revert_takes_refs_and_peek_past_the_end_is_an_error(
     assert "has 1 line(s): use start from 0 to 0" in err
 
 
+@pytest.mark.usefixtures("vault")
 def test_cli_messages_name_commands_not_tools(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -368,6 +385,7 @@ def test_no_command_on_a_terminal_prints_a_hint(
     assert not vault_path().exists()  # nothing was served or created
 
 
+@pytest.mark.usefixtures("vault")
 def test_doctor_warns_about_a_model_that_cannot_load(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -380,3 +398,45 @@ def test_doctor_warns_about_a_model_that_cannot_load(
     assert out.splitlines()[-1] == "Works, with warnings."
     status = run_json(capsys, "status")["semantic"]
     assert not status["enabled"] and "configured, loads on first search" in status["reason"]
+
+
+def test_a_vault_path_that_is_not_a_vault_is_refused_by_every_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RLM_VAULT_RAISE_ERRORS")
+    for argv in (["status"], ["search", "x"], ["remember", "x"], ["recall"], ["sync"], ["doctor"]):
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (1, ""), argv
+        assert (
+            err == f"rlm-vault: no vault at {vault_path()}: create one with `rlm-vault init {vault_path()}`\n"
+        )
+    assert not vault_path().exists()
+    vault_path().mkdir()
+    (vault_path() / "main.c").write_text("int main(void) { return 0; }\n")
+    code, _, err = run(capsys, "remember", "x")
+    assert code == 1 and "not an rlm-vault vault" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "init")
+    assert code == 1 and "--force" in err and err.count("\n") == 1
+    assert sorted(p.name for p in vault_path().iterdir()) == ["main.c"]
+    assert run_json(capsys, "init", "--force")["how"] == "forced"
+    assert (vault_path() / MARKER).is_file() and (vault_path() / "main.c").is_file()
+
+
+def test_init_of_a_file_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RLM_VAULT_RAISE_ERRORS")
+    afile = tmp_path / "passwd"
+    afile.write_text("root:x:0:0\n")
+    code, out, err = run(capsys, "init", str(afile))
+    assert (code, out) == (1, "")
+    assert err == f"rlm-vault: {afile} is a file, not a folder: give the vault's folder\n"
+
+
+def test_the_default_vault_is_created_on_first_use(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, isolated_home: Path
+) -> None:
+    monkeypatch.delenv("RLM_VAULT_DIR")
+    default = isolated_home / ".claude" / "rlm" / "vault"
+    assert run_json(capsys, "status")["vault"] == str(default)
+    assert (default / MARKER).is_file() and git_log(default) == ["init: new rlm-vault"]

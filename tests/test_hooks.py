@@ -21,9 +21,8 @@ import pytest
 from helpers import commit_count, git, git_log, git_status
 
 from rlm_vault import hooks, markdown
-from rlm_vault.config import Config
 from rlm_vault.models import Insight
-from rlm_vault.service import open_service
+from rlm_vault.vault import Vault
 
 DATA = Path(__file__).parent / "data"
 MANUAL = DATA / "transcripts" / "transcript_mcp_then_manual_compact.jsonl"
@@ -134,7 +133,7 @@ def manual(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def vault() -> Path:
-    open_service(Config.from_env())
+    Vault.init(vault_dir())
     return vault_dir()
 
 
@@ -202,10 +201,26 @@ def test_pre_compact_in_a_process_with_the_auto_example(vault: Path, tmp_path: P
     assert "first turn" in body and "REPORT_INPUT_TOKENS=150000 fill the context" in body
 
 
-def test_pre_compact_creates_the_default_vault_when_none_exists(manual: Path, project: Path) -> None:
-    assert not vault_dir().exists()
+def test_pre_compact_creates_the_default_vault_when_none_exists(
+    manual: Path, project: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path
+) -> None:
+    monkeypatch.delenv("RLM_VAULT_DIR")
+    default = isolated_home / ".claude" / "rlm" / "vault"
+    assert not default.exists()
     run("pre-compact", stdin_for("PreCompact:manual", manual, project))
-    assert len(snapshots()) == 1 and commit_count(vault_dir()) == 2  # init + the snapshot
+    assert commit_count(default) == 2  # init + the snapshot
+    assert len(list(default.glob("chunks/*/*.md"))) == 1
+
+
+def test_pre_compact_with_a_vault_path_that_is_not_a_vault_is_silent(manual: Path, project: Path) -> None:
+    assert not vault_dir().exists()  # RLM_VAULT_DIR names a folder that does not exist (a typo)
+    done = run_process("pre-compact", stdin_for("PreCompact:manual", manual, project))
+    assert (done.returncode, done.stdout) == (0, "")
+    assert not vault_dir().exists()
+    vault_dir().mkdir()
+    (vault_dir() / "src.py").write_text("print('a project, not a vault')\n")
+    assert run("pre-compact", stdin_for("PreCompact:manual", manual, project)) == ""
+    assert sorted(p.name for p in vault_dir().iterdir()) == ["src.py"]
 
 
 def test_the_same_compaction_is_saved_once(vault: Path, manual: Path, project: Path) -> None:

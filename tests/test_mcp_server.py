@@ -13,8 +13,10 @@ import pytest
 from helpers import commit_count, git_status
 from mcp import Client, MCPError, StdioServerParameters
 
+from rlm_vault.config import Config
 from rlm_vault.mcp_server import build_server
-from rlm_vault.service import MemoryService
+from rlm_vault.service import MemoryService, open_service
+from rlm_vault.vault import Vault
 
 pytestmark = pytest.mark.anyio
 
@@ -187,6 +189,7 @@ def test_stdio_server_subprocess(tmp_path: Path) -> None:
     from mcp.client.stdio import stdio_client
 
     vault = tmp_path / "stdio-vault"
+    Vault.init(vault)
     env = {**os.environ, "RLM_VAULT_DIR": str(vault), "RLM_PROJECT": "Stdio"}
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "rlm_vault", "serve"], env=env, cwd=str(tmp_path)
@@ -195,7 +198,6 @@ def test_stdio_server_subprocess(tmp_path: Path) -> None:
     async def session() -> tuple[set[str], dict[str, Any], dict[str, Any]]:
         async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
             await s.initialize()
-            # A client that sees the server up finds the vault created, with its first commit.
             assert commit_count(vault) == 1
             names = {t.name for t in (await s.list_tools()).tools}
             written = await s.call_tool("rlm_chunk", {"content": "stdio chunk about pelicans"})
@@ -330,3 +332,18 @@ async def test_prompts_for_the_common_moves(server: Any) -> None:
         assert "rlm_remember" in text and "rlm_chunk" in text and '"rate limits"' in text
         text = (await client.get_prompt("review_learned", {})).messages[0].content.text
         assert "2026-11-24" in text  # the service's clock says what today is
+
+
+async def test_a_vault_path_that_is_not_a_vault_makes_every_tool_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "typo-vault"
+    config = Config(vault=missing, create_vault=False, embedding_model="none")
+    async with Client(build_server(lambda: open_service(config)), mode="legacy") as client:
+        for name, args in [
+            ("rlm_status", {}),
+            ("rlm_remember", {"content": "x"}),
+            ("rlm_search", {"query": "x"}),
+        ]:
+            r = await call(client, name, **args)
+            assert r.is_error, name
+            assert f"no vault at {missing}: create one with `rlm-vault init {missing}`" in r.content[0].text
+    assert not missing.exists()

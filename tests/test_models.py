@@ -6,7 +6,17 @@ import pytest
 
 from rlm_vault import markdown
 from rlm_vault.errors import InvalidInput
-from rlm_vault.models import Chunk, Insight, content_hash, extract_entities, parse_tags, safe_name, slugify
+from rlm_vault.models import (
+    Chunk,
+    Insight,
+    content_hash,
+    extract_entities,
+    insight_id,
+    needs_alias,
+    parse_tags,
+    safe_name,
+    slugify,
+)
 
 # ---------------------------------------------------------------------------------------- safe_name
 
@@ -80,9 +90,42 @@ def test_slugify_caps_length_on_a_word_boundary() -> None:
     assert len(slugify("word " * 50, max_len=10)) <= 10
 
 
-def test_slugify_japanese_only_is_empty() -> None:
-    assert slugify("デプロイは金曜日にしない") == ""
-    assert slugify("日本語 v2") == "v2"
+def test_slugify_keeps_the_letters_of_every_script() -> None:
+    assert slugify("デプロイは金曜日にしない。") == "デプロイは金曜日にしない"
+    assert slugify("日本語 v2") == "日本語-v2"
+    assert slugify("Привет, Мир") == "привет-мир"
+    assert slugify("नमस्ते दुनिया") == "नमस्ते-दुनिया"  # the vowel signs stay inside their word
+    assert slugify("한국어 메모") == "한국어-메모"
+    assert slugify("ＡＢＣ？ｄｅｆ") == "abc-def"  # full-width forms fold, their signs go
+    assert slugify("🚀🚀") == ""
+
+
+def test_insight_ids_of_any_script_are_readable_and_need_no_hash() -> None:
+    assert (
+        insight_id("2026-12-01", "デプロイは金曜日にしない", lambda i: False)
+        == "2026-12-01-デプロイは金曜日にしない"
+    )
+    assert insight_id("2026-12-01", "🚀🚀", lambda i: False) == f"2026-12-01-{content_hash('🚀🚀')[:8]}"
+    assert insight_id("2026-12-01", "Ship it", {"2026-12-01-ship-it"}.__contains__) == "2026-12-01-ship-it-2"
+
+
+def test_an_alias_is_needed_only_where_the_file_name_loses_words() -> None:
+    assert not needs_alias("Always deploy LOCAL -> VPS", "2026-11-24-always-deploy-local-vps")
+    assert not needs_alias("デプロイは、金曜日にしない", "2026-12-01-デプロイは-金曜日にしない")
+    assert needs_alias("L'équipe préfère le thé", "2026-12-01-l-equipe-prefere-le-the")
+    assert needs_alias("🚀 launch", "2026-12-01-launch") is False
+    assert needs_alias("🚀🚀", "2026-12-01-0a1b2c3d") is False  # no words: nothing a title could add
+    long = "word " * 30
+    assert needs_alias(long, "2026-12-01-" + slugify(long))
+
+
+@pytest.mark.parametrize(
+    ("given", "folder"),
+    [("CON", "CON_"), ("con", "con_"), ("Nul.txt", "Nul_.txt"), ("lpt9", "lpt9_"), ("COM10", "COM10"),
+     ("My:App?", "My-App"), ("trailing. ", "trailing"), ("aux-tools", "aux-tools")],
+)  # fmt: skip
+def test_project_names_are_valid_folder_names_on_windows(given: str, folder: str) -> None:
+    assert safe_name(given, "project") == folder
 
 
 # ---------------------------------------------------------------------------------------- tags

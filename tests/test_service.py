@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +84,10 @@ def test_remember_writes_the_note_and_one_commit(service: MemoryService) -> None
     }
     assert body == DEPLOY + "\n"
     assert "created: '2026-11-24T15:30:00Z'" in (root(service) / result["path"]).read_text()
-    assert git_log(root(service)) == [f"remember: {DEPLOY_ID} (decision/critical)", "init: new rlm-vault"]
+    assert git_log(root(service)) == [
+        f"remember: {DEPLOY_ID} (decision/critical) {DEPLOY}",
+        "init: new rlm-vault",
+    ]
     assert result["commit"] == service.vault.git.head()
     assert git(root(service), "show", "--name-only", "--format=", "HEAD").split() == [result["path"]]
     assert git_status(root(service)) == []
@@ -100,7 +102,9 @@ def test_remember_defaults_and_global_project(service: MemoryService) -> None:
         [],
         None,
     )
-    assert git_log(root(service))[0] == f"remember: {result['id']} (general/medium)"
+    assert (
+        git_log(root(service))[0] == f"remember: {result['id']} (general/medium) A plain fact about nothing."
+    )
 
 
 def test_remember_accepts_category_in_any_case(service: MemoryService) -> None:
@@ -124,8 +128,8 @@ def test_ids_follow_the_date_of_the_clock(service: MemoryService, clock: Any) ->
 def test_japanese_only_content_still_gets_a_readable_unique_id(service: MemoryService) -> None:
     first = service.remember("デプロイは金曜日にしない")["id"]
     second = service.remember("テストは必ず書く")["id"]
-    assert re.fullmatch(r"2026-11-24-[0-9a-f]{8}", first)
-    assert first != second
+    assert first == "2026-11-24-デプロイは金曜日にしない" and second == "2026-11-24-テストは必ず書く"
+    assert git_log(root(service))[1] == f"remember: {first} (general/medium) デプロイは金曜日にしない"
     assert service.recall("デプロイ")["insights"][0]["id"] == first
 
 
@@ -237,7 +241,7 @@ def test_update_changes_in_place_keeps_created_bumps_updated(service: MemoryServ
     assert (meta["category"], meta["importance"], meta["tags"]) == ("fact", "high", ["a", "b"])
     assert meta["created"] == "2026-11-24T15:30:00Z"
     assert meta["updated"] == "2026-11-24T17:30:00Z"
-    assert git_log(root(service))[0] == f"update: {first['id']} (fact/high)"
+    assert git_log(root(service))[0] == f"update: {first['id']} (fact/high) new text"
     assert commit_count(root(service)) == 3
     assert len([f for f in note_files(service) if f.startswith("insights/")]) == 1
 
@@ -283,7 +287,7 @@ def test_update_keeps_keys_a_person_added(service: MemoryService) -> None:
     assert meta["aliases"] == ["Mine"] and meta["reviewed"] is True and meta["importance"] == "high"
     # the person's edit is committed on its own, before the update
     assert git_log(root(service))[:2] == [
-        f"update: {result['id']} (general/high)",
+        f"update: {result['id']} (general/high) hand edited",
         f"external: {result['path']}",
     ]
 
@@ -654,7 +658,7 @@ def test_broken_note_is_reported_skipped_and_never_modified(service: MemoryServi
     good = service.remember("a readable zebra note")["id"]
     broken = {
         "insights/broken.md": b"---\nid: [unclosed zebra\n---\nzebra body\n",
-        "insights/no-front-matter.md": b"just a zebra body\n",
+        "insights/unclosed.md": b"---\ntitle: a zebra\n\nzebra body, the front matter never closed\n",
         "chunks/P/latin1.md": "---\nid: x\n---\nz\xe9bre\n".encode("latin-1"),
     }
     (root(service) / "chunks" / "P").mkdir()
@@ -664,7 +668,7 @@ def test_broken_note_is_reported_skipped_and_never_modified(service: MemoryServi
     problems = {p["path"]: p["reason"] for p in service.status()["problems"]}
     assert set(problems) == set(broken)
     assert "YAML" in problems["insights/broken.md"]
-    assert "front matter" in problems["insights/no-front-matter.md"]
+    assert "front matter" in problems["insights/unclosed.md"]
     assert "UTF-8" in problems["chunks/P/latin1.md"]
     assert ids(service.recall("zebra")["insights"]) == [good]
     assert ids(service.search("zebra")["results"]) == [good]

@@ -21,7 +21,7 @@ LAYERS = {
     3: {"catalog", "access", "embeddings", "query", "rerank"},
     4: {"search", "archive"},
     5: {"core"},
-    6: {"insights", "lifecycle", "sync"},
+    6: {"insights", "lifecycle", "sync", "settle"},
     7: {"chunks", "retrieval", "autosync"},
     8: {"service"},
     9: {"bulk"},

@@ -15,8 +15,8 @@ import pytest
 from helpers import commit_count, git, git_log, git_status
 
 from rlm_vault import markdown
-from rlm_vault.errors import Busy, InvalidInput, InvalidNote
-from rlm_vault.vault import Vault
+from rlm_vault.errors import Busy, InvalidInput, InvalidNote, NoVault
+from rlm_vault.vault import MARKER, Vault
 
 NOTE = "---\nid: {id}\ntype: insight\n---\n{body}\n"
 
@@ -66,7 +66,7 @@ def test_open_creates_the_template_with_one_init_commit(vault_dir: Path) -> None
     assert "feature" in vault.read_domains()
     assert git_log(root) == ["init: new rlm-vault"]
     assert {"README.md", ".gitignore", ".gitattributes", "domains.yaml"} <= tracked(root)
-    assert not any(p.startswith(".rlm") for p in tracked(root))
+    assert not any(p.startswith(".rlm/") for p in tracked(root))
     assert (root / ".rlm").is_dir()
     assert git_status(root) == []
     assert git(root, "symbolic-ref", "--short", "HEAD").strip() == "main"
@@ -86,32 +86,102 @@ def test_opening_again_adds_nothing(vault_dir: Path) -> None:
     }
 
 
-def test_opening_an_existing_folder_keeps_its_files(vault_dir: Path) -> None:
+def _folder_of_other_files(vault_dir: Path) -> None:
     vault_dir.mkdir()
     (vault_dir / "README.md").write_text("my own readme\n")
     (vault_dir / "notes.txt").write_text("keep me\n")
     (vault_dir / "insights").mkdir()
     (vault_dir / "insights" / "mine.md").write_text(NOTE.format(id="mine", body="hand written"))
 
-    Vault.open(vault_dir)
 
+def test_a_folder_of_other_files_is_never_opened_as_a_vault(vault_dir: Path) -> None:
+    _folder_of_other_files(vault_dir)
+    before = sorted(p.relative_to(vault_dir) for p in vault_dir.rglob("*"))
+    with pytest.raises(NoVault, match="not an rlm-vault vault"):
+        Vault.open(vault_dir)
+    with pytest.raises(NoVault, match="--force"):
+        Vault.init(vault_dir)
+    assert sorted(p.relative_to(vault_dir) for p in vault_dir.rglob("*")) == before
+
+
+def test_init_force_adopts_a_folder_and_keeps_its_files(vault_dir: Path) -> None:
+    _folder_of_other_files(vault_dir)
+
+    vault, how = Vault.init(vault_dir, force=True)
+
+    assert how == "forced" and vault.examine() == "vault"
     assert (vault_dir / "README.md").read_text() == "my own readme\n"
     assert (vault_dir / "notes.txt").read_text() == "keep me\n"
     assert (vault_dir / "insights" / "mine.md").read_text() == NOTE.format(id="mine", body="hand written")
     assert (vault_dir / "domains.yaml").is_file()
     assert git_log(vault_dir) == ["init: new rlm-vault"]
-    assert "README.md" not in git(vault_dir, "show", "--name-only", "--format=", "HEAD").split()
+    committed = git(vault_dir, "show", "--name-only", "--format=", "HEAD").split()
+    assert "README.md" not in committed and "notes.txt" not in committed and MARKER in committed
+    assert Vault.open(vault_dir, create=False).root == vault_dir
 
 
-def test_opening_an_existing_repo_with_history_keeps_it(vault_dir: Path) -> None:
+def test_a_git_repository_with_history_needs_force_and_keeps_it(vault_dir: Path) -> None:
     vault_dir.mkdir()
     git(vault_dir, "init", "-q")
     (vault_dir / "old.md").write_text("old\n")
     git(vault_dir, "add", "old.md")
     git(vault_dir, "commit", "-q", "-m", "person: old")
-    Vault.open(vault_dir)
-    assert git_log(vault_dir)[-1] == "person: old"
+    with pytest.raises(NoVault, match="a git repository with other files"):
+        Vault.init(vault_dir)
+    with pytest.raises(NoVault):
+        Vault.open(vault_dir)
+    assert git_log(vault_dir) == ["person: old"]
+    Vault.init(vault_dir, force=True)
+    assert git_log(vault_dir) == ["init: new rlm-vault", "person: old"]
     assert (vault_dir / "old.md").read_text() == "old\n"
+
+
+def test_a_missing_folder_is_created_only_when_allowed(vault_dir: Path) -> None:
+    with pytest.raises(NoVault, match=r"no vault at .*: create one with `rlm-vault init "):
+        Vault.open(vault_dir, create=False)
+    assert not vault_dir.exists()
+    _, how = Vault.init(vault_dir)
+    assert how == "created" and (vault_dir / MARKER).is_file()
+    assert MARKER in tracked(vault_dir)
+    assert Vault.init(vault_dir)[1] == "exists"
+    assert commit_count(vault_dir) == 1
+
+
+def test_an_empty_folder_or_one_with_only_state_is_created(vault_dir: Path) -> None:
+    (vault_dir / ".rlm").mkdir(parents=True)
+    (vault_dir / ".rlm" / "hooks.log").write_text("a hook ran before the vault existed\n")
+    assert Vault.init(vault_dir)[1] == "created"
+    assert git_log(vault_dir) == ["init: new rlm-vault"]
+
+
+def test_a_file_or_an_unreadable_folder_is_one_clear_error(tmp_path: Path) -> None:
+    afile = tmp_path / "passwd"
+    afile.write_text("root:x:0:0\n")
+    for call in (lambda: Vault.init(afile), lambda: Vault.open(afile), lambda: Vault.open(afile / "sub")):
+        with pytest.raises(NoVault) as err:
+            call()
+        assert "\n" not in str(err.value)
+    with pytest.raises(NoVault, match="is a file"):
+        Vault.init(afile)
+    assert afile.read_text() == "root:x:0:0\n"
+    if os.geteuid() != 0:  # root reads any folder
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o000)
+        with pytest.raises(NoVault, match="cannot read"):
+            Vault.open(locked)
+
+
+def test_a_vault_made_before_the_marker_is_adopted_with_one_commit(vault_dir: Path) -> None:
+    Vault.open(vault_dir)
+    git(vault_dir, "rm", "-q", MARKER)
+    git(vault_dir, "commit", "-q", "-m", "an older vault had no marker")
+    assert Vault(vault_dir).examine() == "legacy"
+
+    vault = Vault.open(vault_dir, create=False)
+
+    assert vault.examine() == "vault"
+    assert git_log(vault_dir)[0] == "init: mark this folder as an rlm-vault vault"
+    assert git_status(vault_dir) == []
 
 
 # ---------------------------------------------------------------------------------------- transactions

@@ -40,9 +40,16 @@ def assert_all_there(vault: Path, base: str, written: Written, expected: int) ->
         assert (vault / path).is_file() and path in files, f"{kind} {note_id} lost"
     commits = new_commits(vault, base)
     assert len(commits) == expected, f"{len(commits)} commits for {expected} writes"
-    assert sorted(p for _, paths in commits for p in paths) == sorted(p for _, _, p in written)
+    # A chunk's commit also carries its session note (sessions/<session>.md), which links every chunk.
+    notes = sorted(p for _, paths in commits for p in paths if not p.startswith("sessions/"))
+    assert notes == sorted(p for _, _, p in written)
+    linked = "".join(p.read_text() for p in (vault / "sessions").glob("*.md"))
+    missing = [i for kind, i, _ in written if kind == "chunk" and f"[[{i}]]" not in linked]
+    assert not missing, f"{len(missing)} chunks not linked from a session note, e.g. {missing[:3]}"
     assert all(
-        len(paths) == 1 and subject.split(":")[0] in ("chunk", "remember") for subject, paths in commits
+        len([p for p in paths if not p.startswith("sessions/")]) == 1
+        and subject.split(":")[0] in ("chunk", "remember")
+        for subject, paths in commits
     )
     assert fsck_clean(vault) == ""
     assert dirty(vault) == [] and temp_files(vault) == []

@@ -320,8 +320,9 @@ def test_hand_edited_notes_never_break_a_call(edited: Guard) -> None:
         "deep_flow",
     ):
         assert f"insights/hand-{name}.md" in reported, name
-    for name in ("invalid-utf8", "empty", "garbage", "no-front-matter"):
+    for name in ("invalid-utf8", "empty", "garbage"):
         assert f"insights/hand-{name}.md" in reported, name
+    assert "insights/hand-no-front-matter.md" not in reported  # a note written by hand: a memory
     assert not Path("/tmp/rlm-pwned").exists()
     for note_id in [p.stem for p in (edited.vault / "insights").glob("hand-*")] + ["2026-01-01_Hand_huge"]:
         edited.call(s.peek, note_id)
