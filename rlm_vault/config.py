@@ -11,7 +11,7 @@ __all__ = ["DEFAULT_MODEL", "MARKER", "Config", "cache_home", "default_vault_dir
 
 DEFAULT_MODEL = "minishlab/potion-multilingual-128M"
 MIB = 1024 * 1024
-MARKER = ".rlm-vault"  # the file that makes a folder a vault (written from vault_template/)
+MARKER = "rlm-vault.yaml"  # the file that makes a folder a vault (written from vault_template/)
 
 
 def default_vault_dir() -> Path:
