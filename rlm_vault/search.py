@@ -45,7 +45,9 @@ class Fusion:
     """
 
     method: str = "weighted"
-    bm25_weight: float = 0.5
+    # 0.7 on the tune parts (LoCoMo turn R@5 0.653 -> 0.676, coding recall@10 0.916 -> 0.928, insight
+    # hit@3 1.000 -> 0.966); a cosine z-score and RRF were measured too, neither did better.
+    bm25_weight: float = 0.7
     candidates: int = 50
     rrf_k: int = 60
     min_cosine: float = 0.2  # a note no keyword matched must be at least this close to be shown
