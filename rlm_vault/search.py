@@ -249,8 +249,10 @@ class SearchEngine:
         if not self.second.neighbour:
             return None
         key = (id(self._index), self._index.version)
-        if self._neighbours is None or self._neighbours[:2] != key:
+        if self._neighbours is None or self._neighbours[0] != key[0]:
             self._neighbours = (*key, Neighbours(self._index.facts()))
+        elif self._neighbours[1] != key[1]:
+            self._neighbours = (*key, self._neighbours[2].updated(self._index.facts()))
         return self._neighbours[2]
 
     def _hybrid(

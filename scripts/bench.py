@@ -3,6 +3,7 @@
 
     python scripts/bench.py                 # full run: 2,000 chunks + 1,000 insights, then 10,000 chunks
     python scripts/bench.py --quick         # small smoke run (a test runs it)
+    python scripts/bench.py --rows search   # only the rlm_search rows at 2k + 1k and at 10k (minutes)
     python scripts/bench.py --scale 10000 --json out.json --model /path/to/model2vec-folder
     python scripts/bench.py --anchor /tmp/rlmc/bin/mcp-rlm-server   # same workload against rlm-claude
 
@@ -1516,6 +1517,64 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
 # ---------------------------------------------------------------------------------------------- main
 
 
+def _bulk_fill(svc: Any, corpus: Corpus, chunks: int, insights: int) -> float:
+    """Write `chunks` chunks and `insights` insights through the importers' bulk path; seconds taken."""
+    from rlm_vault.bulk import NewChunk, NewInsight, write_many
+
+    t0 = time.perf_counter()
+    for start in range(0, max(chunks, insights), 1000):
+        batch = [corpus.chunk() for _ in range(max(0, min(1000, chunks - start)))]
+        new_chunks = [
+            NewChunk(
+                s.content,
+                s.project,
+                svc.now(),
+                summary=s.summary or s.content.split("\n")[0][:100],
+                tags=tuple(t for t in s.tags.split(",") if t),
+                domain=s.domain,
+                ticket=s.ticket,
+            )
+            for s in batch
+        ]
+        specs = [corpus.insight(n) for n in range(start, min(start + 1000, insights))]
+        new_insights = [
+            NewInsight(i.content, i.category, i.importance, tuple(t for t in i.tags.split(",") if t))
+            for i in specs
+        ]
+        write_many(svc, new_insights, new_chunks, f"import: {len(batch)} bench chunks")
+    return time.perf_counter() - t0
+
+
+def run_search_rows(plan: Plan, model: str, base: Path, report: Report) -> None:
+    """Only the search rows: the vault filled through the bulk path, then rlm_search timed at both sizes."""
+    (base / "home").mkdir(parents=True, exist_ok=True)
+    os.environ.update(make_env(base, base / "vault", model))
+    paragraphs = load_paragraphs(
+        base.parent / f"rlm-bench-pydoc-{sys.version_info[0]}{sys.version_info[1]}.json"
+    )
+    corpus = Corpus(paragraphs)
+    svc = open_service(base / "vault", model)
+    report.meta["semantic"] = svc.wait_for_model(timeout=300)
+    for size, insights, seed, key, target in (
+        (plan.chunks, plan.insights, SEED + 1, "search_2k", 30),
+        (plan.scale, 0, SEED + 5, "search_10k", 60),
+    ):
+        filled = _bulk_fill(svc, corpus, size - len(svc.fresh().chunks()), insights)
+        svc.reindex(wait_model=True)
+        qs = queries(paragraphs, plan.queries, seed)
+        svc.search(qs[0])
+        samples = [timed(lambda q=q: svc.search(q))[0] for q in qs]
+        total = len(svc.fresh().chunks())
+        report.lat(
+            key,
+            f"rlm_search ({total:,} chunks + {len(svc.fresh().insights()):,} insights)",
+            samples,
+            target,
+            note=f"filled through the bulk path in {filled:,.0f} s; model {'on' if report.meta['semantic'] else 'off'}",
+        )
+    svc.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (about a minute)")
@@ -1526,6 +1585,9 @@ def main(argv: list[str] | None = None) -> int:
         "--anchor", metavar="EXE", help="mcp-rlm-server executable (rlm-claude) to compare with"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
+    parser.add_argument(
+        "--rows", choices=["all", "search"], default="all", help="'search': only the rlm_search rows (fast)"
+    )
     parser.add_argument("--_paragraphs", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._paragraphs:
@@ -1565,7 +1627,10 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     started = time.perf_counter()
     try:
-        run(plan, model, base, report, args.anchor)
+        if args.rows == "search":
+            run_search_rows(plan, model, base, report)
+        else:
+            run(plan, model, base, report, args.anchor)
     finally:
         report.meta["total_s"] = round(time.perf_counter() - started, 1)
         report.meta["load_end"] = os.getloadavg()
