@@ -1559,6 +1559,7 @@ def run_search_rows(plan: Plan, model: str, base: Path, report: Report) -> None:
         (plan.chunks, plan.insights, SEED + 1, "search_2k", 30),
         (plan.scale, 0, SEED + 5, "search_10k", 60),
     ):
+        size -= min(10, plan.queries)  # the chunks written one by one below
         filled = _bulk_fill(svc, corpus, size - len(svc.fresh().chunks()), insights)
         svc.reindex(wait_model=True)
         qs = queries(paragraphs, plan.queries, seed)
@@ -1571,6 +1572,17 @@ def run_search_rows(plan: Plan, model: str, base: Path, report: Report) -> None:
             samples,
             target,
             note=f"filled through the bulk path in {filled:,.0f} s; model {'on' if report.meta['semantic'] else 'off'}",
+        )
+        after_write = []
+        for q in qs[: min(10, plan.queries)]:
+            spec = corpus.chunk()
+            svc.chunk(spec.content, spec.summary, spec.tags, spec.project, spec.ticket, spec.domain)
+            after_write.append(timed(lambda q=q: svc.search(q))[0])
+        report.lat(
+            key.replace("search", "search_after_write"),
+            f"rlm_search right after an rlm_chunk, at {total + len(after_write):,} chunks",
+            after_write,
+            target,
         )
     svc.close()
 

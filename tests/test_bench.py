@@ -70,6 +70,6 @@ def test_bench_can_run_only_the_search_rows(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {row["key"]: row for row in json.loads(out.read_text(encoding="utf-8"))["rows"]}
-    assert sorted(rows) == ["search_10k", "search_2k"]
+    assert sorted(rows) == ["search_10k", "search_2k", "search_after_write_10k", "search_after_write_2k"]
     assert rows["search_2k"]["n"] == 10 and rows["search_2k"]["cpu50"] is not None
-    assert "(400 chunks + 100 insights)" in rows["search_10k"]["label"]
+    assert "(390 chunks + 100 insights)" in rows["search_10k"]["label"]
