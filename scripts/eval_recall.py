@@ -32,7 +32,7 @@ from plain_bm25 import PlainBM25
 
 K = 3
 DATA = ROOT / "tests" / "data" / "recall_set.json"
-MODEL = ROOT.parent.parent / "shared" / "models" / "minilm-l6-m2v-256"
+MODEL = ROOT / "../shared/models/minilm-l6-m2v-256"  # as in eval_locomo.py: beside the checkout
 _MISSES: list[tuple[str, str, str, list[str]]] = []  # (ranker, question, wanted, got), for --misses
 
 
@@ -75,7 +75,9 @@ def evaluate(
         for item in insights:
             out = svc.remember(item["content"], item["category"], "medium", "")
             key_of[out["id"]] = item["key"]
-        svc.reindex(wait_model=True)
+        semantic = svc.reindex(wait_model=True)["semantic"]
+        if model != "none" and not semantic["enabled"]:
+            print(f"model not used: {semantic['reason']}", file=sys.stderr)
         for case in cases:
             searched = [key_of.get(h["id"], "") for h in svc.search(case.text, limit=K)["results"]]
             recalled = [key_of.get(r["id"], "") for r in svc.recall(case.text, limit=K)["insights"]]
