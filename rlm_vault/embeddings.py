@@ -456,7 +456,7 @@ class VectorStore:
         if not len(self._ids) or (rows is not None and not len(rows)):
             return []
         matrix = self._matrix if rows is None else self._matrix[rows]
-        scores = matrix @ np.asarray(vector, dtype=np.float32)
+        scores = _dot(matrix, np.asarray(vector, dtype=np.float32))
         top = np.argsort(-scores)[:k] if k >= len(scores) else _top(scores, k)
         ids = self._ids if rows is None else [self._ids[r] for r in rows]
         return [(ids[i], float(scores[i])) for i in top]
@@ -476,7 +476,18 @@ class VectorStore:
         if not known:
             return {}
         rows = self._matrix[np.array([self._row[i] for i in known], dtype=np.intp)]
-        return dict(zip(known, (rows @ np.asarray(vector, dtype=np.float32)).tolist(), strict=True))
+        return dict(zip(known, _dot(rows, np.asarray(vector, dtype=np.float32)).tolist(), strict=True))
+
+
+def _dot(matrix: Any, vector: Any) -> Any:
+    """Each row of `matrix` times `vector`, without BLAS.
+
+    `matrix @ vector` wakes OpenBLAS's thread pool, whose threads then spin for a while: on two busy
+    cores that cost rlm_search 39 ms of CPU instead of 15 at 2,000 chunks + 1,000 insights.
+    """
+    import numpy as np
+
+    return np.einsum("ij,j->i", matrix, vector)
 
 
 def map_member(path: Path, name: str) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 
 from whoosh.index import IndexError as WhooshIndexError
 
-from rlm_vault import textproc
+from rlm_vault import related, textproc
 from rlm_vault.errors import Busy, CacheError
 
 __all__ = [
@@ -116,6 +116,7 @@ class Weights:
     meta: float = 1.5
     k1: float = 1.2
     b: float = 0.2  # weak length normalisation: LoCoMo turn R@5 0.609 at 0.75, 0.658 at 0.2
+    related: float = 0.5  # weight of a related term (rlm_vault/related.py) against a word of the query
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +222,20 @@ def text_query(text: str, weights: Weights) -> Any:
     unique = dict.fromkeys(textproc.tokens(text))
     boosts = (("summary", weights.summary), ("body", weights.body), ("meta", weights.meta))
     clauses = [query.Term(field, term, boost=boost) for term in unique for field, boost in boosts]
+    if clauses and weights.related:
+        for target in related.expand(text).targets():
+            clauses.extend(_related_clause(target, field, boost * weights.related) for field, boost in boosts)
     return query.Or(clauses) if clauses else None
+
+
+def _related_clause(target: related.Target, field: str, boost: float) -> Any:
+    """A related entry as a query: every word of it (in any of its stems) in `field`."""
+    from whoosh import query
+
+    words = [query.Or([query.Term(field, stem) for stem in sorted(word)]) for word in target]
+    clause = words[0] if len(words) == 1 else query.And(words)
+    clause.boost = boost
+    return clause
 
 
 class TextIndex:

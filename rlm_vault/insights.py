@@ -68,7 +68,7 @@ class Insights:
     def recall(
         self, query: str = "", category: str = "", importance: str = "", project: str = "", limit: int = 10
     ) -> Recall:
-        """Insights matching words of the query (accents and case ignored), best first."""
+        """Insights matching words of the query or related terms (accents and case ignored), best first."""
         limit = q.limit(limit)
         project = name_filter(project)
         category = q.choice(category, CATEGORIES, "category") if category else ""

@@ -23,6 +23,7 @@ __all__ = [
 ]  # fmt: skip
 
 MAX_LIMIT = 100
+RELATED = 0.5  # a topic named in related words counts half a query word (as in the text index)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _WORD = re.compile(r"\w+")
 T = TypeVar("T", Insight, Chunk)
@@ -107,20 +108,25 @@ def rank_insights(insights: Sequence[Insight], query: str) -> list[tuple[Insight
     """Insights with the share of query terms they contain, best first, newest first on ties.
 
     Terms are analysed as the search index does: accents and case folded, stop words dropped,
-    English and French words stemmed, Japanese and Chinese cut into character pairs.
+    English and French words stemmed, Japanese and Chinese cut into character pairs, camelCase
+    split; a topic the query names also counts, at half weight, when the insight names it in
+    related words (rlm_vault/related.py: "formatter" finds "ruff").
     """
+    from .related import covers, expand
     from .textproc import tokens
 
     terms = set(tokens(query)) or set(words(query))
     ordered = newest(insights)
     if not terms:
         return [(i, 1.0) for i in ordered]
+    topics = expand(query).groups
     scored = []
     for insight in ordered:
         have, folded = _analysed(f"{insight.content} {' '.join(insight.tags)}")
-        hits = sum(1 for t in terms if t in have or t in folded)
+        own = sum(1 for t in terms if t in have or t in folded)
+        hits = own + RELATED * sum(any(covers(target, have) for target in topic) for topic in topics)
         if hits:
-            scored.append((insight, hits / len(terms)))
+            scored.append((insight, min(1.0, hits / len(terms))))
     return sorted(scored, key=lambda pair: -pair[1])
 
 

@@ -227,8 +227,10 @@ class Search:
         return _first(self._old_id_hit(query), [h for h in hits if h["summary"] is not None], limit)
 
     def _old_id_hit(self, query: str) -> SearchHit | None:
-        """An old id (front matter `aliases`, e.g. rlm-claude's) asked for as such: the note it became."""
-        cat = self.store.fresh()
+        """An old id (front matter `aliases`, e.g. rlm-claude's) asked for as such: the note it became.
+
+        The catalog was brought up to date by this search already: no second look at the disk."""
+        cat = self.store.catalog
         note_id = cat.resolve(query.strip())
         if note_id is None or note_id == query.strip():
             return None

@@ -45,7 +45,9 @@ class Fusion:
     """
 
     method: str = "weighted"
-    bm25_weight: float = 0.5
+    # 0.7 on the tune parts (LoCoMo turn R@5 0.653 -> 0.676, coding recall@10 0.916 -> 0.928, insight
+    # hit@3 1.000 -> 0.966); a cosine z-score and RRF were measured too, neither did better.
+    bm25_weight: float = 0.7
     candidates: int = 50
     rrf_k: int = 60
     min_cosine: float = 0.2  # a note no keyword matched must be at least this close to be shown
@@ -247,8 +249,10 @@ class SearchEngine:
         if not self.second.neighbour:
             return None
         key = (id(self._index), self._index.version)
-        if self._neighbours is None or self._neighbours[:2] != key:
+        if self._neighbours is None or self._neighbours[0] != key[0]:
             self._neighbours = (*key, Neighbours(self._index.facts()))
+        elif self._neighbours[1] != key[1]:
+            self._neighbours = (*key, self._neighbours[2].updated(self._index.facts()))
         return self._neighbours[2]
 
     def _hybrid(

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["analyzer", "fold", "is_stop", "language", "stems", "terms", "tokens", "words"]
+__all__ = ["analyzer", "fold", "is_cjk", "is_stop", "language", "stems", "terms", "tokens", "words"]
 
 # Only the diacritic blocks are stripped: dropping every combining mark would turn Japanese
 # デ (テ + U+3099) into テ and Thai vowels into nothing.
@@ -33,6 +33,7 @@ _NOSPACE = (
     "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
 )
 _SEGMENT = re.compile(rf"([{_NOSPACE}]+)|([^\W_{_NOSPACE}]+)")
+_NOSPACE_CHAR = re.compile(rf"[{_NOSPACE}]")
 
 # Both lists ship with whoosh (NLTK's). Words that are also common English content words are kept:
 # "son" is French for "his" but LoCoMo asks about people's sons.
@@ -87,6 +88,11 @@ def _stemmers() -> tuple[Any, Any]:
     from whoosh.lang.snowball.french import FrenchStemmer
 
     return porter, FrenchStemmer().stem
+
+
+def is_cjk(char: str) -> bool:
+    """True for a character of a script written without spaces (indexed as character pairs)."""
+    return bool(_NOSPACE_CHAR.match(char))
 
 
 def is_stop(word: str) -> bool:

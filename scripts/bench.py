@@ -3,6 +3,7 @@
 
     python scripts/bench.py                 # full run: 2,000 chunks + 1,000 insights, then 10,000 chunks
     python scripts/bench.py --quick         # small smoke run (a test runs it)
+    python scripts/bench.py --rows search   # only the rlm_search rows at 2k + 1k and at 10k (minutes)
     python scripts/bench.py --scale 10000 --json out.json --model /path/to/model2vec-folder
     python scripts/bench.py --anchor /tmp/rlmc/bin/mcp-rlm-server   # same workload against rlm-claude
     python scripts/bench.py --only team     # 8 vaults syncing one remote at once; sync at 10k/100k commits
@@ -1949,6 +1950,76 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
 # ---------------------------------------------------------------------------------------------- main
 
 
+def _bulk_fill(svc: Any, corpus: Corpus, chunks: int, insights: int) -> float:
+    """Write `chunks` chunks and `insights` insights through the importers' bulk path; seconds taken."""
+    from rlm_vault.bulk import NewChunk, NewInsight, write_many
+
+    t0 = time.perf_counter()
+    for start in range(0, max(chunks, insights), 1000):
+        batch = [corpus.chunk() for _ in range(max(0, min(1000, chunks - start)))]
+        new_chunks = [
+            NewChunk(
+                s.content,
+                s.project,
+                svc.now(),
+                summary=s.summary or s.content.split("\n")[0][:100],
+                tags=tuple(t for t in s.tags.split(",") if t),
+                domain=s.domain,
+                ticket=s.ticket,
+            )
+            for s in batch
+        ]
+        specs = [corpus.insight(n) for n in range(start, min(start + 1000, insights))]
+        new_insights = [
+            NewInsight(i.content, i.category, i.importance, tuple(t for t in i.tags.split(",") if t))
+            for i in specs
+        ]
+        write_many(svc, new_insights, new_chunks, f"import: {len(batch)} bench chunks")
+    return time.perf_counter() - t0
+
+
+def run_search_rows(plan: Plan, model: str, base: Path, report: Report) -> None:
+    """Only the search rows: the vault filled through the bulk path, then rlm_search timed at both sizes."""
+    (base / "home").mkdir(parents=True, exist_ok=True)
+    os.environ.update(make_env(base, base / "vault", model))
+    paragraphs = load_paragraphs(
+        base.parent / f"rlm-bench-pydoc-{sys.version_info[0]}{sys.version_info[1]}.json"
+    )
+    corpus = Corpus(paragraphs)
+    svc = open_service(base / "vault", model)
+    report.meta["semantic"] = svc.wait_for_model(timeout=300)
+    for size, insights, seed, key, target in (
+        (plan.chunks, plan.insights, SEED + 1, "search_2k", 30),
+        (plan.scale, 0, SEED + 5, "search_10k", 60),
+    ):
+        size -= min(10, plan.queries)  # the chunks written one by one below
+        filled = _bulk_fill(svc, corpus, size - len(svc.fresh().chunks()), insights)
+        svc.reindex(wait_model=True)
+        qs = queries(paragraphs, plan.queries, seed)
+        svc.search(qs[0])
+        samples = [timed(lambda q=q: svc.search(q))[0] for q in qs]
+        total = len(svc.fresh().chunks())
+        report.lat(
+            key,
+            f"rlm_search ({total:,} chunks + {len(svc.fresh().insights()):,} insights)",
+            samples,
+            target,
+            note=f"filled through the bulk path in {filled:,.0f} s; model {'on' if report.meta['semantic'] else 'off'}",
+        )
+        after_write = []
+        for q in qs[: min(10, plan.queries)]:
+            spec = corpus.chunk()
+            svc.chunk(spec.content, spec.summary, spec.tags, spec.project, spec.ticket, spec.domain)
+            after_write.append(timed(lambda q=q: svc.search(q))[0])
+        report.lat(
+            key.replace("search", "search_after_write"),
+            f"rlm_search right after an rlm_chunk, at {total + len(after_write):,} chunks",
+            after_write,
+            target,
+        )
+    svc.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (about a minute)")
@@ -1968,7 +2039,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rows",
         default="",
-        help="run only these extra rows, comma-separated (C: 3,000 rlm_chunk calls, then what .git holds)",
+        help="run only these rows, comma-separated: C (3,000 rlm_chunk calls, then what .git holds), "
+        "search (only the rlm_search rows, fast)",
     )
     parser.add_argument("--calls", type=int, default=3000, help="rlm_chunk calls of row C")
     parser.add_argument("--_paragraphs", help=argparse.SUPPRESS)
@@ -2018,6 +2090,8 @@ def main(argv: list[str] | None = None) -> int:
             run_model_sharing(base, Path(model), report)
         else:
             rows = {r.strip().upper() for r in args.rows.split(",") if r.strip()}
+            if "SEARCH" in rows:
+                run_search_rows(plan, model, base, report)
             if "C" in rows:
                 row_c(base, model, report, args.calls)
             if not rows:

@@ -45,3 +45,31 @@ def test_quick_bench_prints_every_row_and_valid_json(tmp_path: Path) -> None:
     assert "Target" in proc.stdout and "rlm-claude" in proc.stdout
     assert rows["writers_2"]["n"] == 20 and rows["archive"]["n"] == 1
     assert data["meta"]["plan"]["quick"] is True
+
+
+@pytest.mark.slow
+def test_bench_can_run_only_the_search_rows(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "RLM_BENCH_MODEL": "none"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench.py"),
+            "--quick",
+            "--rows",
+            "search",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {row["key"]: row for row in json.loads(out.read_text(encoding="utf-8"))["rows"]}
+    assert sorted(rows) == ["search_10k", "search_2k", "search_after_write_10k", "search_after_write_2k"]
+    assert rows["search_2k"]["n"] == 10 and rows["search_2k"]["cpu50"] is not None
+    assert "(390 chunks + 100 insights)" in rows["search_10k"]["label"]

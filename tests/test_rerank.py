@@ -91,8 +91,22 @@ def test_neighbours_follow_creation_time_then_sequence() -> None:
         "other": DocFacts("chunk", "Q", "2025-01-01T10:00:00Z", "user", 10),
     }
     around = Neighbours(facts)
-    assert around.next["2025-01-01_P_999"] == "2025-01-01_P_1000"
+    assert around.around("2025-01-01_P_999") == ("2025-01-01_P_1000",)
     assert "other" not in around.around("2025-01-01_P_1000")
+
+
+def test_neighbours_follow_added_changed_and_removed_chunks() -> None:
+    def fact(created: str, project: str = "P") -> DocFacts:
+        return DocFacts("chunk", project, created, "user", 10)
+
+    facts = {"a": fact("2025-01-01T10:00:00Z"), "c": fact("2025-01-01T12:00:00Z")}
+    around = Neighbours(facts)
+    added = {**facts, "b": fact("2025-01-01T11:00:00Z"), "i": DocFacts("insight", "", "", "", 5)}
+    same = around.updated(added)
+    assert same is around and same.around("b") == ("a", "c") and same.around("i") == ()
+    moved = {**added, "a": fact("2025-01-01T13:00:00Z")}
+    assert around.updated(moved).around("a") == ("c",)
+    assert Neighbours(added).updated({"a": facts["a"], "c": facts["c"]}).around("a") == ("c",)
 
 
 def test_roles_are_read_from_the_first_words_or_the_tags() -> None:

@@ -161,10 +161,12 @@ def test_recall_by_word_best_first(service: MemoryService, clock: Any) -> None:
     clock.advance(minutes=1)
     c = service.remember("Deploy tests run on docker")["id"]
     assert ids(service.recall("docker deploy")["insights"])[:2] == [c, b]
-    assert ids(service.recall("pytest")["insights"]) == [a]
+    # "tests" is a related term of pytest (rlm_vault/related.py): found too, after the exact match.
+    assert ids(service.recall("pytest")["insights"]) == [a, c]
     assert ids(service.recall("fixtures")["insights"]) == [a]
     assert set(ids(service.recall("testing")["insights"])) == {a, c}  # stemmed: testing ~ test(s)
-    assert service.recall("kubernetes")["insights"] == []
+    assert service.recall("zebra")["insights"] == []
+    assert ids(service.recall("kubernetes")["insights"]) == [c, b]  # related: docker
     assert ids(service.recall("")["insights"]) == [c, b, a]  # no query: all, newest first
     clock.advance(minutes=1)
     d = service.remember("Unrelated note", tags="kubectl")["id"]
