@@ -65,6 +65,7 @@ def make_alternates(tmp: Path) -> Path:
     vault = tmp / "vault"
     sh(tmp, "clone", "-q", "--shared", str(donor), str(vault))
     assert (vault / ".git" / "objects" / "info" / "alternates").exists()
+    Vault.init(vault, force=True)  # a clone with other files becomes a vault only when asked
     return vault
 
 

@@ -154,7 +154,7 @@ def test_model_none_disables_it_and_writes_no_copy(
 ) -> None:
     monkeypatch.setenv("RLM_EMBEDDING_MODEL", "none")
     config = Config.from_env()
-    svc = open_service(replace(config, vault=tmp_path / "vault"))
+    svc = open_service(replace(config, vault=tmp_path / "vault", create_vault=True))
     assert svc.searcher.embedder is None
     assert svc.wait_for_model(timeout=1) is False
     svc.search("anything")
