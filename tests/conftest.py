@@ -40,20 +40,29 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     return home
 
 
+def _inside_test_home(path: Path, what: str) -> Path:
+    if not str(path).startswith(os.environ.get("HOME", "/nonexistent")) or "pytest" not in str(path):
+        raise AssertionError(f"a test reached the real {what} {path}")
+    return path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def forbid_real_vault() -> Iterator[None]:
-    """A test that forgets to set RLM_VAULT_DIR fails instead of touching ~/.claude."""
-    real = config_module.default_vault_dir
+    """A test that forgets to isolate itself fails instead of touching the person's vault (~/.claude) or
+    caches (~/.cache/rlm-vault): both resolvers raise unless they land in the test's temporary home."""
+    real_vault, real_cache = config_module.default_vault_dir, config_module.cache_home
 
-    def guarded() -> Path:
-        path = real()
-        if not str(path).startswith(os.environ.get("HOME", "/nonexistent")) or "pytest" not in str(path):
-            raise AssertionError(f"a test reached the default vault {path}")
-        return path
+    def guarded_vault() -> Path:
+        return _inside_test_home(real_vault(), "default vault")
 
-    config_module.default_vault_dir = guarded  # type: ignore[assignment]
+    def guarded_cache(env: object = None) -> Path:
+        return _inside_test_home(real_cache(env), "cache folder")  # type: ignore[arg-type]
+
+    config_module.default_vault_dir = guarded_vault  # type: ignore[assignment]
+    config_module.cache_home = guarded_cache  # type: ignore[assignment]
     yield
-    config_module.default_vault_dir = real  # type: ignore[assignment]
+    config_module.default_vault_dir = real_vault  # type: ignore[assignment]
+    config_module.cache_home = real_cache  # type: ignore[assignment]
 
 
 @pytest.fixture

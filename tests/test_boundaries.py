@@ -131,3 +131,16 @@ def test_parts_hold_their_own_state(service: MemoryService) -> None:
     assert service.search.__self__ is service.searcher  # type: ignore[attr-defined]
     assert service.searcher.store is service.lifecycle.store is service.syncer.store is service.store
     assert isinstance(VaultError("x"), Exception)
+
+
+def test_the_home_guard_raises_when_a_test_would_reach_the_real_vault_or_caches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rlm_vault import config as config_module
+
+    monkeypatch.setenv("HOME", "/root")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    with pytest.raises(AssertionError, match="default vault"):
+        config_module.default_vault_dir()
+    with pytest.raises(AssertionError, match="cache folder"):
+        config_module.cache_home()
