@@ -40,6 +40,7 @@ __all__ = [
     "clean_env",
     "git_error",
     "machine_identity",
+    "pid_alive",
     "toplevel",
 ]
 
@@ -659,7 +660,7 @@ class Git:
         pid_text, _, host = text.strip().partition(" ")
         if host and host != socket.gethostname():
             return age < 12 * 3600  # another machine's gc (a shared folder): git trusts it for 12 hours
-        return pid_text.isdigit() and _alive(int(pid_text))
+        return pid_text.isdigit() and pid_alive(int(pid_text))
 
     # ------------------------------------------------------------------ reading
 
@@ -880,7 +881,10 @@ def _config_int(config: Mapping[str, str], key: str, default: int) -> int:
         return default
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while a process with this id runs (a lock or temp file of a dead one can go)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -17,8 +17,21 @@ from .models import Chunk, Insight
 from .results import GrepMatch, SearchHit
 
 __all__ = [
-    "auto_summary", "check_regex", "choice", "date", "filter_chunks", "filter_insights", "fold", "fuzzy_lines",
-    "keyword_search", "limit", "newest", "rank_insights", "regex_lines", "short",
+    "auto_summary",
+    "check_regex",
+    "choice",
+    "date",
+    "filter_chunks",
+    "filter_insights",
+    "fold",
+    "fuzzy_lines",
+    "keyword_search",
+    "limit",
+    "newest",
+    "rank_insights",
+    "regex_lines",
+    "search_hit",
+    "short",
     "words",
 ]  # fmt: skip
 
@@ -301,10 +314,11 @@ def keyword_search(
         if score > 0:
             hits.append((score, note))
     hits.sort(key=lambda pair: -pair[0])
-    return [_hit(note, score) for score, note in hits[:limit]]
+    return [search_hit(note, score) for score, note in hits[:limit]]
 
 
-def _hit(note: Chunk | Insight, score: float) -> SearchHit:
+def search_hit(note: Chunk | Insight, score: float) -> SearchHit:
+    """The row of a search result for a note (what rlm_search returns)."""
     if isinstance(note, Chunk):
         return {
             "id": note.id,

@@ -256,23 +256,7 @@ class Search:
     def _hit(note_id: str, score: float, note: Insight | Chunk | None) -> SearchHit:
         if note is None:  # indexed but gone from the vault since: dropped by the caller
             return {"id": note_id, "kind": "", "score": score, "summary": None, "project": None}  # type: ignore[typeddict-item]
-        if isinstance(note, Chunk):
-            return {
-                "id": note.id,
-                "kind": "chunk",
-                "score": round(score, 4),
-                "summary": note.summary,
-                "project": note.project,
-                "created": note.created,
-            }
-        return {
-            "id": note.id,
-            "kind": "insight",
-            "score": round(score, 4),
-            "summary": q.short(note.content, 100),
-            "project": note.project or None,
-            "created": note.created,
-        }
+        return q.search_hit(note, score)
 
     def _plain_search(
         self, query: str, filters: Filters, limit: int, include_archived: bool

@@ -26,7 +26,7 @@ from . import markdown
 from .config import MARKER, vault_cache_dir
 from .errors import InvalidInput, InvalidNote, NoVault, StorageError, storage_message
 from .filelock import file_lock
-from .git import Git
+from .git import Git, pid_alive
 
 __all__ = ["MARKER", "NOTE_DIRS", "Stamp", "Transaction", "Vault", "is_note_path"]
 
@@ -183,7 +183,7 @@ class Vault:
                 self.abort_interrupted_merge()
         # State files (.rlm/*.json) are written without the vault lock: only a dead process's temp file goes.
         for temp in [*self.state.glob(f".*{_TMP_SUFFIX}"), *self.cache.glob(f".*{_TMP_SUFFIX}")]:
-            if not _alive(_writer_pid(temp.name)):
+            if not pid_alive(_writer_pid(temp.name)):
                 temp.unlink(missing_ok=True)
         pending = sorted((self.state / "pending").glob("*.json"))
         # Journals are written under the write lock too, so a temp one can only be a killed writer's.
@@ -494,18 +494,6 @@ def _writer_pid(temp_name: str) -> int:
     """The pid in a temp file's name (`.<name>.<pid>.<hex>.rlm-tmp`), 0 when there is none."""
     parts = temp_name.removesuffix(_TMP_SUFFIX).split(".")
     return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else 0
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _atomic_write(path: Path, data: bytes, sync: bool = True) -> None:
