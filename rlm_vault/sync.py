@@ -37,7 +37,8 @@ DEFAULT_BRANCH = "main"
 CACHE = ".rlm"  # machine-local state: never committed, never taken from a remote
 NOTE_TOPS = ("insights", "chunks", "archive")
 TEMPLATE_FILES = frozenset({"README.md", ".gitignore", ".gitattributes", "domains.yaml"})
-ATTEMPTS = 10  # fetch + merge + push rounds before a push race is reported (about 15 s of backing off)
+RACE_DEADLINE = 60.0  # seconds a sync keeps retrying push races before its commits wait for the next sync
+BACKOFF_BASE, BACKOFF_CAP = 0.05, 2.0  # seconds between retries: decorrelated jitter in this range
 SYNC_WAIT = 600.0  # seconds a sync waits for another sync of the same vault to finish
 NETWORK_TIMEOUT = 120.0
 
@@ -110,46 +111,127 @@ class Sync:
         with file_lock(self.store.vault.state / "sync.lock", SYNC_WAIT):
             branch = _remote_branch(git, url)
             report = _Report()
-            for attempt in range(ATTEMPTS):
-                if attempt:
-                    time.sleep(_backoff(attempt))
-                try:
-                    theirs = _fetch(git, url, branch)
-                    with self.store.vault.lock():
-                        head = self._merge_locked(git, url, theirs, report)
-                    report.pushed += _push(git, url, branch, theirs, head)
-                except _Race as race:
-                    said = [ln.strip() for ln in str(race).splitlines() if ln.strip()]
-                    report.last_race = next((ln for ln in said if "rejected" in ln), said[0] if said else "")
-                    continue
-                break
-            else:
-                raise SyncError(
-                    f"{url} kept changing while this vault pushed ({ATTEMPTS} attempts; last: "
-                    f"{report.last_race}); your commits are kept locally: run sync again"
-                )
+            with self.store.vault.lock():
+                self._commit_locked(git, report)
+            deadline = time.monotonic() + RACE_DEADLINE
+            pause = 0.0
+            while not self._round(git, url, branch, report):
+                if time.monotonic() + pause >= deadline:
+                    self._give_way(git, url, report)
+                    break
+                pause = _backoff(pause)
+                time.sleep(pause)
         self.store.fresh()
         return report.result(url, git.head())
 
-    def _merge_locked(self, git: Git, url: str, theirs: str | None, report: _Report) -> str | None:
-        """Under the write lock: commit local edits (first round), merge what was fetched; the commit to push."""
+    def _commit_locked(self, git: Git, report: _Report) -> None:
+        """Under the write lock: undo an interrupted sync merge, commit local edits (once per sync)."""
         self.store.vault.abort_interrupted_merge()
         if git.merging():
             raise SyncError(
                 "a git merge is in progress in the vault (not one of rlm-vault's): finish it or "
                 "run `git merge --abort` there, then sync again"
             )
-        if not report.edits_done:  # a retry only merges and pushes again: its window in the race stays short
-            report.external, report.untracked = self._commit_local_edits()
-            report.refused = self.refused()
-            report.edits_done = True
-        if theirs is not None:
-            theirs = _without_cache(git, theirs, report.warnings)
-            before = git.head()
-            report.conflicts += self._integrate(git, url, theirs)
-            if git.head() != before:
-                report.pulled += _count(git, f"{before}..{theirs}" if before else theirs)
-        return git.head()
+        report.external, report.untracked = self._commit_local_edits()
+        report.refused = self.refused()
+
+    def _round(self, git: Git, url: str, branch: str, report: _Report) -> bool:
+        """One fetch, merge and push; False when another machine pushed first (fetch and try again).
+
+        The merge of a clean round is built in git's object store (`merge-tree`), pushed, and only then
+        taken into the work tree under the write lock: between the fetch and the push run three short git
+        processes, so the window in which another push makes this one lose is small, and the vault's
+        folder only ever holds what the remote accepted. A conflict is merged in the work tree instead,
+        where both sides are kept.
+        """
+        try:
+            fetched = _fetch(git, url, branch)
+        except _Race as race:
+            report.lost(race)
+            return False
+        head, remote, cached = _look(git)
+        if fetched is None:
+            remote = None
+        theirs = remote
+        if cached and remote is not None:
+            theirs = _without_cache(git, remote, report.warnings)
+        # A commit dropping the remote's `.rlm` is new to the remote too: it goes with the push.
+        dropped = int(theirs != remote)
+        ahead, behind = _distance(git, head, theirs)
+        report.fetched = theirs
+        if not behind:  # nothing new over there: publish ours
+            return self._publish(git, url, branch, report, head, ahead + dropped)
+        if not ahead:  # ours is in theirs: take it
+            assert theirs is not None
+            self._take(git, url, theirs, head, report)
+            report.pulled += behind - dropped
+            report.fetched = None
+            return self._publish(git, url, branch, report, theirs, dropped)
+        assert head is not None and theirs is not None
+        merged = _merge_in_memory(git, url, head, theirs)
+        if merged is None:  # a conflict (or a git without merge-tree): merge in the work tree
+            with self.store.vault.lock():
+                before = git.head()
+                report.conflicts += self._integrate(git, url, theirs)
+                report.pulled += (_count(git, f"{before}..{theirs}") if before else behind) - dropped
+                report.fetched = None  # merged: a lost race needs no second merge of it
+                local = git.head()
+            return self._publish(git, url, branch, report, local, _count(git, f"{remote}..{local}"))
+        if not self._publish(git, url, branch, report, merged, ahead + 1 + dropped):
+            return False
+        report.fetched = None
+        self._take(git, url, merged, head, report)
+        report.pulled += behind - dropped
+        return True
+
+    def _publish(
+        self, git: Git, url: str, branch: str, report: _Report, commit: str | None, ahead: int
+    ) -> bool:
+        """Push `commit` when it holds something new; False when another push won the race."""
+        if commit is None or not ahead:
+            return True
+        try:
+            _push(git, url, branch, commit)
+        except _Race as race:
+            report.lost(race)
+            return False
+        report.pushed += ahead
+        return True
+
+    def _take(self, git: Git, url: str, commit: str, expected: str | None, report: _Report) -> None:
+        """Under the write lock: move HEAD and the work tree to `commit`, which contains `expected`.
+
+        A write since `expected` was read made a commit the remote has not seen: it is merged with
+        `commit` (kept locally; the next sync pushes it).
+        """
+        with self.store.vault.lock():
+            if git.head() != expected:
+                report.conflicts += self._integrate(git, url, commit)
+                return
+            code = git.run_status("merge", "-q", "--ff-only", commit)
+            if code != 0:
+                raise SyncError(
+                    f"the notes from {url} could not be written into the vault folder (a file you are "
+                    "editing may be in the way: commit or move it and sync again); nothing is lost, "
+                    "your commits are on the remote and here"
+                )
+
+    def _give_way(self, git: Git, url: str, report: _Report) -> None:
+        """The remote stayed busy until the deadline: merge the last fetch here; the next sync pushes."""
+        if report.fetched is not None:
+            with self.store.vault.lock():
+                before = git.head()
+                report.conflicts += self._integrate(git, url, report.fetched)
+                if git.head() != before:
+                    report.pulled += _count(git, f"{before}..{report.fetched}" if before else report.fetched)
+        theirs = report.fetched or git.run("rev-parse", "-q", "--verify", TRACKING, check=False).strip()
+        head = git.head()
+        report.unpushed = _count(git, f"{theirs}..{head}" if theirs else head) if head else 0
+        if report.unpushed:
+            report.warnings.append(
+                f"{url} was busy (other machines pushed {report.races} times while this one tried, for "
+                f"{RACE_DEADLINE:g} s): {report.unpushed} commit(s) are kept here and go with the next sync"
+            )
 
     def _commit_local_edits(self) -> tuple[str | None, list[str]]:
         """Commit changed notes and template files that are readable and hold no secret; list the rest."""
@@ -197,7 +279,15 @@ class _Report:
         self.refused: list[Problem] = []
         self.warnings: list[str] = []
         self.last_race = ""
-        self.edits_done = False
+        self.races = 0
+        self.fetched: str | None = None  # the last fetched commit not yet in HEAD
+        self.unpushed = 0
+
+    def lost(self, race: _Race) -> None:
+        """Note a push (or fetch) that lost the race to another machine."""
+        said = [ln.strip() for ln in str(race).splitlines() if ln.strip()]
+        self.last_race = next((ln for ln in said if "rejected" in ln), said[0] if said else "")
+        self.races += 1
 
     def result(self, url: str, head: str | None) -> Synced:
         out: Synced = {
@@ -212,6 +302,8 @@ class _Report:
         }
         if self.warnings:
             out["warnings"] = self.warnings
+        if self.unpushed:
+            out["unpushed"] = self.unpushed
         return out
 
 
@@ -248,20 +340,56 @@ def _unborn_branch(git: Git, url: str) -> str:
             return ""
 
 
-def _fetch(git: Git, url: str, branch: str) -> str | None:
-    """Fetch the remote branch (no lock held); its commit, or None while the remote has no branch."""
+def _fetch(git: Git, url: str, branch: str) -> bool:
+    """Fetch the remote branch into TRACKING (no lock held); False while the remote has no branch."""
     try:
         git.run(
             "fetch", "-q", "--no-tags", REMOTE, f"+refs/heads/{branch}:{TRACKING}", timeout=NETWORK_TIMEOUT
         )
     except GitError as exc:
         if "couldn't find remote ref" in exc.stderr:
-            return None  # an empty remote has no branch yet
+            return False  # an empty remote has no branch yet
         if any(sign in exc.stderr for sign in RACE_SIGNS):
             raise _Race(exc.stderr.strip()) from exc
         raise SyncError(f"cannot fetch from {url}: {_advice(exc)}; the local vault is unchanged") from exc
-    # The commit, not the ref: a later fetch may move the ref while this one is merged.
-    return git.run("rev-parse", "-q", "--verify", f"{TRACKING}^{{commit}}", check=False).strip() or None
+    return True
+
+
+def _look(git: Git) -> tuple[str | None, str | None, bool]:
+    """HEAD's commit, the fetched commit, and whether the latter's tree has `.rlm`: one git process.
+
+    Commits, not refs, from here on: a write may move HEAD while the round runs.
+    """
+    asked = f"HEAD^{{commit}}\n{TRACKING}^{{commit}}\n{TRACKING}:{CACHE}\n"
+    found = [ln.split() for ln in git.run("cat-file", "--batch-check", input=asked).splitlines()]
+    head, theirs, cached = (words[0] if len(words) == 3 else None for words in found)
+    return head, theirs, cached is not None
+
+
+def _distance(git: Git, head: str | None, theirs: str | None) -> tuple[int, int]:
+    """(commits only in `head`, commits only in `theirs`): one git process."""
+    if head is None or theirs is None:
+        return (_count(git, head) if head else 0), (_count(git, theirs) if theirs else 0)
+    if head == theirs:
+        return 0, 0
+    left, right = git.run("rev-list", "--count", "--left-right", f"{head}...{theirs}").split()
+    return int(left), int(right)
+
+
+def _merge_in_memory(git: Git, url: str, head: str, theirs: str) -> str | None:
+    """The merge commit of `head` and `theirs`, built without touching the work tree or the index.
+
+    None when the notes conflict (or this git has no `merge-tree --write-tree`, before 2.38): the
+    caller merges in the work tree, where both sides are kept.
+    """
+    try:
+        out = git.run("merge-tree", "--write-tree", "--allow-unrelated-histories", head, theirs)
+    except GitError:
+        return None  # exit 1: conflicts; anything else: merge-tree cannot do it here
+    tree = out.split("\n", 1)[0].strip()
+    message = f"sync: merge {url}\n"
+    env = git.identity_env()
+    return git.run("commit-tree", tree, "-p", head, "-p", theirs, "-F", "-", input=message, env=env).strip()
 
 
 def _without_cache(git: Git, commit: str, warnings: list[str]) -> str:
@@ -343,32 +471,26 @@ def _count(git: Git, spec: str) -> int:
     return int(git.run("rev-list", "--count", spec, check=False).strip() or 0)
 
 
-def _push(git: Git, url: str, branch: str, theirs: str | None, head: str | None) -> int:
-    """Push `head` (no lock held); the number of commits published. `_Race` when another push won."""
-    if head is None:
-        return 0
-    ahead = _count(git, f"{theirs}..{head}" if theirs else head)
-    if not ahead:
-        return 0
+def _push(git: Git, url: str, branch: str, commit: str) -> None:
+    """Push `commit` to the remote branch (no lock held); `_Race` when another push won."""
     try:
-        git.run("push", "-q", REMOTE, f"{head}:refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
+        git.run("push", "-q", REMOTE, f"{commit}:refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
     except GitError as exc:
         if any(sign in exc.stderr for sign in RACE_SIGNS):
             raise _Race(exc.stderr.strip()) from exc
         raise SyncError(
             f"cannot push to {url}: {_advice(exc)}; your commits are kept locally, run sync again"
         ) from exc
-    git.run("update-ref", TRACKING, head, check=False)
-    return ahead
+    git.run("update-ref", TRACKING, commit, check=False)
 
 
-def _backoff(attempt: int) -> float:
-    """Seconds to wait before retry `attempt`: exponential, capped, with full jitter.
+def _backoff(previous: float) -> float:
+    """Seconds to wait after a lost race, given the previous wait: decorrelated jitter, capped.
 
-    Machines that keep losing the race back off further each time, leaving the remote to the others for
-    a moment, so under load every sync gets through (as Ethernet shares a wire).
+    Each wait is drawn between a short base and three times the last one, so machines that keep losing
+    spread out over time instead of retrying in step, and a wait never grows past the cap.
     """
-    return random.uniform(0.0, min(4.0, 0.1 * 2**attempt))
+    return min(BACKOFF_CAP, random.uniform(BACKOFF_BASE, max(BACKOFF_BASE, 3 * previous)))
 
 
 def _advice(exc: GitError) -> str:
