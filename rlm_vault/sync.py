@@ -38,7 +38,7 @@ CACHE = ".rlm"  # machine-local state: never committed, never taken from a remot
 NOTE_TOPS = ("insights", "chunks", "archive")
 TEMPLATE_FILES = frozenset({"README.md", ".gitignore", ".gitattributes", "domains.yaml"})
 RACE_DEADLINE = 60.0  # seconds a sync keeps retrying push races before its commits wait for the next sync
-BACKOFF_BASE, BACKOFF_CAP = 0.05, 2.0  # seconds between retries: decorrelated jitter in this range
+BACKOFF_BASE, BACKOFF_CAP = 0.1, 2.0  # seconds: the longest waits after many lost races and after one
 SYNC_WAIT = 600.0  # seconds a sync waits for another sync of the same vault to finish
 NETWORK_TIMEOUT = 120.0
 
@@ -114,13 +114,14 @@ class Sync:
             with self.store.vault.lock():
                 self._commit_locked(git, report)
             deadline = time.monotonic() + RACE_DEADLINE
-            pause = 0.0
             while not self._round(git, url, branch, report):
+                pause = _backoff(report.races)
                 if time.monotonic() + pause >= deadline:
                     self._give_way(git, url, report)
                     break
-                pause = _backoff(pause)
                 time.sleep(pause)
+            # Kept out of the fetches above (`--no-auto-maintenance`): housekeeping once, after the race.
+            git.run("maintenance", "run", "--auto", "--quiet", check=False)
         self.store.fresh()
         return report.result(url, git.head())
 
@@ -195,6 +196,10 @@ class Sync:
         except _Race as race:
             report.lost(race)
             return False
+        except SyncError:
+            # Refused for good (a read-only key, a hook): what was fetched still comes in.
+            self._pull_fetched(git, url, report)
+            raise
         report.pushed += ahead
         return True
 
@@ -216,14 +221,19 @@ class Sync:
                     "your commits are on the remote and here"
                 )
 
+    def _pull_fetched(self, git: Git, url: str, report: _Report) -> None:
+        """Merge the last fetched commit into the vault (work tree, under the write lock), if not yet in."""
+        if report.fetched is None:
+            return
+        with self.store.vault.lock():
+            before = git.head()
+            report.conflicts += self._integrate(git, url, report.fetched)
+            if git.head() != before:
+                report.pulled += _count(git, f"{before}..{report.fetched}" if before else report.fetched)
+
     def _give_way(self, git: Git, url: str, report: _Report) -> None:
         """The remote stayed busy until the deadline: merge the last fetch here; the next sync pushes."""
-        if report.fetched is not None:
-            with self.store.vault.lock():
-                before = git.head()
-                report.conflicts += self._integrate(git, url, report.fetched)
-                if git.head() != before:
-                    report.pulled += _count(git, f"{before}..{report.fetched}" if before else report.fetched)
+        self._pull_fetched(git, url, report)
         theirs = report.fetched or git.run("rev-parse", "-q", "--verify", TRACKING, check=False).strip()
         head = git.head()
         report.unpushed = _count(git, f"{theirs}..{head}" if theirs else head) if head else 0
@@ -344,7 +354,14 @@ def _fetch(git: Git, url: str, branch: str) -> bool:
     """Fetch the remote branch into TRACKING (no lock held); False while the remote has no branch."""
     try:
         git.run(
-            "fetch", "-q", "--no-tags", REMOTE, f"+refs/heads/{branch}:{TRACKING}", timeout=NETWORK_TIMEOUT
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-auto-maintenance",
+            REMOTE,
+            f"+refs/heads/{branch}:{TRACKING}",
+            timeout=NETWORK_TIMEOUT,
         )
     except GitError as exc:
         if "couldn't find remote ref" in exc.stderr:
@@ -484,13 +501,15 @@ def _push(git: Git, url: str, branch: str, commit: str) -> None:
     git.run("update-ref", TRACKING, commit, check=False)
 
 
-def _backoff(previous: float) -> float:
-    """Seconds to wait after a lost race, given the previous wait: decorrelated jitter, capped.
+def _backoff(losses: int) -> float:
+    """Seconds to wait after the `losses`-th lost race of one sync: random, shorter the more it lost.
 
-    Each wait is drawn between a short base and three times the last one, so machines that keep losing
-    spread out over time instead of retrying in step, and a wait never grows past the cap.
+    Seniority instead of exponential backoff: a machine that just lost for the first time steps back
+    for up to BACKOFF_CAP seconds, one that lost many times retries almost at once, so the syncs that
+    waited longest go first and no machine starves while fresh syncs keep arriving. The randomness
+    keeps machines with equal luck from retrying in step.
     """
-    return min(BACKOFF_CAP, random.uniform(BACKOFF_BASE, max(BACKOFF_BASE, 3 * previous)))
+    return random.uniform(0.0, max(BACKOFF_BASE, BACKOFF_CAP / max(1, losses)))
 
 
 def _advice(exc: GitError) -> str:

@@ -342,6 +342,9 @@ def test_history_names_the_machine_that_remembered(
 
 def test_a_refused_push_is_an_error_that_says_what_to_do(tmp_path: Path, remote: Path) -> None:
     a = machine(tmp_path, remote, "A")
+    b = machine(tmp_path, remote, "B")
+    b.remember("Written on B before the remote turned read-only for A.")
+    b.sync()
     hook = remote / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'Permission denied: this key may only read' >&2\nexit 1\n")
     hook.chmod(0o755)
@@ -349,6 +352,54 @@ def test_a_refused_push_is_an_error_that_says_what_to_do(tmp_path: Path, remote:
     with pytest.raises(VaultError, match="cannot push.*Permission denied.*access.*kept locally"):
         a.sync()
     assert "Kept locally" in texts(a) and git_status(a.vault.root) == []
+    assert "before the remote turned read-only" in texts(a)  # a read-only machine still pulls
+
+
+def test_a_clean_merge_reaches_the_folder_only_once_the_remote_took_it(tmp_path: Path, remote: Path) -> None:
+    a = machine(tmp_path, remote, "A")
+    b = machine(tmp_path, remote, "B")
+    b.remember("Written on B: the ferry leaves at nine.")
+    b.sync()
+    a.remember("Written on A: the bridge is closed on Sundays.")
+    before = a.vault.git.head()
+    git(a.vault.root, "config", "remote.origin.receivepack", str(gate(tmp_path, "push", "git-receive-pack")))
+    results: list[object] = []
+    worker = threading.Thread(target=lambda: results.append(a.sync()))
+    worker.start()
+    wait_for(tmp_path / "push.started")
+    # The merge is built and being pushed; the folder and HEAD have not changed yet.
+    assert a.vault.git.head() == before and "ferry" not in texts(a)
+    (tmp_path / "push.go").touch()
+    worker.join(60)
+    assert isinstance(results[0], dict) and results[0]["pulled"] == 1 and results[0]["pushed"] == 2
+    head = a.vault.git.head()
+    assert head == git(remote, "rev-parse", "HEAD").strip()  # the folder holds what the remote took
+    assert git(a.vault.root, "rev-list", "--parents", "-1", head).split()[1] == before
+    assert "ferry" in texts(a) and git_status(a.vault.root) == []
+    fsck(a.vault.root)
+
+
+def test_a_remote_busy_past_the_deadline_keeps_the_commits_for_the_next_sync(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlm_vault.sync as sync_module
+
+    a = machine(tmp_path, remote, "A")
+    b = machine(tmp_path, remote, "B")
+    b.remember("Written on B while the remote is busy.")
+    b.sync()
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'error: cannot lock ref: another push is updating it' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    monkeypatch.setattr(sync_module, "RACE_DEADLINE", 1.0)
+    a.remember("Written on A while the remote is busy.")
+    result = a.sync()  # every push loses the race until the deadline: not an error
+    assert result["unpushed"] >= 1 and "busy" in result["warnings"][-1]
+    assert "Written on B while" in texts(a) and git_status(a.vault.root) == []
+    hook.unlink()
+    again = a.sync()
+    assert "unpushed" not in again and again["pushed"] >= 1
+    assert "Written on A while" in git(remote, "log", "-p", "-3")
 
 
 def test_a_search_after_a_quiet_period_pulls_in_the_background(tmp_path: Path, remote: Path) -> None:
