@@ -2,16 +2,21 @@
 
 Many machines may sync through one remote at once. Network I/O (fetch, push, finding the remote branch)
 runs without the vault's write lock, so writes never wait on the network; only committing local edits and
-merging what was fetched hold it, briefly. A push that loses the race to another machine is retried with
-fetch + merge + push (a few times, with random jitter) before anything is reported.
+moving the work tree hold it, briefly. A clean merge is built in git's object store (`merge-tree`),
+pushed, and only then taken into the vault folder, so the window in which another machine's push makes
+ours lose is a few git processes long. A push that loses that race is fetched, merged and pushed again
+until RACE_DEADLINE, the machines that lost most often retrying first; a remote still busy then is not
+an error: what was fetched is merged here, and the commits go with the next sync (the result says so).
+Only a real failure (unreachable, access refused, a hook refusing) is an error.
 
 Only notes travel: insights/, chunks/, archive/ and the files the vault template owns. Other files
 (editor settings, `.env`, stray files) are left untracked and reported; a note holding a secret is left
 uncommitted and reported. What arrives is data: `.rlm/` (machine-local caches) is dropped from a fetched
 tree before it is merged, so no cache file or symlink ever comes from a remote.
 
-When the same note changed on both sides, the local version stays at its path and the incoming one is
-kept next to it as `<name>.conflict-<host>-<time>.<ext>`, committed, and reported by status.
+When the same note changed on both sides, the merge runs in the work tree instead: the local version
+stays at its path and the incoming one is kept next to it as `<name>.conflict-<host>-<time>.<ext>`,
+committed, and reported by status.
 """
 
 from __future__ import annotations
