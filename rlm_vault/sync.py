@@ -21,6 +21,7 @@ committed, and reported by status.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import tempfile
@@ -29,7 +30,7 @@ from datetime import UTC
 from pathlib import Path
 
 from .core import Store, external_message
-from .errors import GitError, InvalidInput, SyncError
+from .errors import GitError, InvalidInput, SyncError, VaultError
 from .filelock import file_lock
 from .git import Git
 from .results import Problem, RemoteSet, Synced
@@ -156,7 +157,7 @@ class Sync:
             report.lost(race)
             return False
         head, remote, cached = _look(git)
-        if fetched is None:
+        if not fetched:  # the remote has no branch (yet): whatever TRACKING held is gone
             remote = None
         theirs = remote
         if cached and remote is not None:
@@ -202,8 +203,10 @@ class Sync:
             report.lost(race)
             return False
         except SyncError:
-            # Refused for good (a read-only key, a hook): what was fetched still comes in.
-            self._pull_fetched(git, url, report)
+            # Refused for good (a read-only key, a hook): what was fetched still comes in, if it can;
+            # the refusal is what the person must hear about.
+            with contextlib.suppress(VaultError):
+                self._pull_fetched(git, url, report)
             raise
         report.pushed += ahead
         return True
