@@ -146,7 +146,7 @@ class Sync:
         """One fetch, merge and push; False when another machine pushed first (fetch and try again).
 
         The merge of a clean round is built in git's object store (`merge-tree`), pushed, and only then
-        taken into the work tree under the write lock: between the fetch and the push run three short git
+        taken into the work tree under the write lock: between the fetch and the push run four short git
         processes, so the window in which another push makes this one lose is small, and the vault's
         folder only ever holds what the remote accepted. A conflict is merged in the work tree instead,
         where both sides are kept.
