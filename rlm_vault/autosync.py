@@ -92,7 +92,7 @@ class AutoSync:
         self._last = time.monotonic()
         try:
             if self.syncer.sync().get("unpushed"):
-                self._written.set()  # the remote was busy: push again after the next pause in writes
+                self._wrote()  # the remote was busy: push again after a pause in writes
             self.last_error = ""
         except VaultError as exc:
             self.last_error = str(exc)

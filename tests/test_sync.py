@@ -402,6 +402,28 @@ def test_a_remote_busy_past_the_deadline_keeps_the_commits_for_the_next_sync(
     assert "Written on A while" in git(remote, "log", "-p", "-3")
 
 
+def test_automatic_sync_pushes_again_soon_when_the_remote_was_busy(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlm_vault.sync as sync_module
+
+    a = machine(tmp_path, remote, "A")
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'error: cannot lock ref: another push is updating it' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    monkeypatch.setattr(sync_module, "RACE_DEADLINE", 0.5)
+    auto = AutoSync(a.syncer, a.store, delay=0.2, interval=3600).start()  # no periodic sync in this test
+    a.remember("Written on A, pushed once the remote is free.")
+    deadline = time.monotonic() + 30
+    while auto.runs < 2 and time.monotonic() < deadline:  # the start-up sync, then the busy one
+        time.sleep(0.05)
+    hook.unlink()
+    while "once the remote is free" not in git(remote, "log", "-p", "-2") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    auto.stop()
+    assert "once the remote is free" in git(remote, "log", "-p", "-2") and auto.last_error == ""
+
+
 def test_a_search_after_a_quiet_period_pulls_in_the_background(tmp_path: Path, remote: Path) -> None:
     assert Config.from_env({"RLM_SYNC_INTERVAL": "2.5"}).sync_interval == 2.5
     assert Config.from_env({"RLM_SYNC_INTERVAL": "soon"}).sync_interval == 30.0
