@@ -460,13 +460,13 @@ def keep_both_sides(git: Git, root: Path) -> list[str]:
         if "\t" in line:
             meta, path = line.split("\t", 1)
             stages.setdefault(path, set()).add(int(meta.split()[2]))
-    written = []
+    written: list[str] = []
     stamp = _stamp()
     for path, present in sorted(stages.items()):
         if 2 in present:
             git.run("checkout", "--ours", "--", path)
             if 3 in present:
-                sibling = conflict_name(path, stamp)
+                sibling = _free_name(root, path, stamp, {*stages, *written})
                 (root / sibling).parent.mkdir(parents=True, exist_ok=True)
                 (root / sibling).write_bytes(git.show_stage(3, path))
                 git.run("add", "--", sibling)
@@ -475,6 +475,19 @@ def keep_both_sides(git: Git, root: Path) -> list[str]:
             git.run("checkout", "--theirs", "--", path)
         git.run("add", "--", path)
     return written
+
+
+def _free_name(root: Path, path: str, stamp: str, taken: set[str]) -> str:
+    """A conflict file name for `path` that no file in the vault and no path of this merge has.
+
+    Two merges in one second (a retried sync, or machines with one host name) would otherwise write
+    the second incoming version over the conflict file the first one kept.
+    """
+    sibling, n = conflict_name(path, stamp), 1
+    while sibling in taken or (root / sibling).exists() or (root / sibling).is_symlink():
+        n += 1
+        sibling = conflict_name(path, f"{stamp}-{n}")
+    return sibling
 
 
 def conflict_name(path: str, stamp: str) -> str:

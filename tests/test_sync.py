@@ -85,6 +85,29 @@ def test_conflicting_edits_keep_both_versions(tmp_path: Path, remote: Path) -> N
     assert "sync: merge" in git(b.vault.root, "log", "--format=%s")
 
 
+def test_two_conflicts_on_one_note_in_one_second_keep_every_version(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlm_vault.sync as sync_module
+
+    monkeypatch.setattr(sync_module, "_stamp", lambda: "20260101T000000Z")  # every merge in one second
+    a = machine(tmp_path, remote, "A")
+    note = a.remember("The boiler pressure is 1 bar.", category="fact")
+    a.sync()
+    b = machine(tmp_path, remote, "B")
+    a.update(note["id"], content="The boiler pressure is 2 bar (A, first).")
+    a.sync()
+    b.update(note["id"], content="The boiler pressure is 3 bar (B).")
+    assert len(b.sync()["conflicts"]) == 1  # B keeps A's first version in a conflict file
+    a.update(note["id"], content="The boiler pressure is 4 bar (A, second).")
+    second = a.sync()["conflicts"]  # B's version arrives beside A's first one, not over it
+    assert len(second) == 1
+    text = texts(a)
+    for version in ("2 bar (A, first)", "3 bar (B)", "4 bar (A, second)"):
+        assert version in text
+    assert len(set(git(a.vault.root, "ls-files", "insights").split())) == 3
+
+
 def test_hand_edits_are_committed_before_the_pull(tmp_path: Path, remote: Path) -> None:
     a = machine(tmp_path, remote, "A")
     note = a.remember("Original hand-editable note.")
