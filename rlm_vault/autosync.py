@@ -91,7 +91,8 @@ class AutoSync:
     def _sync_once(self) -> None:
         self._last = time.monotonic()
         try:
-            self.syncer.sync()
+            if self.syncer.sync().get("unpushed"):
+                self._wrote()  # the remote was busy: push again after a pause in writes
             self.last_error = ""
         except VaultError as exc:
             self.last_error = str(exc)

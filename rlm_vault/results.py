@@ -213,7 +213,8 @@ class Synced(TypedDict):
     external: NotRequired[str | None]
     untracked: NotRequired[list[str]]  # files sync leaves out: not notes, not the template's files
     refused: NotRequired[list[Problem]]  # edits kept out of git (a secret in them)
-    warnings: NotRequired[list[str]]  # what arrived from the remote and was not merged
+    warnings: NotRequired[list[str]]  # what arrived from the remote and was not merged; a busy remote
+    unpushed: NotRequired[int]  # commits kept here because the remote stayed busy: the next sync pushes them
 
 
 class RemoteSet(TypedDict):

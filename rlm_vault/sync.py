@@ -2,20 +2,26 @@
 
 Many machines may sync through one remote at once. Network I/O (fetch, push, finding the remote branch)
 runs without the vault's write lock, so writes never wait on the network; only committing local edits and
-merging what was fetched hold it, briefly. A push that loses the race to another machine is retried with
-fetch + merge + push (a few times, with random jitter) before anything is reported.
+moving the work tree hold it, briefly. A clean merge is built in git's object store (`merge-tree`),
+pushed, and only then taken into the vault folder, so the window in which another machine's push makes
+ours lose is a few git processes long. A push that loses that race is fetched, merged and pushed again
+until RACE_DEADLINE, the machines that lost most often retrying first; a remote still busy then is not
+an error: what was fetched is merged here, and the commits go with the next sync (the result says so).
+Only a real failure (unreachable, access refused, a hook refusing) is an error.
 
 Only notes travel: insights/, chunks/, archive/ and the files the vault template owns. Other files
 (editor settings, `.env`, stray files) are left untracked and reported; a note holding a secret is left
 uncommitted and reported. What arrives is data: `.rlm/` (machine-local caches) is dropped from a fetched
 tree before it is merged, so no cache file or symlink ever comes from a remote.
 
-When the same note changed on both sides, the local version stays at its path and the incoming one is
-kept next to it as `<name>.conflict-<host>-<time>.<ext>`, committed, and reported by status.
+When the same note changed on both sides, the merge runs in the work tree instead: the local version
+stays at its path and the incoming one is kept next to it as `<name>.conflict-<host>-<time>.<ext>`,
+committed, and reported by status.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import tempfile
@@ -25,7 +31,7 @@ from pathlib import Path
 
 from .config import MARKER
 from .core import Store, external_message
-from .errors import GitError, InvalidInput, SyncError
+from .errors import GitError, InvalidInput, SyncError, VaultError
 from .filelock import file_lock
 from .git import Git
 from .results import Problem, RemoteSet, Synced
@@ -38,7 +44,8 @@ DEFAULT_BRANCH = "main"
 CACHE = ".rlm"  # machine-local state: never committed, never taken from a remote
 NOTE_TOPS = ("insights", "chunks", "archive", "sessions")
 TEMPLATE_FILES = frozenset({"README.md", ".gitignore", ".gitattributes", "domains.yaml", MARKER})
-ATTEMPTS = 10  # fetch + merge + push rounds before a push race is reported (about 15 s of backing off)
+RACE_DEADLINE = 60.0  # seconds a sync keeps retrying push races before its commits wait for the next sync
+BACKOFF_BASE, BACKOFF_CAP = 0.1, 2.0  # seconds: the longest waits after many lost races and after one
 SYNC_WAIT = 600.0  # seconds a sync waits for another sync of the same vault to finish
 NETWORK_TIMEOUT = 120.0
 
@@ -115,46 +122,139 @@ class Sync:
         with file_lock(self.store.vault.state / "sync.lock", SYNC_WAIT):
             branch = _remote_branch(git, url)
             report = _Report()
-            for attempt in range(ATTEMPTS):
-                if attempt:
-                    time.sleep(_backoff(attempt))
-                try:
-                    theirs = _fetch(git, url, branch)
-                    with self.store.vault.lock():
-                        head = self._merge_locked(git, url, theirs, report)
-                    report.pushed += _push(git, url, branch, theirs, head)
-                except _Race as race:
-                    said = [ln.strip() for ln in str(race).splitlines() if ln.strip()]
-                    report.last_race = next((ln for ln in said if "rejected" in ln), said[0] if said else "")
-                    continue
-                break
-            else:
-                raise SyncError(
-                    f"{url} kept changing while this vault pushed ({ATTEMPTS} attempts; last: "
-                    f"{report.last_race}); your commits are kept locally: run sync again"
-                )
+            with self.store.vault.lock():
+                self._commit_locked(git, report)
+            deadline = time.monotonic() + RACE_DEADLINE
+            while not self._round(git, url, branch, report):
+                pause = _backoff(report.races)
+                if time.monotonic() + pause >= deadline:
+                    self._give_way(git, url, report)
+                    break
+                time.sleep(pause)
+            # Kept out of the fetches above (`--no-auto-maintenance`): housekeeping once, after the race.
+            git.run("maintenance", "run", "--auto", "--quiet", check=False)
         self.store.fresh()
         return report.result(url, git.head())
 
-    def _merge_locked(self, git: Git, url: str, theirs: str | None, report: _Report) -> str | None:
-        """Under the write lock: commit local edits (first round), merge what was fetched; the commit to push."""
+    def _commit_locked(self, git: Git, report: _Report) -> None:
+        """Under the write lock: undo an interrupted sync merge, commit local edits (once per sync)."""
         self.store.vault.abort_interrupted_merge()
         if git.merging():
             raise SyncError(
                 "a git merge is in progress in the vault (not one of rlm-vault's): finish it or "
                 "run `git merge --abort` there, then sync again"
             )
-        if not report.edits_done:  # a retry only merges and pushes again: its window in the race stays short
-            report.external, report.untracked = self._commit_local_edits()
-            report.refused = self.refused()
-            report.edits_done = True
-        if theirs is not None:
-            theirs = _without_cache(git, theirs, report.warnings)
+        report.external, report.untracked = self._commit_local_edits()
+        report.refused = self.refused()
+
+    def _round(self, git: Git, url: str, branch: str, report: _Report) -> bool:
+        """One fetch, merge and push; False when another machine pushed first (fetch and try again).
+
+        The merge of a clean round is built in git's object store (`merge-tree`), pushed, and only then
+        taken into the work tree under the write lock: between the fetch and the push run four short git
+        processes, so the window in which another push makes this one lose is small, and the vault's
+        folder only ever holds what the remote accepted. A conflict is merged in the work tree instead,
+        where both sides are kept.
+        """
+        try:
+            fetched = _fetch(git, url, branch)
+        except _Race as race:
+            report.lost(race)
+            return False
+        head, remote, cached = _look(git)
+        if not fetched:  # the remote has no branch (yet): whatever TRACKING held is gone
+            remote = None
+        theirs = remote
+        if cached and remote is not None:
+            theirs = _without_cache(git, remote, report.warnings)
+        # A commit dropping the remote's `.rlm` is new to the remote too: it goes with the push.
+        dropped = int(theirs != remote)
+        ahead, behind = _distance(git, head, theirs)
+        report.fetched = theirs
+        if not behind:  # nothing new over there: publish ours
+            return self._publish(git, url, branch, report, head, ahead + dropped)
+        if not ahead:  # ours is in theirs: take it
+            assert theirs is not None
+            self._take(git, url, theirs, head, report)
+            report.pulled += behind - dropped
+            report.fetched = None
+            return self._publish(git, url, branch, report, theirs, dropped)
+        assert head is not None and theirs is not None
+        merged = _merge_in_memory(git, url, head, theirs)
+        if merged is None:  # a conflict (or a git without merge-tree): merge in the work tree
+            with self.store.vault.lock():
+                before = git.head()
+                report.conflicts += self._integrate(git, url, theirs)
+                report.pulled += (_count(git, f"{before}..{theirs}") if before else behind) - dropped
+                report.fetched = None  # merged: a lost race needs no second merge of it
+                local = git.head()
+            return self._publish(git, url, branch, report, local, _count(git, f"{remote}..{local}"))
+        if not self._publish(git, url, branch, report, merged, ahead + 1 + dropped):
+            return False
+        report.fetched = None
+        self._take(git, url, merged, head, report)
+        report.pulled += behind - dropped
+        return True
+
+    def _publish(
+        self, git: Git, url: str, branch: str, report: _Report, commit: str | None, ahead: int
+    ) -> bool:
+        """Push `commit` when it holds something new; False when another push won the race."""
+        if commit is None or not ahead:
+            return True
+        try:
+            _push(git, url, branch, commit)
+        except _Race as race:
+            report.lost(race)
+            return False
+        except SyncError:
+            # Refused for good (a read-only key, a hook): what was fetched still comes in, if it can;
+            # the refusal is what the person must hear about.
+            with contextlib.suppress(VaultError):
+                self._pull_fetched(git, url, report)
+            raise
+        report.pushed += ahead
+        return True
+
+    def _take(self, git: Git, url: str, commit: str, expected: str | None, report: _Report) -> None:
+        """Under the write lock: move HEAD and the work tree to `commit`, which contains `expected`.
+
+        A write since `expected` was read made a commit the remote has not seen: it is merged with
+        `commit` (kept locally; the next sync pushes it).
+        """
+        with self.store.vault.lock():
+            if git.head() != expected:
+                report.conflicts += self._integrate(git, url, commit)
+                return
+            code = git.run_status("merge", "-q", "--ff-only", commit)
+            if code != 0:
+                raise SyncError(
+                    f"the notes from {url} could not be written into the vault folder (a file you are "
+                    "editing may be in the way: commit or move it and sync again); nothing is lost, "
+                    "your commits are on the remote and here"
+                )
+
+    def _pull_fetched(self, git: Git, url: str, report: _Report) -> None:
+        """Merge the last fetched commit into the vault (work tree, under the write lock), if not yet in."""
+        if report.fetched is None:
+            return
+        with self.store.vault.lock():
             before = git.head()
-            report.conflicts += self._integrate(git, url, theirs)
+            report.conflicts += self._integrate(git, url, report.fetched)
             if git.head() != before:
-                report.pulled += _count(git, f"{before}..{theirs}" if before else theirs)
-        return git.head()
+                report.pulled += _count(git, f"{before}..{report.fetched}" if before else report.fetched)
+
+    def _give_way(self, git: Git, url: str, report: _Report) -> None:
+        """The remote stayed busy until the deadline: merge the last fetch here; the next sync pushes."""
+        self._pull_fetched(git, url, report)
+        theirs = report.fetched or git.run("rev-parse", "-q", "--verify", TRACKING, check=False).strip()
+        head = git.head()
+        report.unpushed = _count(git, f"{theirs}..{head}" if theirs else head) if head else 0
+        if report.unpushed:
+            report.warnings.append(
+                f"{url} was busy (other machines pushed {report.races} times while this one tried, for "
+                f"{RACE_DEADLINE:g} s): {report.unpushed} commit(s) are kept here and go with the next sync"
+            )
 
     def _commit_local_edits(self) -> tuple[str | None, list[str]]:
         """Commit changed notes and template files that are readable and hold no secret; list the rest."""
@@ -202,7 +302,15 @@ class _Report:
         self.refused: list[Problem] = []
         self.warnings: list[str] = []
         self.last_race = ""
-        self.edits_done = False
+        self.races = 0
+        self.fetched: str | None = None  # the last fetched commit not yet in HEAD
+        self.unpushed = 0
+
+    def lost(self, race: _Race) -> None:
+        """Note a push (or fetch) that lost the race to another machine."""
+        said = [ln.strip() for ln in str(race).splitlines() if ln.strip()]
+        self.last_race = next((ln for ln in said if "rejected" in ln), said[0] if said else "")
+        self.races += 1
 
     def result(self, url: str, head: str | None) -> Synced:
         out: Synced = {
@@ -217,6 +325,8 @@ class _Report:
         }
         if self.warnings:
             out["warnings"] = self.warnings
+        if self.unpushed:
+            out["unpushed"] = self.unpushed
         return out
 
 
@@ -253,20 +363,63 @@ def _unborn_branch(git: Git, url: str) -> str:
             return ""
 
 
-def _fetch(git: Git, url: str, branch: str) -> str | None:
-    """Fetch the remote branch (no lock held); its commit, or None while the remote has no branch."""
+def _fetch(git: Git, url: str, branch: str) -> bool:
+    """Fetch the remote branch into TRACKING (no lock held); False while the remote has no branch."""
     try:
         git.run(
-            "fetch", "-q", "--no-tags", REMOTE, f"+refs/heads/{branch}:{TRACKING}", timeout=NETWORK_TIMEOUT
+            "fetch",
+            "-q",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-auto-maintenance",
+            REMOTE,
+            f"+refs/heads/{branch}:{TRACKING}",
+            timeout=NETWORK_TIMEOUT,
         )
     except GitError as exc:
         if "couldn't find remote ref" in exc.stderr:
-            return None  # an empty remote has no branch yet
+            return False  # an empty remote has no branch yet
         if any(sign in exc.stderr for sign in RACE_SIGNS):
             raise _Race(exc.stderr.strip()) from exc
         raise SyncError(f"cannot fetch from {url}: {_advice(exc)}; the local vault is unchanged") from exc
-    # The commit, not the ref: a later fetch may move the ref while this one is merged.
-    return git.run("rev-parse", "-q", "--verify", f"{TRACKING}^{{commit}}", check=False).strip() or None
+    return True
+
+
+def _look(git: Git) -> tuple[str | None, str | None, bool]:
+    """HEAD's commit, the fetched commit, and whether the latter's tree has `.rlm`: one git process.
+
+    Commits, not refs, from here on: a write may move HEAD while the round runs.
+    """
+    asked = f"HEAD^{{commit}}\n{TRACKING}^{{commit}}\n{TRACKING}:{CACHE}\n"
+    found = [ln.split() for ln in git.run("cat-file", "--batch-check", input=asked).splitlines()]
+    head, theirs, cached = (words[0] if len(words) == 3 else None for words in found)
+    return head, theirs, cached is not None
+
+
+def _distance(git: Git, head: str | None, theirs: str | None) -> tuple[int, int]:
+    """(commits only in `head`, commits only in `theirs`): one git process."""
+    if head is None or theirs is None:
+        return (_count(git, head) if head else 0), (_count(git, theirs) if theirs else 0)
+    if head == theirs:
+        return 0, 0
+    left, right = git.run("rev-list", "--count", "--left-right", f"{head}...{theirs}").split()
+    return int(left), int(right)
+
+
+def _merge_in_memory(git: Git, url: str, head: str, theirs: str) -> str | None:
+    """The merge commit of `head` and `theirs`, built without touching the work tree or the index.
+
+    None when the notes conflict (or this git has no `merge-tree --write-tree`, before 2.38): the
+    caller merges in the work tree, where both sides are kept.
+    """
+    try:
+        out = git.run("merge-tree", "--write-tree", "--allow-unrelated-histories", head, theirs)
+    except GitError:
+        return None  # exit 1: conflicts; anything else: merge-tree cannot do it here
+    tree = out.split("\n", 1)[0].strip()
+    message = f"sync: merge {url}\n"
+    env = git.identity_env()
+    return git.run("commit-tree", tree, "-p", head, "-p", theirs, "-F", "-", input=message, env=env).strip()
 
 
 def _without_cache(git: Git, commit: str, warnings: list[str]) -> str:
@@ -312,13 +465,13 @@ def keep_both_sides(git: Git, root: Path) -> list[str]:
         if "\t" in line:
             meta, path = line.split("\t", 1)
             stages.setdefault(path, set()).add(int(meta.split()[2]))
-    written = []
+    written: list[str] = []
     stamp = _stamp()
     for path, present in sorted(stages.items()):
         if 2 in present:
             git.run("checkout", "--ours", "--", path)
             if 3 in present:
-                sibling = conflict_name(path, stamp)
+                sibling = _free_name(root, path, stamp, {*stages, *written})
                 (root / sibling).parent.mkdir(parents=True, exist_ok=True)
                 (root / sibling).write_bytes(git.show_stage(3, path))
                 git.run("add", "--", sibling)
@@ -327,6 +480,19 @@ def keep_both_sides(git: Git, root: Path) -> list[str]:
             git.run("checkout", "--theirs", "--", path)
         git.run("add", "--", path)
     return written
+
+
+def _free_name(root: Path, path: str, stamp: str, taken: set[str]) -> str:
+    """A conflict file name for `path` that no file in the vault and no path of this merge has.
+
+    Two merges in one second (a retried sync, or machines with one host name) would otherwise write
+    the second incoming version over the conflict file the first one kept.
+    """
+    sibling, n = conflict_name(path, stamp), 1
+    while sibling in taken or (root / sibling).exists() or (root / sibling).is_symlink():
+        n += 1
+        sibling = conflict_name(path, f"{stamp}-{n}")
+    return sibling
 
 
 def conflict_name(path: str, stamp: str) -> str:
@@ -348,32 +514,28 @@ def _count(git: Git, spec: str) -> int:
     return int(git.run("rev-list", "--count", spec, check=False).strip() or 0)
 
 
-def _push(git: Git, url: str, branch: str, theirs: str | None, head: str | None) -> int:
-    """Push `head` (no lock held); the number of commits published. `_Race` when another push won."""
-    if head is None:
-        return 0
-    ahead = _count(git, f"{theirs}..{head}" if theirs else head)
-    if not ahead:
-        return 0
+def _push(git: Git, url: str, branch: str, commit: str) -> None:
+    """Push `commit` to the remote branch (no lock held); `_Race` when another push won."""
     try:
-        git.run("push", "-q", REMOTE, f"{head}:refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
+        git.run("push", "-q", REMOTE, f"{commit}:refs/heads/{branch}", timeout=NETWORK_TIMEOUT)
     except GitError as exc:
         if any(sign in exc.stderr for sign in RACE_SIGNS):
             raise _Race(exc.stderr.strip()) from exc
         raise SyncError(
             f"cannot push to {url}: {_advice(exc)}; your commits are kept locally, run sync again"
         ) from exc
-    git.run("update-ref", TRACKING, head, check=False)
-    return ahead
+    git.run("update-ref", TRACKING, commit, check=False)
 
 
-def _backoff(attempt: int) -> float:
-    """Seconds to wait before retry `attempt`: exponential, capped, with full jitter.
+def _backoff(losses: int) -> float:
+    """Seconds to wait after the `losses`-th lost race of one sync: random, shorter the more it lost.
 
-    Machines that keep losing the race back off further each time, leaving the remote to the others for
-    a moment, so under load every sync gets through (as Ethernet shares a wire).
+    Seniority instead of exponential backoff: a machine that just lost for the first time steps back
+    for up to BACKOFF_CAP seconds, one that lost many times retries almost at once, so the syncs that
+    waited longest go first and no machine starves while fresh syncs keep arriving. The randomness
+    keeps machines with equal luck from retrying in step.
     """
-    return random.uniform(0.0, min(4.0, 0.1 * 2**attempt))
+    return random.uniform(0.0, max(BACKOFF_BASE, BACKOFF_CAP / max(1, losses)))
 
 
 def _advice(exc: GitError) -> str:

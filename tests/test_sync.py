@@ -85,6 +85,29 @@ def test_conflicting_edits_keep_both_versions(tmp_path: Path, remote: Path) -> N
     assert "sync: merge" in git(b.vault.root, "log", "--format=%s")
 
 
+def test_two_conflicts_on_one_note_in_one_second_keep_every_version(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlm_vault.sync as sync_module
+
+    monkeypatch.setattr(sync_module, "_stamp", lambda: "20260101T000000Z")  # every merge in one second
+    a = machine(tmp_path, remote, "A")
+    note = a.remember("The boiler pressure is 1 bar.", category="fact")
+    a.sync()
+    b = machine(tmp_path, remote, "B")
+    a.update(note["id"], content="The boiler pressure is 2 bar (A, first).")
+    a.sync()
+    b.update(note["id"], content="The boiler pressure is 3 bar (B).")
+    assert len(b.sync()["conflicts"]) == 1  # B keeps A's first version in a conflict file
+    a.update(note["id"], content="The boiler pressure is 4 bar (A, second).")
+    second = a.sync()["conflicts"]  # B's version arrives beside A's first one, not over it
+    assert len(second) == 1
+    text = texts(a)
+    for version in ("2 bar (A, first)", "3 bar (B)", "4 bar (A, second)"):
+        assert version in text
+    assert len(set(git(a.vault.root, "ls-files", "insights").split())) == 3
+
+
 def test_hand_edits_are_committed_before_the_pull(tmp_path: Path, remote: Path) -> None:
     a = machine(tmp_path, remote, "A")
     note = a.remember("Original hand-editable note.")
@@ -342,6 +365,9 @@ def test_history_names_the_machine_that_remembered(
 
 def test_a_refused_push_is_an_error_that_says_what_to_do(tmp_path: Path, remote: Path) -> None:
     a = machine(tmp_path, remote, "A")
+    b = machine(tmp_path, remote, "B")
+    b.remember("Written on B before the remote turned read-only for A.")
+    b.sync()
     hook = remote / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'Permission denied: this key may only read' >&2\nexit 1\n")
     hook.chmod(0o755)
@@ -349,6 +375,76 @@ def test_a_refused_push_is_an_error_that_says_what_to_do(tmp_path: Path, remote:
     with pytest.raises(VaultError, match="cannot push.*Permission denied.*access.*kept locally"):
         a.sync()
     assert "Kept locally" in texts(a) and git_status(a.vault.root) == []
+    assert "before the remote turned read-only" in texts(a)  # a read-only machine still pulls
+
+
+def test_a_clean_merge_reaches_the_folder_only_once_the_remote_took_it(tmp_path: Path, remote: Path) -> None:
+    a = machine(tmp_path, remote, "A")
+    b = machine(tmp_path, remote, "B")
+    b.remember("Written on B: the ferry leaves at nine.")
+    b.sync()
+    a.remember("Written on A: the bridge is closed on Sundays.")
+    before = a.vault.git.head()
+    git(a.vault.root, "config", "remote.origin.receivepack", str(gate(tmp_path, "push", "git-receive-pack")))
+    results: list[object] = []
+    worker = threading.Thread(target=lambda: results.append(a.sync()))
+    worker.start()
+    wait_for(tmp_path / "push.started")
+    # The merge is built and being pushed; the folder and HEAD have not changed yet.
+    assert a.vault.git.head() == before and "ferry" not in texts(a)
+    (tmp_path / "push.go").touch()
+    worker.join(60)
+    assert isinstance(results[0], dict) and results[0]["pulled"] == 1 and results[0]["pushed"] == 2
+    head = a.vault.git.head()
+    assert head == git(remote, "rev-parse", "HEAD").strip()  # the folder holds what the remote took
+    assert git(a.vault.root, "rev-list", "--parents", "-1", head).split()[1] == before
+    assert "ferry" in texts(a) and git_status(a.vault.root) == []
+    fsck(a.vault.root)
+
+
+def test_a_remote_busy_past_the_deadline_keeps_the_commits_for_the_next_sync(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlm_vault.sync as sync_module
+
+    a = machine(tmp_path, remote, "A")
+    b = machine(tmp_path, remote, "B")
+    b.remember("Written on B while the remote is busy.")
+    b.sync()
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'error: cannot lock ref: another push is updating it' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    monkeypatch.setattr(sync_module, "RACE_DEADLINE", 1.0)
+    a.remember("Written on A while the remote is busy.")
+    result = a.sync()  # every push loses the race until the deadline: not an error
+    assert result["unpushed"] >= 1 and "busy" in result["warnings"][-1]
+    assert "Written on B while" in texts(a) and git_status(a.vault.root) == []
+    hook.unlink()
+    again = a.sync()
+    assert "unpushed" not in again and again["pushed"] >= 1
+    assert "Written on A while" in git(remote, "log", "-p", "-3")
+
+
+def test_automatic_sync_pushes_again_soon_when_the_remote_was_busy(
+    tmp_path: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlm_vault.sync as sync_module
+
+    a = machine(tmp_path, remote, "A")
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'error: cannot lock ref: another push is updating it' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    monkeypatch.setattr(sync_module, "RACE_DEADLINE", 0.5)
+    auto = AutoSync(a.syncer, a.store, delay=0.2, interval=3600).start()  # no periodic sync in this test
+    a.remember("Written on A, pushed once the remote is free.")
+    deadline = time.monotonic() + 30
+    while auto.runs < 2 and time.monotonic() < deadline:  # the start-up sync, then the busy one
+        time.sleep(0.05)
+    hook.unlink()
+    while "once the remote is free" not in git(remote, "log", "-p", "-2") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    auto.stop()
+    assert "once the remote is free" in git(remote, "log", "-p", "-2") and auto.last_error == ""
 
 
 def test_a_search_after_a_quiet_period_pulls_in_the_background(tmp_path: Path, remote: Path) -> None:

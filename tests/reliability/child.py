@@ -4,7 +4,8 @@
     python child.py archive        one retention run (the parent filled the vault with old chunks)
     python child.py sync <n>       a chunk then a sync with the remote, n times
     python child.py die-before-commit   one chunk whose process dies after the file, before the commit
-    python child.py team <n> <every>   n insights, a sync after every `every` of them (one machine of a team)
+    python child.py team <n> <every> [id]   n insights, a sync after every `every` of them (one machine of
+                                       a team); with an id, that note is also edited once
 
 Each returned call prints one line `<kind> <id> <path>` and flushes, so the parent knows exactly which
 writes were acknowledged before the kill.
@@ -76,13 +77,17 @@ def main(mode: str, count: int) -> None:
         from rlm_vault.errors import VaultError
 
         every = int(sys.argv[3])
+        shared = sys.argv[4] if len(sys.argv) > 4 else ""  # a note every machine edits once
         for i in range(count):
             r = service.remember(f"{service.vault.root.name} team note {i} {tag}", category="fact")
             say("insight", r["id"], r["path"])
+            if shared and i == 1:
+                service.update(shared, content=f"shared note as {service.vault.root.name} wrote it")
+                say("edited", shared, "-")
             if (i + 1) % every == 0:
                 try:
-                    service.sync()
-                    say("synced", r["id"], "-")
+                    result = service.sync()
+                    say("syncbusy" if result.get("unpushed") else "synced", r["id"], "-")
                 except VaultError as exc:
                     say("syncfailed", r["id"], "-")
                     sys.stderr.write(f"{exc}\n")

@@ -375,3 +375,43 @@ def test_sigkill_while_a_sync_is_fetching_loses_nothing(tmp_path: Path) -> None:
     for side in (vault, other_dir):
         assert mine | set(theirs) <= tracked(side)
         assert fsck_clean(side) == ""
+
+
+def test_sigkill_after_the_push_before_the_folder_takes_the_merge_loses_nothing(tmp_path: Path) -> None:
+    """A clean merge is pushed before the vault folder moves to it: a kill in between loses nothing."""
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    vault, other_dir = tmp_path / "vault", tmp_path / "other"
+    reopen(Vault.open(vault).root).set_remote(str(remote))
+    other = reopen(Vault.open(other_dir).root)
+    other.set_remote(str(remote))
+    theirs = other.remember("from the other machine, merged in memory")["path"]
+    other.sync()
+    pushed = tmp_path / "pushed"
+    hook = remote / "hooks" / "post-receive"  # runs once the remote branch moved; the push waits for it
+    hook.write_text(f'#!/bin/sh\ntouch "{pushed}"\nsleep 60\n')
+    hook.chmod(0o755)
+    child = Child(vault, "sync", "3")
+    assert child.read() is not None  # the chunk is acknowledged; its sync merges and pushes next
+    head = git(vault, "rev-parse", "HEAD").strip()
+    with deadline(30, "the push to land"):
+        while not pushed.exists():
+            time.sleep(0.02)
+    child.kill(group=True)
+    landed = git(remote, "rev-parse", "HEAD").strip()
+    assert git(remote, "rev-list", "--parents", "-1", landed).split()[1:] == [
+        head,
+        git(other_dir, "rev-parse", "HEAD").strip(),
+    ]
+    hook.unlink()
+    service = reopen(vault)
+    assert git(vault, "rev-parse", "HEAD").strip() == head and theirs not in tracked(vault)
+    assert fsck_clean(vault) == "" and dirty(vault) == []
+    with deadline(60, "sync after a kill between push and fast-forward"):
+        assert service.sync()["pushed"] == 0
+    assert git(vault, "rev-parse", "HEAD").strip() == landed  # it fast-forwards to what the remote took
+    other.sync()
+    mine = {path for kind, _, path in child.acked if kind == "chunk"}
+    for side in (vault, other_dir):
+        assert mine | {theirs} <= tracked(side) and dirty(side) == []
+        assert fsck_clean(side) == ""
