@@ -49,8 +49,8 @@ class LazyEmbedder(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-def to_doc(note: Insight | Chunk, sha256: str) -> SearchDoc:
-    """What the search caches index of a note."""
+def to_doc(note: Insight | Chunk, sha256: str, body: str | None = None) -> SearchDoc:
+    """What the search caches index of a note (`body` when the note holds no text: a catalog chunk)."""
     from .index import SearchDoc
 
     if isinstance(note, Insight):
@@ -82,7 +82,7 @@ def to_doc(note: Insight | Chunk, sha256: str) -> SearchDoc:
         entities,
         note.created,
         note.summary,
-        note.content,
+        note.content if body is None else body,
         sha256,
     )
 
@@ -179,9 +179,21 @@ class Search:
         return engine
 
     def _loader(self, ids: list[str]) -> list[SearchDoc]:
-        # Per-id lookups: fuzzy grep loads a few hundred candidates per query, not a copy of every hash.
+        # Per-id lookups, chunk bodies read from their files: the catalog keeps none.
         catalog = self.store.catalog
-        return [to_doc(note, catalog.sha_of(i)) for i in ids if (note := catalog.note(i)) is not None]
+        docs = []
+        for i in ids:
+            note = catalog.note(i)
+            body = catalog.body(i) if isinstance(note, Chunk) else None
+            if note is not None and (body is not None or isinstance(note, Insight)):
+                docs.append(to_doc(note, catalog.sha_of(i), body))
+        return docs
+
+    def _text(self, note: Insight | Chunk) -> str:
+        """A note's text: an insight's is in memory, an active chunk's is read from its file."""
+        if isinstance(note, Chunk) and not note.content:
+            return self.store.catalog.body(note.id) or ""
+        return note.content
 
     def _archive_engine(self) -> tuple[SearchEngine, dict[str, Chunk]]:
         archived = {c.id: c for c in self.archive.chunks()}
@@ -276,7 +288,7 @@ class Search:
         self, query: str, filters: Filters, limit: int, include_archived: bool
     ) -> list[SearchHit]:
         chunks, insights = self._candidates(filters, include_archived)
-        return q.keyword_search(chunks, insights, query, limit)
+        return q.keyword_search(chunks, insights, query, limit, self._text)
 
     def _candidates(self, f: Filters, include_archived: bool) -> tuple[list[Chunk], list[Insight]]:
         cat = self.store.fresh()
@@ -321,8 +333,8 @@ class Search:
         chunks, insights = self._candidates(filters, include_archived)
         notes: list[Chunk | Insight] = [*chunks, *q.newest(insights)]
         if fuzzy:
-            return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit)}
-        return {"matches": q.regex_lines(notes, pattern, limit, self.store.config.grep_timeout)}
+            return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit, self._text)}
+        return {"matches": q.regex_lines(notes, pattern, limit, self.store.config.grep_timeout, self._text)}
 
     def _fuzzy(self, pattern: str, threshold: int, limit: int, filters: Filters) -> list[GrepMatch]:
         engine = self._synced()
