@@ -174,7 +174,7 @@ class Search:
             # step (unless the model finished loading since, or vectors are still being filled in batches).
             state = (cat.version, self.semantic_status()["enabled"])
             if self._synced_state != state or engine.behind:
-                engine.sync(cat.hashes(), self._loader)
+                engine.sync(cat.hashes(), self._loader, self._bodies)
                 self._synced_state = state
         return engine
 
@@ -188,6 +188,11 @@ class Search:
             if note is not None and (body is not None or isinstance(note, Insight)):
                 docs.append(to_doc(note, catalog.sha_of(i), body))
         return docs
+
+    def _bodies(self, ids: list[str]) -> dict[str, str]:
+        """The texts of a few notes (fuzzy grep's candidates), read from their files."""
+        catalog = self.store.catalog
+        return {i: body for i in ids if (body := catalog.body(i)) is not None}
 
     def _text(self, note: Insight | Chunk) -> str:
         """A note's text: an insight's is in memory, an active chunk's is read from its file."""

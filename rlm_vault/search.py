@@ -1,4 +1,4 @@
-"""The search caches as one object: text index, vectors and fuzzy lines, kept in step with the vault.
+"""The search caches as one object: text index (with fuzzy grep's words) and vectors, kept in step with the vault.
 
 The service hands `sync()` the vault's truth (id -> content hash) and a loader; only notes whose hash
 changed are loaded and re-indexed. Search fuses BM25 and cosine, with filters inside both retrievals.
@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlm_vault import fuzzy
 from rlm_vault.embeddings import Embedder, VectorStore, embedder_ready
 from rlm_vault.errors import CacheError
-from rlm_vault.fuzzy import FuzzyHit, FuzzyIndex
+from rlm_vault.fuzzy import FuzzyHit
 from rlm_vault.index import NO_FILTERS, Filters, SearchDoc, TextIndex, Weights
 from rlm_vault.rerank import Neighbours, Rerank, rerank
 
 __all__ = ["Fusion", "Hit", "SearchEngine"]
 
 Loader = Callable[[list[str]], list[SearchDoc]]
+Bodies = Callable[[list[str]], Mapping[str, str]]
 LoadAll = Callable[[], list[SearchDoc]]
 Progress = Callable[[int, int], None]
 
@@ -65,7 +67,7 @@ class Plan:
 
 
 class SearchEngine:
-    """Text index at cache_dir/index, vectors at cache_dir/embeddings.npz, fuzzy lines in memory."""
+    """Text index at cache_dir/index (fuzzy grep's vocabulary too), vectors at cache_dir/embeddings.npz."""
 
     def __init__(
         self,
@@ -86,9 +88,8 @@ class SearchEngine:
         self._lock = threading.RLock()
         self._index = self._open_index()
         self._vectors = VectorStore(self.cache_dir / "embeddings.npz", embedder) if embedder else None
-        self._fuzzy: FuzzyIndex | None = None
-        self._fuzzy_stamps: dict[str, str] = {}
         self._load: Loader | None = None
+        self._read_bodies: Bodies | None = None
         self._current: dict[str, str] = {}
         self._unloadable: dict[str, str] = {}
         self.repairs: list[str] = []  # why caches were rebuilt, for doctor
@@ -114,14 +115,16 @@ class SearchEngine:
         return self._vectors if self._vectors is not None and embedder_ready(self.embedder) else None
 
     # -- keeping in step with the vault --------------------------------------------------------
-    def sync(self, current: Mapping[str, str], load: Loader) -> int:
+    def sync(self, current: Mapping[str, str], load: Loader, bodies: Bodies | None = None) -> int:
         """Bring every cache to `current` (id -> sha256), loading only new or changed notes.
 
         Returns how many notes were loaded. Called before every query, so the no-change path is a
-        dict comparison per cache.
+        dict comparison per cache. `bodies` reads the text of a few notes for fuzzy grep (default:
+        through `load`).
         """
         with self._lock:
             self._load = load
+            self._read_bodies = bodies or self._read_bodies
             self._current = current if isinstance(current, dict) else dict(current)
             try:
                 return self._sync()
@@ -135,7 +138,6 @@ class SearchEngine:
         docs = self._load_docs(ids) if ids else []
         self._apply_text(plan, docs)
         self._apply_vectors(plan, docs)
-        self._apply_fuzzy(docs)
         return len(docs)
 
     def _plan(self) -> Plan:
@@ -174,17 +176,6 @@ class SearchEngine:
         wanted = set(plan.vector_stale)
         vectors.update([doc for doc in docs if doc.id in wanted], plan.vector_gone)
 
-    def _apply_fuzzy(self, docs: list[SearchDoc]) -> None:
-        if self._fuzzy is None:
-            return
-        gone = [i for i in self._fuzzy_stamps if i not in self._current]
-        fresh = [doc for doc in docs if self._fuzzy_stamps.get(doc.id) != doc.sha256]
-        self._fuzzy.delete(gone)
-        self._fuzzy.update((doc.id, doc.body) for doc in fresh)
-        for doc_id in gone:
-            del self._fuzzy_stamps[doc_id]
-        self._fuzzy_stamps.update((doc.id, doc.sha256) for doc in fresh)
-
     def delete(self, ids: Sequence[str]) -> None:
         """Drop notes the service has just removed."""
         with self._lock:
@@ -193,8 +184,6 @@ class SearchEngine:
             self._guarded(lambda: self._index.update((), ids))
             if self._vectors is not None:
                 self._vectors.update((), ids)
-            if self._fuzzy is not None:
-                self._apply_fuzzy([])
 
     def _guarded(self, action: Callable[[], Any]) -> Any:
         """Run an index action; a broken index is rebuilt from the vault, then the action retried."""
@@ -219,7 +208,6 @@ class SearchEngine:
                 vectors.sync(docs, _offset(progress, len(docs), total))
             self._current = {doc.id: doc.sha256 for doc in docs}
             self._unloadable.clear()
-            self._fuzzy, self._fuzzy_stamps = None, {}
             return len(docs)
 
     # -- queries -------------------------------------------------------------------------------
@@ -276,19 +264,19 @@ class SearchEngine:
     def grep_fuzzy(
         self, pattern: str, threshold: float = 80, limit: int = 20, filters: Filters = NO_FILTERS
     ) -> list[FuzzyHit]:
-        """Lines close to `pattern` despite typos, best first (call `sync` first: it gives the loader)."""
-        with self._lock:
-            fuzzy = self._ensure_fuzzy()
-            allowed = self._guarded(lambda: self._index.allowed_ids(filters)) if filters else None
-            return fuzzy.search(pattern, threshold, limit, allowed)
+        """Lines close to `pattern` despite typos, best first (call `sync` first: it gives the loader).
 
-    def _ensure_fuzzy(self) -> FuzzyIndex:
-        if self._fuzzy is None:
+        Words come from the text index; only the candidates' bodies are read.
+        """
+        with self._lock:
             if self._load is None:
                 raise CacheError("fuzzy grep needs sync() first, to know how to load the notes")
-            self._fuzzy, self._fuzzy_stamps = FuzzyIndex(self._bodies), {}
-            self._apply_fuzzy(self._load_docs(sorted(self._current)))
-        return self._fuzzy
+            allowed = self._guarded(lambda: self._index.allowed_ids(filters)) if filters else None
+            bodies = self._read_bodies or self._bodies
+            hits: list[FuzzyHit] = self._guarded(
+                lambda: fuzzy.search(self._index, bodies, pattern, threshold, limit, allowed)
+            )
+            return hits
 
     def _bodies(self, ids: list[str]) -> dict[str, str]:
         return {doc.id: doc.body for doc in self._load_docs(ids)} if ids else {}

@@ -16,8 +16,8 @@ PACKAGE = ROOT / "rlm_vault"
 # Lower layers never import higher ones (data flows one way: front ends -> service -> vault and caches).
 LAYERS = {
     0: {"errors", "config", "results", "formatting", "textproc", "secrets", "transcript", "gitobjects"},
-    1: {"models", "markdown", "git", "filelock"},
-    2: {"vault", "retention", "fuzzy", "index", "notes"},
+    1: {"models", "markdown", "git", "filelock", "fuzzy"},
+    2: {"vault", "retention", "index", "notes"},
     3: {"catalog", "access", "embeddings", "query", "rerank"},
     4: {"search", "archive"},
     5: {"core"},
