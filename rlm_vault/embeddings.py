@@ -1,5 +1,6 @@
 """Semantic vectors: the `Embedder` protocol, the model2vec embedder (loaded in the background) and
-the vector store, a `.npz` cache keyed by note id and content hash (never pickled objects).
+the vector store, a `.npz` cache keyed by note id and content hash (never pickled objects) whose rows
+live in a `.npy` file beside it, memory-mapped read-only so every process on the vault shares its pages.
 """
 
 from __future__ import annotations
@@ -148,7 +149,10 @@ SAVE_SECONDS = 30.0
 
 
 class VectorStore:
-    """Vectors of one embedder in a `.npz` file: ids, content hashes, float32 rows, model name."""
+    """Vectors of one embedder: a `.npz` file (ids, content hashes, model name, and the name of the
+    `.npy` file holding the float32 rows), replaced atomically; each `.npy` is written once, under a
+    new name, and memory-mapped, so a reader never sees half a file and processes share the rows.
+    """
 
     def __init__(self, path: Path, embedder: Embedder) -> None:
         import numpy as np
@@ -185,17 +189,31 @@ class VectorStore:
         self._file_stamp = stamp
 
     def _read(self) -> tuple[list[str], list[str], Any]:
+        for _ in range(3):  # a writer may replace the file and drop the rows file between our two reads
+            try:
+                return self._read_once()
+            except FileNotFoundError:
+                continue
+            except Exception:  # noqa: BLE001 - any damage in a deletable cache means "embed again"
+                return [], [], None
+        return [], [], None
+
+    def _read_once(self) -> tuple[list[str], list[str], Any]:
         import numpy as np
 
         if not self.path.exists():
             return [], [], None
-        try:
-            with np.load(self.path, allow_pickle=False) as data:
-                if str(data["model"]) != self.embedder.name:
-                    return [], [], None
-                return data["ids"].tolist(), data["shas"].tolist(), data["vectors"].astype(np.float32)
-        except Exception:  # noqa: BLE001 - any damage in a deletable cache means "embed again"
-            return [], [], None
+        with np.load(self.path, allow_pickle=False) as data:
+            if str(data["model"]) != self.embedder.name:
+                return [], [], None
+            ids, shas = data["ids"].tolist(), data["shas"].tolist()
+            if "matrix" not in data.files:  # the older single-file layout: read once, rewritten at next save
+                return ids, shas, data["vectors"].astype(np.float32)
+            rows = self.path.parent / Path(str(data["matrix"])).name
+        matrix = np.load(rows, mmap_mode="r", allow_pickle=False)
+        if matrix.dtype != np.float32 or matrix.ndim != 2 or len(matrix) != len(ids):
+            raise CacheError(f"vectors at {rows} do not match {self.path}")
+        return ids, shas, matrix
 
     def _set(self, ids: list[str], shas: list[str], matrix: Any) -> None:
         import numpy as np
@@ -270,6 +288,10 @@ class VectorStore:
         self.embedded += len(docs)
         if self._matrix.shape[1] != vectors.shape[1]:
             self._set([], [], np.zeros((0, vectors.shape[1]), dtype=np.float32))
+        if (
+            not self._matrix.flags.writeable
+        ):  # the shared read-only map: changed in a private copy until saved
+            self._matrix = np.array(self._matrix)
         new_rows = []
         for doc, vector in zip(docs, vectors, strict=True):
             row = self._row.get(doc.id)
@@ -289,18 +311,44 @@ class VectorStore:
         import numpy as np
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {
-            "ids": np.array(self._ids, dtype=f"<U{max(map(len, self._ids), default=1)}"),
-            "shas": np.array(self._shas, dtype=f"<U{max(map(len, self._shas), default=1)}"),
-            "vectors": self._matrix.astype(np.float32, copy=False),
-            "model": np.array(self.embedder.name),
-        }
         try:
+            rows = self._write_rows(self._matrix.astype(np.float32, copy=False))
+            arrays = {
+                "ids": np.array(self._ids, dtype=f"<U{max(map(len, self._ids), default=1)}"),
+                "shas": np.array(self._shas, dtype=f"<U{max(map(len, self._shas), default=1)}"),
+                "matrix": np.array(rows.name),
+                "model": np.array(self.embedder.name),
+            }
             self._write(arrays)
+            self._drop_old_rows(keep=rows)
         except OSError as exc:
             raise CacheError(f"vectors could not be saved to {self.path}: {exc}") from exc
+        self._matrix = np.load(rows, mmap_mode="r", allow_pickle=False)  # shared pages from now on
         self._file_stamp = self._stat()
         self._unsaved, self._saved_at = 0, time.monotonic()
+
+    def _rows_prefix(self) -> str:
+        return f"{self.path.stem}-rows-"
+
+    def _write_rows(self, matrix: Any) -> Path:
+        """The rows in a new `.npy` file of their own (never rewritten: readers may have it mapped)."""
+        import numpy as np
+
+        fd, tmp = tempfile.mkstemp(prefix=self._rows_prefix(), suffix=".npy", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.save(handle, matrix, allow_pickle=False)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return Path(tmp)
+
+    def _drop_old_rows(self, keep: Path) -> None:
+        # A process that still maps an old file keeps reading it (Linux frees it at unmap); one that
+        # reads the index file after this finds the new name.
+        for old in self.path.parent.glob(f"{self._rows_prefix()}*.npy"):
+            if old != keep:
+                old.unlink(missing_ok=True)
 
     def _write(self, arrays: dict[str, Any]) -> None:
         import numpy as np
@@ -315,9 +363,11 @@ class VectorStore:
             raise
 
     def clear(self) -> None:
-        """Forget every vector and delete the file."""
+        """Forget every vector and delete the files."""
         self._set([], [], None)
         self.path.unlink(missing_ok=True)
+        if self.path.parent.is_dir():
+            self._drop_old_rows(keep=self.path)
         self._file_stamp = None
 
     # -- querying ----------------------------------------------------------------------------

@@ -355,7 +355,9 @@ class TextIndex:
         from whoosh.index import LockError
 
         try:
-            return self._ix.writer(timeout=10.0, delay=0.05, **options)
+            # Plain (not compound) segments: Whoosh copies a compound segment into each reader's memory,
+            # while plain files are read through the page cache that every process shares.
+            return self._ix.writer(timeout=10.0, delay=0.05, compound=False, **options)
         except LockError as exc:
             # Busy, not CacheError: a held lock is no reason to wipe and rebuild the index.
             raise Busy(f"another process has held the text index at {self.path} for 10 s") from exc

@@ -103,10 +103,25 @@ def test_npz_has_no_object_arrays(tmp_path: Path, embedder: Model2VecEmbedder) -
         assert {name: data[name].dtype.kind for name in data.files} == {
             "ids": "U",
             "shas": "U",
-            "vectors": "f",
+            "matrix": "U",
             "model": "U",
         }
-        assert data["vectors"].dtype == np.float32 and str(data["model"]) == embedder.name
+        assert str(data["model"]) == embedder.name
+        rows = np.load(tmp_path / str(data["matrix"]), allow_pickle=False)
+    assert rows.dtype == np.float32 and rows.shape == (2, embedder.dim)
+
+
+def test_rows_are_memory_mapped_and_one_file_is_kept(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
+    store = VectorStore(tmp_path / "e.npz", embedder)
+    store.sync([make_doc("a", "database"), make_doc("b", "cat")])
+    store.sync([make_doc("a", "database"), make_doc("c", "dog")])
+    store.flush()  # small changes are saved in batches
+    reader = VectorStore(tmp_path / "e.npz", embedder)
+    assert isinstance(reader._matrix, np.memmap) and not reader._matrix.flags.writeable
+    assert isinstance(store._matrix, np.memmap)  # the writer maps what it saved, too
+    assert len(list(tmp_path.glob("e-rows-*.npy"))) == 1
+    assert set(reader.stamps()) == {"a", "c"}
+    assert reader.similar(embedder.embed(["dog"])[0], 1)[0][0] == "c"
 
 
 def test_similar_ranks_by_cosine_within_allowed_ids(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
