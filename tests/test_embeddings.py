@@ -100,28 +100,36 @@ def test_npz_has_no_object_arrays(tmp_path: Path, embedder: Model2VecEmbedder) -
     store = VectorStore(tmp_path / "e.npz", embedder)
     store.sync([make_doc("a", "database"), make_doc("bb", "cat")])
     with np.load(tmp_path / "e.npz", allow_pickle=False) as data:
-        assert {name: data[name].dtype.kind for name in data.files} == {
-            "ids": "U",
-            "shas": "U",
-            "matrix": "U",
+        kinds = {name: data[name].dtype.kind for name in data.files}
+        assert kinds == {
+            "ids": "S",
+            "shas": "S",
+            "rows": "i",
+            "count": "i",
+            "dim": "i",
+            "rows_file": "U",
             "model": "U",
         }
-        assert str(data["model"]) == embedder.name
-        rows = np.load(tmp_path / str(data["matrix"]), allow_pickle=False)
-    assert rows.dtype == np.float32 and rows.shape == (2, embedder.dim)
+        assert str(data["model"]) == embedder.name and int(data["count"]) == 2
+        assert (tmp_path / str(data["rows_file"])).stat().st_size == 2 * embedder.dim * 4  # float32 rows
 
 
-def test_rows_are_memory_mapped_and_one_file_is_kept(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
+def test_rows_are_memory_mapped_and_appended(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
     store = VectorStore(tmp_path / "e.npz", embedder)
     store.sync([make_doc("a", "database"), make_doc("b", "cat")])
-    store.sync([make_doc("a", "database"), make_doc("c", "dog")])
-    store.flush()  # small changes are saved in batches
     reader = VectorStore(tmp_path / "e.npz", embedder)
     assert isinstance(reader._matrix, np.memmap) and not reader._matrix.flags.writeable
+    store.update([make_doc("c", "dog")], ["b"])
+    assert [p.name for p in tmp_path.glob("e-rows-*")] == [store._rows_file.name]  # appended, not rewritten
     assert isinstance(store._matrix, np.memmap)  # the writer maps what it saved, too
-    assert len(list(tmp_path.glob("e-rows-*.npy"))) == 1
+    reader.reload()
     assert set(reader.stamps()) == {"a", "c"}
     assert reader.similar(embedder.embed(["dog"])[0], 1)[0][0] == "c"
+    store.update([make_doc("c", "dog food", sha256="v2"), make_doc("d", "bird")], ["a"])
+    reader.reload()  # half the rows are dead now: a new rows file, the old one removed
+    assert len(list(tmp_path.glob("e-rows-*"))) == 1 and reader._count() == 2
+    for doc_id, text in (("c", "dog food"), ("d", "bird")):
+        assert np.allclose(reader._vector(doc_id), embedder.embed([text])[0])
 
 
 def test_similar_ranks_by_cosine_within_allowed_ids(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
