@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
 __all__ = ["LazyEmbedder", "Search", "to_doc"]
 
 log = logging.getLogger("rlm_vault")
+
+# Notes the text index may lack (another process is indexing them) before a search answers from the
+# catalog instead: a few are a moment's lag, thousands mean another window is building the index.
+MISSING_FOR_PLAIN = 50
+RETRY_SECONDS = 0.25  # how soon the background indexer tries again when another process was building
 
 
 class LazyEmbedder(Protocol):
@@ -144,14 +150,20 @@ class Search:
             self.embedder.start_loading()
         self._index_quietly("warming the search caches failed; searches retry")
         self.store.on_commit(self._wake.set)
+        if self.engine().behind:
+            self._wake.set()
         threading.Thread(target=self._follow_writes, name="rlm-vault-index", daemon=True).start()
 
     def _follow_writes(self) -> None:
-        """Index each write in the background, so the next search does not pay for it."""
+        """Index each write in the background, so the next search does not pay for it; while another
+        process holds the build (or vectors are filled a batch at a time), try again shortly."""
         while True:
             self._wake.wait()
             self._wake.clear()
             self._index_quietly("indexing a write in the background failed; the next search retries")
+            if self.engine().behind:
+                time.sleep(RETRY_SECONDS)
+                self._wake.set()
 
     def _index_quietly(self, what: str) -> None:
         # A background thread has no caller to report to: a cache or vault problem is logged and the next
@@ -228,12 +240,14 @@ class Search:
         filters = self._filters(
             project, domain, date_from, date_to, entity, "" if include_insights else "chunk"
         )
-        if not self._ready():  # caches still building in the background: answer from the catalog
+        engine = self._synced() if self._ready() else None
+        if engine is None or engine.missing > MISSING_FOR_PLAIN:
+            # Caches still building (here in the background, or in another process): answer from the catalog.
             plain = self._plain_search(query, filters, limit, include_archived)
             return _first(self._old_id_hit(query), plain, limit)
         hits = [
             self._hit(h.id, h.score, self.store.catalog.note(h.id))
-            for h in self._synced().search(query, filters, limit)
+            for h in engine.search(query, filters, limit)
         ]
         if include_archived:
             engine, archived = self._archive_engine()
@@ -333,7 +347,7 @@ class Search:
             raise InvalidInput(
                 f"fuzzy_threshold {fuzzy_threshold!r} is not accepted: use 0 to 100 (80 is a good start)"
             )
-        if fuzzy and not include_archived and self._ready():
+        if fuzzy and not include_archived and self._ready() and self._synced().missing <= MISSING_FOR_PLAIN:
             return {"matches": self._fuzzy(pattern, fuzzy_threshold, limit, filters)}
         chunks, insights = self._candidates(filters, include_archived)
         notes: list[Chunk | Insight] = [*chunks, *q.newest(insights)]

@@ -3,6 +3,11 @@
 The service hands `sync()` the vault's truth (id -> content hash) and a loader; only notes whose hash
 changed are loaded and re-indexed. Search fuses BM25 and cosine, with filters inside both retrievals.
 A broken cache is wiped and rebuilt from the vault through the same loader.
+
+Several processes (one server per window) share one cache folder: whoever holds `build.lock` brings
+the caches up to date, the others do not wait for it (beyond a few ms): they answer from what is there,
+see its work through the files (Whoosh commits, the vectors' `.npz`), and try again at their next sync.
+So a note is indexed and embedded once per vault, not once per window.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Any
 
 from rlm_vault import fuzzy
 from rlm_vault.embeddings import Embedder, VectorStore, embedder_ready
-from rlm_vault.errors import CacheError
+from rlm_vault.errors import Busy, CacheError
+from rlm_vault.filelock import file_lock
 from rlm_vault.fuzzy import FuzzyHit
 from rlm_vault.index import NO_FILTERS, Filters, SearchDoc, TextIndex, Weights
 from rlm_vault.rerank import Neighbours, Rerank, rerank
@@ -93,7 +99,10 @@ class SearchEngine:
         self._current: dict[str, str] = {}
         self._unloadable: dict[str, str] = {}
         self.repairs: list[str] = []  # why caches were rebuilt, for doctor
-        self.behind = False  # vectors still missing after the last sync (embedded a budget at a time)
+        self.behind = False  # caches still short of the vault after the last sync: sync again soon
+        self.missing = 0  # notes the text index lacked at the last sync (another process is building it)
+        self.lock_wait = 0.02  # seconds a sync waits for another process's build before answering as is
+        self.built = 0  # notes this engine indexed or embedded itself (the others' work is only read)
 
     # -- cache lifecycle -----------------------------------------------------------------------
     def _open_index(self) -> TextIndex:
@@ -134,10 +143,28 @@ class SearchEngine:
 
     def _sync(self) -> int:
         plan = self._plan()
+        if not self._todo(plan):
+            self.missing = 0
+            return 0
+        try:
+            with file_lock(self.cache_dir / "build.lock", timeout=self.lock_wait):
+                return self._build(self._plan())  # planned again: the last holder may have done it all
+        except Busy:
+            # Another process is building: use what is there, catch up at the next sync.
+            self.missing, self.behind = len(plan.text_stale), True
+            return 0
+
+    def _todo(self, plan: Plan) -> list[str]:
+        ids = plan.load_ids() + plan.text_gone + plan.vector_gone
+        return [i for i in ids if i not in self._current or self._unloadable.get(i) != self._current[i]]
+
+    def _build(self, plan: Plan) -> int:
         ids = [i for i in plan.load_ids() if self._unloadable.get(i) != self._current.get(i)]
         docs = self._load_docs(ids) if ids else []
         self._apply_text(plan, docs)
         self._apply_vectors(plan, docs)
+        self.missing = 0
+        self.built += len(docs)
         return len(docs)
 
     def _plan(self) -> Plan:
@@ -178,7 +205,7 @@ class SearchEngine:
 
     def delete(self, ids: Sequence[str]) -> None:
         """Drop notes the service has just removed."""
-        with self._lock:
+        with self._lock, file_lock(self.cache_dir / "build.lock"):
             for doc_id in ids:
                 self._current.pop(doc_id, None)
             self._guarded(lambda: self._index.update((), ids))
@@ -198,7 +225,7 @@ class SearchEngine:
 
     def rebuild(self, load_all: LoadAll, progress: Progress | None = None) -> int:
         """Recreate every cache from the vault alone; returns the number of notes indexed."""
-        with self._lock:
+        with self._lock, file_lock(self.cache_dir / "build.lock"):
             docs = load_all()
             vectors = self._vectors_ready()
             total = len(docs) * (2 if vectors is not None else 1)
