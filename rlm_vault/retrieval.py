@@ -351,9 +351,23 @@ class Search:
             return {"matches": self._fuzzy(pattern, fuzzy_threshold, limit, filters)}
         chunks, insights = self._candidates(filters, include_archived)
         notes: list[Chunk | Insight] = [*chunks, *q.newest(insights)]
+        text = self._text_from(self._synced() if self._ready() else None)
         if fuzzy:
-            return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit, self._text)}
-        return {"matches": q.regex_lines(notes, pattern, limit, self.store.config.grep_timeout, self._text)}
+            return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit, text)}
+        return {"matches": q.regex_lines(notes, pattern, limit, self.store.config.grep_timeout, text)}
+
+    def _text_from(self, engine: SearchEngine | None) -> Callable[[Insight | Chunk], str]:
+        """A note's text: from the shared bodies file when the caches hold it, else from its file."""
+        if engine is None:
+            return self._text
+
+        def text(note: Insight | Chunk) -> str:
+            if isinstance(note, Chunk) and not note.content:
+                stored = engine.body(note.id)
+                return stored if stored is not None else self._text(note)
+            return note.content
+
+        return text
 
     def _fuzzy(self, pattern: str, threshold: int, limit: int, filters: Filters) -> list[GrepMatch]:
         engine = self._synced()

@@ -27,6 +27,7 @@ from rlm_vault.filelock import file_lock
 from rlm_vault.fuzzy import FuzzyHit
 from rlm_vault.index import NO_FILTERS, Filters, SearchDoc, TextIndex, Weights
 from rlm_vault.rerank import Neighbours, Rerank, rerank
+from rlm_vault.texts import TextStore
 
 __all__ = ["Fusion", "Hit", "SearchEngine"]
 
@@ -67,9 +68,11 @@ class Plan:
     text_gone: list[str]
     vector_stale: list[str]
     vector_gone: list[str]
+    body_stale: list[str]
+    body_gone: list[str]
 
     def load_ids(self) -> list[str]:
-        return sorted(set(self.text_stale) | set(self.vector_stale))
+        return sorted(set(self.text_stale) | set(self.vector_stale) | set(self.body_stale))
 
 
 class SearchEngine:
@@ -94,6 +97,7 @@ class SearchEngine:
         self._lock = threading.RLock()
         self._index = self._open_index()
         self._vectors = VectorStore(self.cache_dir / "embeddings.npz", embedder) if embedder else None
+        self._texts = TextStore(self.cache_dir / "texts.npz")  # bodies for grep, shared by every process
         self._load: Loader | None = None
         self._read_bodies: Bodies | None = None
         self._current: dict[str, str] = {}
@@ -155,7 +159,7 @@ class SearchEngine:
             return 0
 
     def _todo(self, plan: Plan) -> list[str]:
-        ids = plan.load_ids() + plan.text_gone + plan.vector_gone
+        ids = plan.load_ids() + plan.text_gone + plan.vector_gone + plan.body_gone
         return [i for i in ids if i not in self._current or self._unloadable.get(i) != self._current[i]]
 
     def _build(self, plan: Plan) -> int:
@@ -163,6 +167,8 @@ class SearchEngine:
         docs = self._load_docs(ids) if ids else []
         self._apply_text(plan, docs)
         self._apply_vectors(plan, docs)
+        wanted = set(plan.body_stale)
+        self._texts.update([doc for doc in docs if doc.id in wanted], plan.body_gone)
         self.missing = 0
         self.built += len(docs)
         return len(docs)
@@ -177,7 +183,9 @@ class SearchEngine:
             vector_stale, vector_gone = _diff(self._current, vectors.stamps())
             self.behind = len(vector_stale) > self.embed_budget
             vector_stale = vector_stale[: self.embed_budget]
-        return Plan(text_stale, text_gone, vector_stale, vector_gone)
+        self._texts.reload()
+        body_stale, body_gone = _diff(self._current, self._texts.stamps())
+        return Plan(text_stale, text_gone, vector_stale, vector_gone, body_stale, body_gone)
 
     def _load_docs(self, ids: list[str]) -> list[SearchDoc]:
         assert self._load is not None
@@ -211,6 +219,7 @@ class SearchEngine:
             self._guarded(lambda: self._index.update((), ids))
             if self._vectors is not None:
                 self._vectors.update((), ids)
+            self._texts.update((), ids)
 
     def _guarded(self, action: Callable[[], Any]) -> Any:
         """Run an index action; a broken index is rebuilt from the vault, then the action retried."""
@@ -233,6 +242,8 @@ class SearchEngine:
             if vectors is not None:
                 vectors.clear()
                 vectors.sync(docs, _offset(progress, len(docs), total))
+            self._texts.clear()
+            self._texts.update(docs)
             self._current = {doc.id: doc.sha256 for doc in docs}
             self._unloadable.clear()
             return len(docs)
@@ -299,7 +310,7 @@ class SearchEngine:
             if self._load is None:
                 raise CacheError("fuzzy grep needs sync() first, to know how to load the notes")
             allowed = self._guarded(lambda: self._index.allowed_ids(filters)) if filters else None
-            bodies = self._read_bodies or self._bodies
+            bodies = self._stored_bodies
             hits: list[FuzzyHit] = self._guarded(
                 lambda: fuzzy.search(self._index, bodies, pattern, threshold, limit, allowed)
             )
@@ -307,6 +318,20 @@ class SearchEngine:
 
     def _bodies(self, ids: list[str]) -> dict[str, str]:
         return {doc.id: doc.body for doc in self._load_docs(ids)} if ids else {}
+
+    def _stored_bodies(self, ids: list[str]) -> dict[str, str]:
+        found = {i: text for i in ids if (text := self.body(i)) is not None}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            found.update((self._read_bodies or self._bodies)(missing))
+        return found
+
+    def body(self, doc_id: str) -> str | None:
+        """The text of a note as last synced (None when not stored, or stored for an older version)."""
+        with self._lock:
+            return (
+                self._texts.body(doc_id, self._current.get(doc_id, "")) if doc_id in self._current else None
+            )
 
     # -- health --------------------------------------------------------------------------------
     def status(self, current: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ LAYERS = {
     0: {"errors", "config", "results", "formatting", "textproc", "secrets", "transcript", "gitobjects"},
     1: {"models", "markdown", "git", "filelock", "fuzzy"},
     2: {"vault", "retention", "index", "notes"},
-    3: {"catalog", "access", "embeddings", "query", "rerank"},
+    3: {"catalog", "access", "embeddings", "query", "rerank", "texts"},
     4: {"search", "archive"},
     5: {"core"},
     6: {"insights", "lifecycle", "sync"},
