@@ -3,6 +3,8 @@
 A person may edit, add or delete notes at any time (an editor, Obsidian, `git pull`); every read
 starts with `refresh()`, which lists the note folders and re-parses only the files whose stamp
 (size, times, inode) changed. A file that cannot be parsed becomes a `Problem`, never an exception.
+Chunks are kept without their body (what ranking, filters and listings need), so a server's memory
+does not grow with the text of the vault; `read()` and `body()` take the text from the file.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from . import markdown
 from .errors import InvalidNote
 from .models import Chunk, Insight
 from .notes import aliases_of, note_from_file, note_from_meta
@@ -48,9 +51,11 @@ class Catalog:
     passed: files added, removed or replaced (the way most editors save) change the folder's stamp and
     are seen at once; a file rewritten in place is seen within the interval. Parsed notes are kept in
     `catalog.json` of the vault's cache folder so a new process does not parse ten thousand files again.
+    A chunk is held with an empty `content`: its text is read from the file when asked (`read`, `body`).
     """
 
     CACHE = "catalog.json"
+    VERSION = 2  # 2: chunk bodies are no longer stored
     SAVE_AFTER = 200  # parsed files before the cache is written again
 
     def __init__(self, vault: Vault, scan_interval: float = 1.0) -> None:
@@ -151,7 +156,9 @@ class Catalog:
 
     def _read_cache(self) -> dict[str, list[Any]]:
         data = self.vault.read_cache(self.CACHE, {})
-        entries = data.get("entries") if isinstance(data, dict) and data.get("version") == 1 else None
+        entries = (
+            data.get("entries") if isinstance(data, dict) and data.get("version") == self.VERSION else None
+        )
         return entries if isinstance(entries, dict) else {}
 
     def _from_cache(self, path: str, stamp: Stamp) -> Entry | None:
@@ -170,7 +177,7 @@ class Catalog:
             if e.note is not None
         }
         try:
-            self.vault.write_cache(self.CACHE, {"version": 1, "entries": rows})
+            self.vault.write_cache(self.CACHE, {"version": self.VERSION, "entries": rows})
         except OSError:
             pass  # a cache that cannot be written only costs time at the next start
         self._parsed = 0
@@ -198,7 +205,7 @@ class Catalog:
             note = note_from_file(path, raw, stamp.mtime_ns)
         except InvalidNote as exc:
             return Entry(stamp, sha, None, Problem(path, exc.reason))
-        return Entry(stamp, sha, note, None)
+        return Entry(stamp, sha, _light(note), None)
 
     def _put(self, path: str, entry: Entry | None) -> None:
         """Set or drop one file's entry, keeping the lookups in step (no full rebuild per change)."""
@@ -238,6 +245,34 @@ class Catalog:
             entry = self._entries.get(path) if path else None
             return entry.note if entry else None
 
+    def read(self, note_id: str) -> Insight | Chunk | None:
+        """The note with this id as its file holds it now, body included (None if gone or unreadable)."""
+        path = self.path_of(note_id)
+        if path is None:
+            return None
+        try:
+            return note_from_file(path, self._raw(path))
+        except (OSError, InvalidNote):
+            return None
+
+    def body(self, note_id: str) -> str | None:
+        """The Markdown body of a note as its file holds it now (front matter not parsed), or None."""
+        path = self.path_of(note_id)
+        if path is None:
+            return None
+        try:
+            return body_of(self._raw(path))
+        except (OSError, InvalidNote, UnicodeDecodeError):
+            return None
+
+    def _raw(self, path: str) -> bytes:
+        # A path the catalog listed is inside the vault already; only a symlink put there since is
+        # refused (O_NOFOLLOW). Vault.read_bytes resolves the whole path: 0.1-0.4 ms, too slow for
+        # a grep that reads thousands of notes.
+        fd = os.open(self.vault.root / path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+
     def resolve(self, note_id: str) -> str | None:
         """The id of the note known by `note_id`: its own id, or an old id listed in its `aliases`."""
         with self._mutex:
@@ -253,9 +288,14 @@ class Catalog:
         with self._mutex:
             return [e.note for e in self._entries.values() if isinstance(e.note, Insight)]
 
-    def chunks(self) -> list[Chunk]:
+    def chunks(self, full: bool = False) -> list[Chunk]:
+        """Every chunk, without its body; with `full`, each file is read again for it (importers)."""
         with self._mutex:
-            return [e.note for e in self._entries.values() if isinstance(e.note, Chunk)]
+            light = [e.note for e in self._entries.values() if isinstance(e.note, Chunk)]
+        if not full:
+            return light
+        read = (self.read(c.id) for c in light)
+        return [c for c in read if isinstance(c, Chunk)]
 
     def problems(self) -> list[Problem]:
         with self._mutex:
@@ -286,3 +326,14 @@ class Catalog:
     def ids(self) -> set[str]:
         with self._mutex:
             return set(self._by_id)
+
+
+def _light(note: Insight | Chunk) -> Insight | Chunk:
+    """What the catalog keeps of a note: insights whole (short, and recall ranks their text), chunks
+    without their body."""
+    return replace(note, content="") if isinstance(note, Chunk) else note
+
+
+def body_of(raw: bytes) -> str:
+    """The body of a note file as `Chunk.content` holds it, without parsing the front matter."""
+    return markdown.body(raw.decode("utf-8")).strip("\n")

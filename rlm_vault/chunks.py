@@ -173,12 +173,12 @@ class Chunks:
         )
 
     def note(self, note_id: str) -> Chunk | Insight:
-        """The chunk or insight with this id; an archived chunk is restored first."""
+        """The chunk or insight with this id, body read from its file; an archived chunk is restored first."""
         asked, note_id = note_id, self.lifecycle.resolve_id(note_id)  # an old id reads the note it became
-        note = self.store.fresh().note(note_id)
+        note = self.store.fresh().read(note_id)
         if note is None and note_id in self.lifecycle.archive.paths():
             self.lifecycle.restore(note_id)
-            note = self.store.fresh().note(note_id)
+            note = self.store.fresh().read(note_id)
         if note is None:
             raise NotFound(
                 f"no chunk or insight with id {asked!r}: use rlm_list_chunks or rlm_search to find ids"

@@ -1,5 +1,6 @@
 """Semantic vectors: the `Embedder` protocol, the model2vec embedder (loaded in the background) and
-the vector store, a `.npz` cache keyed by note id and content hash (never pickled objects).
+the vector store, a `.npz` cache keyed by note id and content hash (never pickled objects) whose rows
+live in a `.npy` file beside it, memory-mapped read-only so every process on the vault shares its pages.
 """
 
 from __future__ import annotations
@@ -263,12 +264,21 @@ def download_progress(model: str, since: float) -> int | None:
     return sum(fresh) if fresh else None
 
 
-SAVE_BATCH = 64  # changed vectors kept in memory before the file is rewritten
-SAVE_SECONDS = 30.0
+COMPACT_SHARE = 0.5  # rows no id points to, beyond which the rows file is written anew
 
 
 class VectorStore:
-    """Vectors of one embedder in a `.npz` file: ids, content hashes, float32 rows, model name."""
+    """Vectors of one embedder, in two files beside each other.
+
+    - `<name>.npz`: ids, content hashes, each id's row, the model name and the rows file's name;
+      replaced atomically at every save, and small (no vectors in it).
+    - `<name>-rows-*.f32`: float32 rows, only ever appended to, memory-mapped read-only by every
+      process on the vault, so they share its pages. A new or changed note appends its row; rows no
+      id points to any more are dropped by writing a new rows file once they are half of it.
+
+    A reader maps as many rows as the `.npz` it read names, so a writer appending never disturbs it.
+    Saves happen at every change: they append a few rows and rewrite the small `.npz`.
+    """
 
     def __init__(self, path: Path, embedder: Embedder) -> None:
         import numpy as np
@@ -276,13 +286,13 @@ class VectorStore:
         self.path = Path(path)
         self.embedder = embedder
         self._ids: list[str] = []
-        self._row: dict[str, int] = {}
-        self._shas: list[str] = []
-        self._matrix: Matrix = np.zeros((0, 0), dtype=np.float32)
+        self._row: dict[str, int] = {}  # id -> row in the rows file (or in `_fresh` past its end)
+        self._shas: dict[str, str] = {}
+        self._rows_file: Path | None = None
+        self._matrix: Matrix = np.zeros((0, 0), dtype=np.float32)  # the mapped rows
+        self._fresh: list[Any] = []  # rows embedded since the last save, not in the file yet
         self._file_stamp: tuple[int, int] | None = None
         self.embedded = 0  # texts embedded by this store since it was made (tests count skips with it)
-        self._unsaved = 0
-        self._saved_at = time.monotonic()
         self.reload()
 
     # -- reading -----------------------------------------------------------------------------
@@ -294,9 +304,9 @@ class VectorStore:
         return st.st_mtime_ns, st.st_size
 
     def reload(self) -> None:
-        """Read the file if another process (or nobody) changed it since we last read or wrote it.
+        """Read the files if another process (or nobody) changed them since we last read or wrote them.
 
-        A file for another model, or one that cannot be read, is dropped: it is a cache.
+        Files for another model, or that cannot be read, are dropped: they are a cache.
         """
         stamp = self._stat()
         if stamp == self._file_stamp:
@@ -304,36 +314,48 @@ class VectorStore:
         self._set(*self._read())
         self._file_stamp = stamp
 
-    def _read(self) -> tuple[list[str], list[str], Any]:
+    def _read(self) -> tuple[dict[str, str], dict[str, int], Path | None, Any]:
+        for _ in range(3):  # a writer may replace the file and drop the rows file between our two reads
+            try:
+                return self._read_once()
+            except FileNotFoundError:
+                continue
+            except Exception:  # noqa: BLE001 - any damage in a deletable cache means "embed again"
+                break
+        return {}, {}, None, None
+
+    def _read_once(self) -> tuple[dict[str, str], dict[str, int], Path | None, Any]:
         import numpy as np
 
         if not self.path.exists():
-            return [], [], None
-        try:
-            with np.load(self.path, allow_pickle=False) as data:
-                if str(data["model"]) != self.embedder.name:
-                    return [], [], None
-                ids, shas = data["ids"].tolist(), data["shas"].tolist()
-                vectors = map_member(self.path, "vectors")
-                if vectors is None:  # written compressed or in another dtype: read a private copy
-                    vectors = data["vectors"].astype(np.float32)
-                return ids, shas, vectors
-        except Exception:  # noqa: BLE001 - an unreadable cache is dropped and rebuilt
-            return [], [], None
+            return {}, {}, None, None
+        with np.load(self.path, allow_pickle=False) as data:
+            if str(data["model"]) != self.embedder.name or "rows_file" not in data.files:
+                return {}, {}, None, None  # another model, or the older single-file layout
+            ids = [i.decode() for i in data["ids"].tolist()]
+            shas = [h.decode() for h in data["shas"].tolist()]
+            rows = [int(r) for r in data["rows"].tolist()]
+            count, dim = int(data["count"]), int(data["dim"])
+            rows_file = self.path.parent / Path(str(data["rows_file"])).name
+        matrix = np.memmap(rows_file, dtype=np.float32, mode="r", shape=(count, dim)) if count else None
+        if any(not 0 <= r < count for r in rows):
+            raise CacheError(f"vectors index {self.path} points past the end of {rows_file}")
+        return dict(zip(ids, shas, strict=True)), dict(zip(ids, rows, strict=True)), rows_file, matrix
 
-    def _set(self, ids: list[str], shas: list[str], matrix: Any) -> None:
+    def _set(self, shas: dict[str, str], rows: dict[str, int], rows_file: Path | None, matrix: Any) -> None:
         import numpy as np
 
-        self._ids, self._shas = list(ids), list(shas)
-        self._row = {doc_id: i for i, doc_id in enumerate(self._ids)}
+        self._shas, self._row, self._rows_file = shas, rows, rows_file
+        self._ids = list(rows)
         self._matrix = matrix if matrix is not None else np.zeros((0, 0), dtype=np.float32)
+        self._fresh = []
 
     def stamps(self) -> dict[str, str]:
         """id -> sha256 of every stored vector."""
-        return dict(zip(self._ids, self._shas, strict=True))
+        return dict(self._shas)
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._row)
 
     # -- writing -----------------------------------------------------------------------------
     def sync(self, docs: Sequence[SearchDoc], progress: Progress | None = None) -> int:
@@ -342,96 +364,100 @@ class VectorStore:
         Returns how many texts were embedded (0 when every content hash matched).
         """
         keep = {doc.id for doc in docs}
-        gone = [doc_id for doc_id in self._ids if doc_id not in keep]
+        gone = [doc_id for doc_id in self._row if doc_id not in keep]
         return self.update(docs, gone, progress)
 
     def update(
         self, upserts: Sequence[SearchDoc] = (), deletes: Iterable[str] = (), progress: Progress | None = None
     ) -> int:
         """Embed the `upserts` whose hash changed and drop `deletes`, then save once."""
-        stale = [doc for doc in upserts if self._sha(doc.id) != doc.sha256]
+        stale = [doc for doc in upserts if self._shas.get(doc.id) != doc.sha256]
         doomed = {doc_id for doc_id in deletes if doc_id in self._row}
         if not stale and not doomed:
             return 0
-        self._drop(doomed)
+        for doc_id in doomed:
+            del self._row[doc_id], self._shas[doc_id]
         for start in range(0, len(stale), BATCH):
             self._put(stale[start : start + BATCH])
             if progress:
                 progress(min(start + BATCH, len(stale)), len(stale))
-        self._unsaved += len(stale) + len(doomed)
-        # Rewriting megabytes for every note written one at a time would dominate a write-then-search:
-        # small changes are saved in batches (and at close); a lost batch is re-embedded next time.
-        if (
-            self._unsaved >= SAVE_BATCH
-            or not self.path.exists()
-            or time.monotonic() - self._saved_at > SAVE_SECONDS
-        ):
-            self.save()
+        self._ids = list(self._row)
+        self.save()
         return len(stale)
 
     def flush(self) -> None:
-        """Save changes kept in memory (at close)."""
-        if self._unsaved:
+        """Save rows kept in memory (every change is saved at once: nothing is left for close)."""
+        if self._fresh:
             self.save()
 
-    def _sha(self, doc_id: str) -> str | None:
-        row = self._row.get(doc_id)
-        return None if row is None else self._shas[row]
-
-    def _drop(self, doomed: set[str]) -> None:
-        import numpy as np
-
-        if not doomed:
-            return
-        keep = [i for i, doc_id in enumerate(self._ids) if doc_id not in doomed]
-        rows = np.array(keep, dtype=np.intp)
-        self._set([self._ids[i] for i in keep], [self._shas[i] for i in keep], self._matrix[rows])
-
     def _put(self, docs: Sequence[SearchDoc]) -> None:
-        import numpy as np
-
         vectors = self.embedder.embed([embed_text(doc) for doc in docs])
         self.embedded += len(docs)
-        if self._matrix.shape[1] != vectors.shape[1]:
-            self._set([], [], np.zeros((0, vectors.shape[1]), dtype=np.float32))
-        new_rows = []
+        if self._dim() not in (0, vectors.shape[1]):  # another width: nothing stored is usable
+            self._set({}, {}, None, None)
         for doc, vector in zip(docs, vectors, strict=True):
-            row = self._row.get(doc.id)
-            if row is None:
-                new_rows.append(vector)
-                self._row[doc.id] = len(self._ids)
-                self._ids.append(doc.id)
-                self._shas.append(doc.sha256)
-            else:
-                self._matrix[row] = vector
-                self._shas[row] = doc.sha256
-        if new_rows:
-            self._matrix = np.vstack([self._matrix, np.stack(new_rows)])
+            self._row[doc.id] = self._count() + len(self._fresh)
+            self._shas[doc.id] = doc.sha256
+            self._fresh.append(vector)
+
+    def _dim(self) -> int:
+        if self._fresh:
+            return len(self._fresh[0])
+        return int(self._matrix.shape[1]) if self._matrix.size else 0
+
+    def _count(self) -> int:
+        return int(self._matrix.shape[0]) if self._matrix.size else 0
 
     def save(self) -> None:
-        """Write the file atomically (temp file in the same folder, then os.replace)."""
+        """Append new rows (or write a new rows file when half of it is dead), then replace the `.npz`."""
         import numpy as np
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {
-            "ids": np.array(self._ids, dtype=f"<U{max(map(len, self._ids), default=1)}"),
-            "shas": np.array(self._shas, dtype=f"<U{max(map(len, self._shas), default=1)}"),
-            "vectors": self._matrix.astype(np.float32, copy=False),
-            "model": np.array(self.embedder.name),
-        }
         try:
-            self._write(arrays)
+            dead = self._count() + len(self._fresh) - len(self._row)
+            if self._rows_file is None or dead > COMPACT_SHARE * max(self._count(), 1):
+                self._compact()
+            elif self._fresh:
+                with open(self._rows_file, "ab") as handle:
+                    handle.write(np.asarray(self._fresh, dtype=np.float32).tobytes())
+            self._write_index()
         except OSError as exc:
             raise CacheError(f"vectors could not be saved to {self.path}: {exc}") from exc
+        self._remap()
         self._file_stamp = self._stat()
-        self._unsaved, self._saved_at = 0, time.monotonic()
-        mapped = map_member(self.path, "vectors")  # share the pages just written instead of a private copy
-        if mapped is not None and mapped.shape == self._matrix.shape:
-            self._matrix = mapped
 
-    def _write(self, arrays: dict[str, Any]) -> None:
+    def _compact(self) -> None:
+        """Write the live rows to a new rows file, in id order, and point every id at its new row."""
         import numpy as np
 
+        ids = list(self._row)
+        rows = [self._vector(i) for i in ids]
+        fd, tmp = tempfile.mkstemp(prefix=f"{self.path.stem}-rows-", suffix=".f32", dir=self.path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            if rows:
+                handle.write(np.asarray(rows, dtype=np.float32).tobytes())
+        self._row = {doc_id: n for n, doc_id in enumerate(ids)}
+        self._rows_file, self._fresh = Path(tmp), []
+        self._matrix = (
+            np.memmap(tmp, dtype=np.float32, mode="r", shape=(len(rows), len(rows[0])))
+            if rows
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+
+    def _write_index(self) -> None:
+        import numpy as np
+
+        assert self._rows_file is not None
+        ids = list(self._row)
+        arrays: dict[str, Any] = {
+            "ids": np.array([i.encode() for i in ids], dtype=bytes),
+            "shas": np.array([self._shas[i].encode() for i in ids], dtype=bytes),
+            "rows": np.array([self._row[i] for i in ids], dtype=np.int64),
+            "count": np.array(self._count() + len(self._fresh)),
+            "dim": np.array(self._dim()),
+            "rows_file": np.array(self._rows_file.name),
+            "model": np.array(self.embedder.name),
+        }
         fd, tmp = tempfile.mkstemp(prefix=".embeddings-", suffix=".npz", dir=self.path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -440,11 +466,37 @@ class VectorStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._drop_old_rows(keep=self._rows_file)
+
+    def _remap(self) -> None:
+        import numpy as np
+
+        count, dim = self._count() + len(self._fresh), self._dim()
+        assert self._rows_file is not None
+        self._matrix = (
+            np.memmap(self._rows_file, dtype=np.float32, mode="r", shape=(count, dim))
+            if count and dim
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+        self._fresh = []
+
+    def _vector(self, doc_id: str) -> Any:
+        row = self._row[doc_id]
+        return self._matrix[row] if row < self._count() else self._fresh[row - self._count()]
+
+    def _drop_old_rows(self, keep: Path) -> None:
+        # A process that still maps an old file keeps reading it (Linux frees it at unmap); one that
+        # reads the index file after this finds the new name.
+        for old in self.path.parent.glob(f"{self.path.stem}-rows-*"):
+            if old != keep:
+                old.unlink(missing_ok=True)
 
     def clear(self) -> None:
-        """Forget every vector and delete the file."""
-        self._set([], [], None)
+        """Forget every vector and delete the files."""
+        self._set({}, {}, None, None)
         self.path.unlink(missing_ok=True)
+        if self.path.parent.is_dir():
+            self._drop_old_rows(keep=self.path)
         self._file_stamp = None
 
     # -- querying ----------------------------------------------------------------------------
@@ -452,21 +504,17 @@ class VectorStore:
         """The `k` stored ids closest to `vector` (cosine), among `allowed_ids` when given."""
         import numpy as np
 
-        rows = self._rows(allowed_ids)
-        if not len(self._ids) or (rows is not None and not len(rows)):
+        ids = self._ids if allowed_ids is None else [i for i in self._ids if i in allowed_ids]
+        if not ids or not self._count():
             return []
-        matrix = self._matrix if rows is None else self._matrix[rows]
-        scores = _dot(matrix, np.asarray(vector, dtype=np.float32))
+        rows = np.fromiter((self._row[i] for i in ids), dtype=np.intp, count=len(ids))
+        if allowed_ids is None and len(ids) == self._count():
+            scores = _dot(self._matrix, np.asarray(vector, dtype=np.float32))  # no dead rows: one pass
+            scores = scores[rows]
+        else:
+            scores = _dot(self._matrix[rows], np.asarray(vector, dtype=np.float32))
         top = np.argsort(-scores)[:k] if k >= len(scores) else _top(scores, k)
-        ids = self._ids if rows is None else [self._ids[r] for r in rows]
         return [(ids[i], float(scores[i])) for i in top]
-
-    def _rows(self, allowed_ids: set[str] | None) -> Any:
-        import numpy as np
-
-        if allowed_ids is None:
-            return None
-        return np.array(sorted(self._row[i] for i in allowed_ids if i in self._row), dtype=np.intp)
 
     def cosines(self, vector: Any, ids: Iterable[str]) -> dict[str, float]:
         """Cosine of `vector` with each stored id among `ids` (unknown ids are left out)."""
@@ -488,42 +536,6 @@ def _dot(matrix: Any, vector: Any) -> Any:
     import numpy as np
 
     return np.einsum("ij,j->i", matrix, vector)
-
-
-def map_member(path: Path, name: str) -> Any:
-    """Array `name` of the uncompressed .npz at `path`, memory-mapped copy-on-write (None if it cannot be).
-
-    np.savez stores members uncompressed, so a float32 member is a plain run of bytes in the file: every
-    process reading the same vectors then shares one copy of them in the page cache. Writing a row in
-    place copies only that page into this process; the file itself is never changed (it is replaced).
-    """
-    import struct
-    import zipfile
-
-    import numpy as np
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            info = archive.getinfo(f"{name}.npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-            return None
-        with open(path, "rb") as handle:
-            handle.seek(info.header_offset)
-            local = handle.read(30)  # the local file header: its name and extra field lengths vary
-            name_len, extra_len = struct.unpack("<HH", local[26:30])
-            handle.seek(info.header_offset + 30 + name_len + extra_len)
-            fmt = np.lib.format
-            readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
-            reader = readers.get(fmt.read_magic(handle))
-            if reader is None:
-                return None
-            shape, fortran, dtype = reader(handle)
-            offset = handle.tell()
-        if fortran or dtype != np.float32 or len(shape) != 2 or not shape[0]:
-            return None
-        return np.memmap(path, dtype=np.float32, mode="c", offset=offset, shape=shape)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, struct.error):
-        return None
 
 
 def _top(scores: Any, k: int) -> Any:

@@ -2,6 +2,8 @@
 
 Filters are Whoosh queries passed as `filter=`, so they restrict the candidates before the top k is
 taken. One searcher stays open and is replaced after each commit, so a query never pays for opening the index.
+The `words` field holds each note's folded words for fuzzy grep: the index is the `fuzzy.Vocabulary`
+every process on the vault shares (its files are memory-mapped), so no process builds its own.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from whoosh.index import IndexError as WhooshIndexError
 
 from rlm_vault import related, textproc
 from rlm_vault.errors import Busy, CacheError
+
+if TYPE_CHECKING:
+    from rlm_vault.fuzzy import Lexicon
 
 __all__ = [
     "BROKEN",
@@ -172,6 +177,7 @@ def schema() -> Any:
         body=fields.TEXT(analyzer=text, phrase=False),
         meta=fields.TEXT(analyzer=text, phrase=False),
         sha=fields.STORED,
+        words=fields.KEYWORD,  # folded words of the body, stop words kept: fuzzy grep's vocabulary
     )
 
 
@@ -193,6 +199,7 @@ def _fields(doc: SearchDoc) -> dict[str, str | int]:
         "body": doc.body,
         "meta": " ".join(doc.tags + doc.entities),
         "sha": doc.sha256,
+        "words": " ".join(textproc.vocabulary(doc.body)),
     }
 
 
@@ -250,6 +257,7 @@ class TextIndex:
         self._searcher = self._new_searcher()
         self._stamps, self._facts = self._read_stamps()
         self.version = 0  # moves with every change of the indexed set, for caches derived from facts()
+        self._lexicons: dict[str, Lexicon] = {}  # segment id -> its fuzzy words (segments never change)
 
     def _open(self) -> Any:
         from whoosh import index
@@ -361,7 +369,9 @@ class TextIndex:
         from whoosh.index import LockError
 
         try:
-            return self._ix.writer(timeout=10.0, delay=0.05, **options)
+            # Plain (not compound) segments: Whoosh copies a compound segment into each reader's memory,
+            # while plain files are read through the page cache that every process shares.
+            return self._ix.writer(timeout=10.0, delay=0.05, compound=False, **options)
         except LockError as exc:
             # Busy, not CacheError: a held lock is no reason to wipe and rebuild the index.
             raise Busy(f"another process has held the text index at {self.path} for 10 s") from exc
@@ -439,3 +449,42 @@ class TextIndex:
                 return {column[docnum] for docnum in self._searcher.docs_for_query(filter_q)}
             except Exception as exc:
                 raise cache_error(exc, f"text index at {self.path} failed a filter") from exc
+
+    # -- fuzzy grep's vocabulary (fuzzy.Vocabulary) ------------------------------------------------
+    def matches(self, word: str) -> list[str]:
+        """Indexed words within `fuzzy.max_edits(word)` of `word`, over every segment."""
+        with self._lock:
+            self._refresh_if_stale()
+            try:
+                found = [m for lexicon in self._segment_lexicons() for m in lexicon.matches(word)]
+            except Exception as exc:
+                raise cache_error(exc, f"text index at {self.path} failed a fuzzy lookup") from exc
+        return list(dict.fromkeys(found))
+
+    def _segment_lexicons(self) -> list[Lexicon]:
+        # A segment's words never change once written (deletions only hide documents), so each is read
+        # once; a write adds a small segment, and merged-away segments are dropped here.
+        from rlm_vault.fuzzy import Lexicon
+
+        live: dict[str, Lexicon] = {}
+        for reader, _ in self._searcher.reader().leaf_readers():
+            segment = reader.segment()
+            key = segment.segment_id() if segment is not None else str(id(reader))
+            live[key] = self._lexicons.get(key) or Lexicon(reader.field_terms("words"))
+        self._lexicons = live
+        return list(live.values())
+
+    def holders(self, words: Sequence[str]) -> set[str]:
+        """Ids of the live documents holding at least one of `words`."""
+        from whoosh import query
+
+        if not words:
+            return set()
+        with self._lock:
+            self._refresh_if_stale()
+            try:
+                column = self._searcher.reader().column_reader("id")
+                found = self._searcher.docs_for_query(query.Or([query.Term("words", w) for w in words]))
+                return {column[docnum] for docnum in found}
+            except Exception as exc:
+                raise cache_error(exc, f"text index at {self.path} failed a fuzzy lookup") from exc

@@ -39,7 +39,7 @@ class Lifecycle:
         """What a retention run would archive now, and which archives it could purge."""
         now = self.store.clock()
         access = self.store.access.all()
-        archive = self.policy.to_archive(self.store.fresh().chunks(), access, now)
+        archive = self.policy.to_archive(self.store.fresh().chunks(), access, now, self._body)
         purge = self.policy.to_purge(self._archived_with_dates(), access, now)
         return {
             "archive": [c.id for c in archive],
@@ -53,13 +53,19 @@ class Lifecycle:
         now = self.store.clock()
         access = self.store.access.all()
         archived = (
-            self._archive(self.policy.to_archive(self.store.fresh().chunks(), access, now)) if archive else []
+            self._archive(self.policy.to_archive(self.store.fresh().chunks(), access, now, self._body))
+            if archive
+            else []
         )
         commit = self.store.vault.git.head() if archived else None
         purged = self._purge(self.policy.to_purge(self._archived_with_dates(), access, now)) if purge else []
         if purged:
             commit = self.store.vault.git.head()
         return {"archived": archived, "purged": purged, "commit": commit}
+
+    def _body(self, chunk: Chunk) -> str:
+        """A chunk's text from its file (the catalog holds none); an unreadable file reads as empty."""
+        return self.store.catalog.body(chunk.id) or ""
 
     def _archive(self, due: list[Chunk]) -> list[str]:
         if not due:

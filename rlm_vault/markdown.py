@@ -14,7 +14,7 @@ import yaml
 
 from .errors import InvalidNote
 
-__all__ = ["MAX_DEPTH", "MAX_FRONT_MATTER", "load_yaml", "parse", "render"]
+__all__ = ["MAX_DEPTH", "MAX_FRONT_MATTER", "body", "load_yaml", "parse", "render"]
 
 # A hand-written note with megabytes of YAML is a mistake or an attack (alias bombs).
 MAX_FRONT_MATTER = 64 * 1024
@@ -80,6 +80,16 @@ def parse(text: str, path: str = "<text>") -> tuple[dict[str, Any], str]:
         raise InvalidNote(path, "front matter is not a mapping of keys to values")
     body = text[close.end() :]
     return meta, body.removeprefix("\r").removeprefix("\n")
+
+
+def body(text: str, path: str = "<text>") -> str:
+    """The Markdown body of a note, as `parse` returns it, without reading the front matter."""
+    text = text.removeprefix("\ufeff")
+    first = text.find("\n")
+    close = _FENCE.search(text, first + 1) if first != -1 and text.startswith("---") else None
+    if close is None or text[:first].strip() != "---":
+        raise InvalidNote(path, "front matter is not closed by a '---' line")
+    return text[close.end() :].removeprefix("\r").removeprefix("\n")
 
 
 def render(meta: dict[str, Any], body: str) -> str:

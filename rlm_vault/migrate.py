@@ -640,7 +640,7 @@ class _Plan:
         self.vault: dict[tuple[Any, ...], tuple[str, Insight | Chunk]] = {}
         self.known: set[str] = set()
         archived = service.archive.paths()
-        notes: list[Insight | Chunk] = [*cat.insights(), *cat.chunks(), *service.archive.chunks()]
+        notes: list[Insight | Chunk] = [*cat.insights(), *cat.chunks(full=True), *service.archive.chunks()]
         for note in notes:
             path = cat.path_of(note.id) or archived.get(note.id, "")
             self.vault.setdefault(_same(note), (path, note))
@@ -782,7 +782,7 @@ class _Known:
     @classmethod
     def of(cls, service: MemoryService) -> _Known:
         cat = service.fresh()
-        notes: list[Any] = [*cat.insights(), *cat.chunks(), *service.archive.chunks()]
+        notes: list[Any] = [*cat.insights(), *cat.chunks(full=True), *service.archive.chunks()]
         hashes = {content_hash(n.content) for n in notes}
         sessions = {str(n.extra["claude_session"]) for n in notes if n.extra.get("claude_session")}
         return cls(frozenset(hashes), frozenset(sessions))

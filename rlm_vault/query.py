@@ -7,7 +7,7 @@ import math
 import re
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import regex
@@ -40,6 +40,11 @@ RELATED = 0.5  # a topic named in related words counts half a query word (as in 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _WORD = re.compile(r"\w+")
 T = TypeVar("T", Insight, Chunk)
+Text = Callable[[Chunk | Insight], str]  # a note's text (chunk bodies may live only in their files)
+
+
+def _content(note: Chunk | Insight) -> str:
+    return note.content
 
 
 def choice(value: str, allowed: Sequence[str], what: str) -> str:
@@ -152,9 +157,12 @@ def _analysed(text: str) -> tuple[frozenset[str], str]:
 
 
 def regex_lines(
-    chunks: Sequence[Chunk | Insight], pattern: str, limit: int, budget: float
+    chunks: Sequence[Chunk | Insight], pattern: str, limit: int, budget: float, text: Text = _content
 ) -> list[GrepMatch]:
-    """Lines matching a case-insensitive regex, with a time budget against runaway patterns."""
+    """Lines matching a case-insensitive regex, with a time budget against runaway patterns.
+
+    Notes are read one at a time through `text`, in the order given, until `limit` lines matched.
+    """
     check_regex(pattern)
     try:
         compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
@@ -166,15 +174,16 @@ def regex_lines(
     deadline = time.monotonic() + budget
     matches: list[GrepMatch] = []
     for chunk in chunks:
+        content = text(chunk)
         try:  # one pass over the whole text first: most notes do not match at all
-            if not compiled.search(chunk.content, timeout=max(deadline - time.monotonic(), 0.001)):
+            if not compiled.search(content, timeout=max(deadline - time.monotonic(), 0.001)):
                 continue
         except TimeoutError:
             raise InvalidInput(
                 f"pattern {pattern[:200]!r} took longer than {budget:g} s over the notes; use a "
                 "simpler pattern (avoid nested repeats like (a+)+)"
             ) from None
-        for n, line in enumerate(chunk.content.split("\n")):
+        for n, line in enumerate(content.split("\n")):
             remaining = deadline - time.monotonic()
             try:
                 if remaining <= 0 or compiled.search(line, timeout=remaining):
@@ -262,7 +271,7 @@ def _class_end(pattern: str, start: int) -> int:
 
 
 def fuzzy_lines(
-    chunks: Sequence[Chunk | Insight], pattern: str, threshold: int, limit: int
+    chunks: Sequence[Chunk | Insight], pattern: str, threshold: int, limit: int, text: Text = _content
 ) -> list[GrepMatch]:
     """Lines close to the pattern despite typos, best first."""
     from rapidfuzz import fuzz
@@ -272,7 +281,7 @@ def fuzzy_lines(
     target = fold(check_pattern(pattern))
     found: list[GrepMatch] = []
     for chunk in chunks:
-        for n, line in enumerate(chunk.content.split("\n")):
+        for n, line in enumerate(text(chunk).split("\n")):
             if line.strip():
                 score = fuzz.partial_ratio(target, fold(line), score_cutoff=threshold)
                 if score:
@@ -292,19 +301,19 @@ def _match(note: Chunk | Insight, line_no: int, line: str, score: float) -> Grep
     }
 
 
-def _searchable(note: Chunk | Insight) -> str:
+def _searchable(note: Chunk | Insight, text: Text) -> str:
     if isinstance(note, Chunk):
-        return f"{note.summary} {' '.join(note.tags)} {note.content}"
-    return f"{' '.join(note.tags)} {note.content}"
+        return f"{note.summary} {' '.join(note.tags)} {text(note)}"
+    return f"{' '.join(note.tags)} {text(note)}"
 
 
 def keyword_search(
-    chunks: Sequence[Chunk], insights: Sequence[Insight], query: str, limit: int
+    chunks: Sequence[Chunk], insights: Sequence[Insight], query: str, limit: int, text: Text = _content
 ) -> list[SearchHit]:
     """A plain tf-idf ranking over the given notes (used when the search caches are unavailable)."""
     terms = set(words(query))
     notes: list[Chunk | Insight] = [*chunks, *insights]
-    docs = [(n, words(_searchable(n))) for n in notes]
+    docs = [(n, words(_searchable(n, text))) for n in notes]
     df = {t: sum(1 for _, ws in docs if t in ws) for t in terms}
     hits = []
     for note, ws in docs:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,14 +31,18 @@ def parse_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def immune_reason(chunk: Chunk, accesses: int) -> str | None:
-    """Why a chunk must never be archived or purged, or None."""
+def immune_reason(chunk: Chunk, accesses: int, body: Callable[[Chunk], str] | None = None) -> str | None:
+    """Why a chunk must never be archived or purged, or None.
+
+    `body` gives the chunk's text when `chunk.content` does not hold it (the catalog keeps no bodies);
+    it is asked only when neither a tag nor the accesses decided.
+    """
     tags = {t.lower() for t in chunk.tags} & IMMUNE_TAGS
     if tags:
         return f"tag {min(tags)}"
     if accesses >= IMMUNE_ACCESSES:
         return f"read {accesses} times"
-    upper = chunk.content.upper()
+    upper = (body(chunk) if body is not None else chunk.content).upper()
     marker = next((m for m in MARKERS if m in upper), None)
     return f"marker {marker}" if marker else None
 
@@ -51,15 +55,26 @@ class Policy:
     purge_days: int = 180
 
     def to_archive(
-        self, chunks: Iterable[Chunk], access: Mapping[str, Mapping[str, Any]], now: datetime
+        self,
+        chunks: Iterable[Chunk],
+        access: Mapping[str, Mapping[str, Any]],
+        now: datetime,
+        body: Callable[[Chunk], str] | None = None,
     ) -> list[Chunk]:
-        """Active chunks unused for longer than the archive delay and not immune, oldest first."""
+        """Active chunks unused for longer than the archive delay and not immune, oldest first.
+
+        `body` reads a chunk's text for the marker check (only chunks already due by date are read).
+        """
         limit = now - timedelta(days=self.archive_days)
         due = []
         for chunk in chunks:
             seen = access.get(chunk.id, {})
             last = max(filter(None, [parse_time(chunk.created), parse_time(seen.get("last"))]), default=None)
-            if last is not None and last < limit and not immune_reason(chunk, int(seen.get("count", 0))):
+            if (
+                last is not None
+                and last < limit
+                and not immune_reason(chunk, int(seen.get("count", 0)), body)
+            ):
                 due.append(chunk)
         return sorted(due, key=lambda c: (c.created, c.id))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -31,6 +32,11 @@ __all__ = ["LazyEmbedder", "Search", "to_doc"]
 
 log = logging.getLogger("rlm_vault")
 
+# Notes the text index may lack (another process is indexing them) before a search answers from the
+# catalog instead: a few are a moment's lag, thousands mean another window is building the index.
+MISSING_FOR_PLAIN = 50
+RETRY_SECONDS = 0.25  # how soon the background indexer tries again when another process was building
+
 
 class LazyEmbedder(Protocol):
     """What search needs of an embedder that loads in the background (`Model2VecEmbedder`)."""
@@ -49,8 +55,8 @@ class LazyEmbedder(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-def to_doc(note: Insight | Chunk, sha256: str) -> SearchDoc:
-    """What the search caches index of a note."""
+def to_doc(note: Insight | Chunk, sha256: str, body: str | None = None) -> SearchDoc:
+    """What the search caches index of a note (`body` when the note holds no text: a catalog chunk)."""
     from .index import SearchDoc
 
     if isinstance(note, Insight):
@@ -82,7 +88,7 @@ def to_doc(note: Insight | Chunk, sha256: str) -> SearchDoc:
         entities,
         note.created,
         note.summary,
-        note.content,
+        note.content if body is None else body,
         sha256,
     )
 
@@ -144,14 +150,20 @@ class Search:
             self.embedder.start_loading()
         self._index_quietly("warming the search caches failed; searches retry")
         self.store.on_commit(self._wake.set)
+        if self.engine().behind:
+            self._wake.set()
         threading.Thread(target=self._follow_writes, name="rlm-vault-index", daemon=True).start()
 
     def _follow_writes(self) -> None:
-        """Index each write in the background, so the next search does not pay for it."""
+        """Index each write in the background, so the next search does not pay for it; while another
+        process holds the build (or vectors are filled a batch at a time), try again shortly."""
         while True:
             self._wake.wait()
             self._wake.clear()
             self._index_quietly("indexing a write in the background failed; the next search retries")
+            if self.engine().behind:
+                time.sleep(RETRY_SECONDS)
+                self._wake.set()
 
     def _index_quietly(self, what: str) -> None:
         # A background thread has no caller to report to: a cache or vault problem is logged and the next
@@ -174,14 +186,31 @@ class Search:
             # step (unless the model finished loading since, or vectors are still being filled in batches).
             state = (cat.version, self.semantic_status()["enabled"])
             if self._synced_state != state or engine.behind:
-                engine.sync(cat.hashes(), self._loader)
+                engine.sync(cat.hashes(), self._loader, self._bodies)
                 self._synced_state = state
         return engine
 
     def _loader(self, ids: list[str]) -> list[SearchDoc]:
-        # Per-id lookups: fuzzy grep loads a few hundred candidates per query, not a copy of every hash.
+        # Per-id lookups, chunk bodies read from their files: the catalog keeps none.
         catalog = self.store.catalog
-        return [to_doc(note, catalog.sha_of(i)) for i in ids if (note := catalog.note(i)) is not None]
+        docs = []
+        for i in ids:
+            note = catalog.note(i)
+            body = catalog.body(i) if isinstance(note, Chunk) else None
+            if note is not None and (body is not None or isinstance(note, Insight)):
+                docs.append(to_doc(note, catalog.sha_of(i), body))
+        return docs
+
+    def _bodies(self, ids: list[str]) -> dict[str, str]:
+        """The texts of a few notes (fuzzy grep's candidates), read from their files."""
+        catalog = self.store.catalog
+        return {i: body for i in ids if (body := catalog.body(i)) is not None}
+
+    def _text(self, note: Insight | Chunk) -> str:
+        """A note's text: an insight's is in memory, an active chunk's is read from its file."""
+        if isinstance(note, Chunk) and not note.content:
+            return self.store.catalog.body(note.id) or ""
+        return note.content
 
     def _archive_engine(self) -> tuple[SearchEngine, dict[str, Chunk]]:
         archived = {c.id: c for c in self.archive.chunks()}
@@ -211,12 +240,14 @@ class Search:
         filters = self._filters(
             project, domain, date_from, date_to, entity, "" if include_insights else "chunk"
         )
-        if not self._ready():  # caches still building in the background: answer from the catalog
+        engine = self._synced() if self._ready() else None
+        if engine is None or engine.missing > MISSING_FOR_PLAIN:
+            # Caches still building (here in the background, or in another process): answer from the catalog.
             plain = self._plain_search(query, filters, limit, include_archived)
             return _first(self._old_id_hit(query), plain, limit)
         hits = [
             self._hit(h.id, h.score, self.store.catalog.note(h.id))
-            for h in self._synced().search(query, filters, limit)
+            for h in engine.search(query, filters, limit)
         ]
         if include_archived:
             engine, archived = self._archive_engine()
@@ -262,7 +293,7 @@ class Search:
         self, query: str, filters: Filters, limit: int, include_archived: bool
     ) -> list[SearchHit]:
         chunks, insights = self._candidates(filters, include_archived)
-        return q.keyword_search(chunks, insights, query, limit)
+        return q.keyword_search(chunks, insights, query, limit, self._text)
 
     def _candidates(self, f: Filters, include_archived: bool) -> tuple[list[Chunk], list[Insight]]:
         cat = self.store.fresh()
@@ -302,13 +333,27 @@ class Search:
             raise InvalidInput(
                 f"fuzzy_threshold {fuzzy_threshold!r} is not accepted: use 0 to 100 (80 is a good start)"
             )
-        if fuzzy and not include_archived and self._ready():
+        if fuzzy and not include_archived and self._ready() and self._synced().missing <= MISSING_FOR_PLAIN:
             return {"matches": self._fuzzy(pattern, fuzzy_threshold, limit, filters)}
         chunks, insights = self._candidates(filters, include_archived)
         notes: list[Chunk | Insight] = [*chunks, *q.newest(insights)]
+        text = self._text_from(self._synced() if self._ready() else None)
         if fuzzy:
-            return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit)}
-        return {"matches": q.regex_lines(notes, pattern, limit, self.store.config.grep_timeout)}
+            return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit, text)}
+        return {"matches": q.regex_lines(notes, pattern, limit, self.store.config.grep_timeout, text)}
+
+    def _text_from(self, engine: SearchEngine | None) -> Callable[[Insight | Chunk], str]:
+        """A note's text: from the shared bodies file when the caches hold it, else from its file."""
+        if engine is None:
+            return self._text
+
+        def text(note: Insight | Chunk) -> str:
+            if isinstance(note, Chunk) and not note.content:
+                stored = engine.body(note.id)
+                return stored if stored is not None else self._text(note)
+            return note.content
+
+        return text
 
     def _fuzzy(self, pattern: str, threshold: int, limit: int, filters: Filters) -> list[GrepMatch]:
         engine = self._synced()

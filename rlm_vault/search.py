@@ -1,8 +1,13 @@
-"""The search caches as one object: text index, vectors and fuzzy lines, kept in step with the vault.
+"""The search caches as one object: text index (with fuzzy grep's words) and vectors, kept in step with the vault.
 
 The service hands `sync()` the vault's truth (id -> content hash) and a loader; only notes whose hash
 changed are loaded and re-indexed. Search fuses BM25 and cosine, with filters inside both retrievals.
 A broken cache is wiped and rebuilt from the vault through the same loader.
+
+Several processes (one server per window) share one cache folder: whoever holds `build.lock` brings
+the caches up to date, the others do not wait for it (beyond a few ms): they answer from what is there,
+see its work through the files (Whoosh commits, the vectors' `.npz`), and try again at their next sync.
+So a note is indexed and embedded once per vault, not once per window.
 """
 
 from __future__ import annotations
@@ -15,15 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlm_vault import fuzzy
 from rlm_vault.embeddings import Embedder, VectorStore, embedder_ready
-from rlm_vault.errors import CacheError
-from rlm_vault.fuzzy import FuzzyHit, FuzzyIndex
+from rlm_vault.errors import Busy, CacheError
+from rlm_vault.filelock import file_lock
+from rlm_vault.fuzzy import FuzzyHit
 from rlm_vault.index import NO_FILTERS, Filters, SearchDoc, TextIndex, Weights
 from rlm_vault.rerank import Neighbours, Rerank, rerank
+from rlm_vault.texts import TextStore
 
 __all__ = ["Fusion", "Hit", "SearchEngine"]
 
 Loader = Callable[[list[str]], list[SearchDoc]]
+Bodies = Callable[[list[str]], Mapping[str, str]]
 LoadAll = Callable[[], list[SearchDoc]]
 Progress = Callable[[int, int], None]
 
@@ -61,13 +70,15 @@ class Plan:
     text_gone: list[str]
     vector_stale: list[str]
     vector_gone: list[str]
+    body_stale: list[str]
+    body_gone: list[str]
 
     def load_ids(self) -> list[str]:
-        return sorted(set(self.text_stale) | set(self.vector_stale))
+        return sorted(set(self.text_stale) | set(self.vector_stale) | set(self.body_stale))
 
 
 class SearchEngine:
-    """Text index at cache_dir/index, vectors at cache_dir/embeddings.npz, fuzzy lines in memory."""
+    """Text index at cache_dir/index (fuzzy grep's vocabulary too), vectors at cache_dir/embeddings.npz."""
 
     def __init__(
         self,
@@ -88,13 +99,16 @@ class SearchEngine:
         self._lock = threading.RLock()
         self._index = self._open_index()
         self._vectors = VectorStore(self.cache_dir / "embeddings.npz", embedder) if embedder else None
-        self._fuzzy: FuzzyIndex | None = None
-        self._fuzzy_stamps: dict[str, str] = {}
+        self._texts = TextStore(self.cache_dir / "texts.npz")  # bodies for grep, shared by every process
         self._load: Loader | None = None
+        self._read_bodies: Bodies | None = None
         self._current: dict[str, str] = {}
         self._unloadable: dict[str, str] = {}
         self.repairs: list[str] = []  # why caches were rebuilt, for doctor
-        self.behind = False  # vectors still missing after the last sync (embedded a budget at a time)
+        self.behind = False  # caches still short of the vault after the last sync: sync again soon
+        self.missing = 0  # notes the text index lacked at the last sync (another process is building it)
+        self.lock_wait = 0.02  # seconds a sync waits for another process's build before answering as is
+        self.built = 0  # notes this engine indexed or embedded itself (the others' work is only read)
 
     # -- cache lifecycle -----------------------------------------------------------------------
     def _open_index(self) -> TextIndex:
@@ -116,14 +130,16 @@ class SearchEngine:
         return self._vectors if self._vectors is not None and embedder_ready(self.embedder) else None
 
     # -- keeping in step with the vault --------------------------------------------------------
-    def sync(self, current: Mapping[str, str], load: Loader) -> int:
+    def sync(self, current: Mapping[str, str], load: Loader, bodies: Bodies | None = None) -> int:
         """Bring every cache to `current` (id -> sha256), loading only new or changed notes.
 
         Returns how many notes were loaded. Called before every query, so the no-change path is a
-        dict comparison per cache.
+        dict comparison per cache. `bodies` reads the text of a few notes for fuzzy grep (default:
+        through `load`).
         """
         with self._lock:
             self._load = load
+            self._read_bodies = bodies or self._read_bodies
             self._current = current if isinstance(current, dict) else dict(current)
             try:
                 return self._sync()
@@ -133,11 +149,30 @@ class SearchEngine:
 
     def _sync(self) -> int:
         plan = self._plan()
+        if not self._todo(plan):
+            self.missing = 0
+            return 0
+        try:
+            with file_lock(self.cache_dir / "build.lock", timeout=self.lock_wait):
+                return self._build(self._plan())  # planned again: the last holder may have done it all
+        except Busy:
+            # Another process is building: use what is there, catch up at the next sync.
+            self.missing, self.behind = len(plan.text_stale), True
+            return 0
+
+    def _todo(self, plan: Plan) -> list[str]:
+        ids = plan.load_ids() + plan.text_gone + plan.vector_gone + plan.body_gone
+        return [i for i in ids if i not in self._current or self._unloadable.get(i) != self._current[i]]
+
+    def _build(self, plan: Plan) -> int:
         ids = [i for i in plan.load_ids() if self._unloadable.get(i) != self._current.get(i)]
         docs = self._load_docs(ids) if ids else []
         self._apply_text(plan, docs)
         self._apply_vectors(plan, docs)
-        self._apply_fuzzy(docs)
+        wanted = set(plan.body_stale)
+        self._texts.update([doc for doc in docs if doc.id in wanted], plan.body_gone)
+        self.missing = 0
+        self.built += len(docs)
         return len(docs)
 
     def _plan(self) -> Plan:
@@ -150,7 +185,9 @@ class SearchEngine:
             vector_stale, vector_gone = _diff(self._current, vectors.stamps())
             self.behind = len(vector_stale) > self.embed_budget
             vector_stale = vector_stale[: self.embed_budget]
-        return Plan(text_stale, text_gone, vector_stale, vector_gone)
+        self._texts.reload()
+        body_stale, body_gone = _diff(self._current, self._texts.stamps())
+        return Plan(text_stale, text_gone, vector_stale, vector_gone, body_stale, body_gone)
 
     def _load_docs(self, ids: list[str]) -> list[SearchDoc]:
         assert self._load is not None
@@ -176,27 +213,15 @@ class SearchEngine:
         wanted = set(plan.vector_stale)
         vectors.update([doc for doc in docs if doc.id in wanted], plan.vector_gone)
 
-    def _apply_fuzzy(self, docs: list[SearchDoc]) -> None:
-        if self._fuzzy is None:
-            return
-        gone = [i for i in self._fuzzy_stamps if i not in self._current]
-        fresh = [doc for doc in docs if self._fuzzy_stamps.get(doc.id) != doc.sha256]
-        self._fuzzy.delete(gone)
-        self._fuzzy.update((doc.id, doc.body) for doc in fresh)
-        for doc_id in gone:
-            del self._fuzzy_stamps[doc_id]
-        self._fuzzy_stamps.update((doc.id, doc.sha256) for doc in fresh)
-
     def delete(self, ids: Sequence[str]) -> None:
         """Drop notes the service has just removed."""
-        with self._lock:
+        with self._lock, file_lock(self.cache_dir / "build.lock"):
             for doc_id in ids:
                 self._current.pop(doc_id, None)
             self._guarded(lambda: self._index.update((), ids))
             if self._vectors is not None:
                 self._vectors.update((), ids)
-            if self._fuzzy is not None:
-                self._apply_fuzzy([])
+            self._texts.update((), ids)
 
     def _guarded(self, action: Callable[[], Any]) -> Any:
         """Run an index action; a broken index is rebuilt from the vault, then the action retried."""
@@ -211,7 +236,7 @@ class SearchEngine:
 
     def rebuild(self, load_all: LoadAll, progress: Progress | None = None) -> int:
         """Recreate every cache from the vault alone; returns the number of notes indexed."""
-        with self._lock:
+        with self._lock, file_lock(self.cache_dir / "build.lock"):
             docs = load_all()
             vectors = self._vectors_ready()
             total = len(docs) * (2 if vectors is not None else 1)
@@ -219,9 +244,10 @@ class SearchEngine:
             if vectors is not None:
                 vectors.clear()
                 vectors.sync(docs, _offset(progress, len(docs), total))
+            self._texts.clear()
+            self._texts.update(docs)
             self._current = {doc.id: doc.sha256 for doc in docs}
             self._unloadable.clear()
-            self._fuzzy, self._fuzzy_stamps = None, {}
             return len(docs)
 
     # -- queries -------------------------------------------------------------------------------
@@ -280,22 +306,36 @@ class SearchEngine:
     def grep_fuzzy(
         self, pattern: str, threshold: float = 80, limit: int = 20, filters: Filters = NO_FILTERS
     ) -> list[FuzzyHit]:
-        """Lines close to `pattern` despite typos, best first (call `sync` first: it gives the loader)."""
-        with self._lock:
-            fuzzy = self._ensure_fuzzy()
-            allowed = self._guarded(lambda: self._index.allowed_ids(filters)) if filters else None
-            return fuzzy.search(pattern, threshold, limit, allowed)
+        """Lines close to `pattern` despite typos, best first (call `sync` first: it gives the loader).
 
-    def _ensure_fuzzy(self) -> FuzzyIndex:
-        if self._fuzzy is None:
+        Words come from the text index; only the candidates' bodies are read.
+        """
+        with self._lock:
             if self._load is None:
                 raise CacheError("fuzzy grep needs sync() first, to know how to load the notes")
-            self._fuzzy, self._fuzzy_stamps = FuzzyIndex(self._bodies), {}
-            self._apply_fuzzy(self._load_docs(sorted(self._current)))
-        return self._fuzzy
+            allowed = self._guarded(lambda: self._index.allowed_ids(filters)) if filters else None
+            bodies = self._stored_bodies
+            hits: list[FuzzyHit] = self._guarded(
+                lambda: fuzzy.search(self._index, bodies, pattern, threshold, limit, allowed)
+            )
+            return hits
 
     def _bodies(self, ids: list[str]) -> dict[str, str]:
         return {doc.id: doc.body for doc in self._load_docs(ids)} if ids else {}
+
+    def _stored_bodies(self, ids: list[str]) -> dict[str, str]:
+        found = {i: text for i in ids if (text := self.body(i)) is not None}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            found.update((self._read_bodies or self._bodies)(missing))
+        return found
+
+    def body(self, doc_id: str) -> str | None:
+        """The text of a note as last synced (None when not stored, or stored for an older version)."""
+        with self._lock:
+            return (
+                self._texts.body(doc_id, self._current.get(doc_id, "")) if doc_id in self._current else None
+            )
 
     # -- health --------------------------------------------------------------------------------
     def status(self, current: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -12,7 +12,18 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["analyzer", "fold", "is_cjk", "is_stop", "language", "stems", "terms", "tokens", "words"]
+__all__ = [
+    "analyzer",
+    "fold",
+    "is_cjk",
+    "is_stop",
+    "language",
+    "stems",
+    "terms",
+    "tokens",
+    "vocabulary",
+    "words",
+]
 
 # Only the diacritic blocks are stripped: dropping every combining mark would turn Japanese
 # デ (テ + U+3099) into テ and Thai vowels into nothing.
@@ -173,6 +184,11 @@ def words(text: str) -> Iterator[tuple[int, str, bool]]:
                 for part in parts:
                     yield pos, _lower(part), False
         pos += 1
+
+
+def vocabulary(text: str) -> set[str]:
+    """Folded words of `text` (CJK as bigrams), stop words included: what fuzzy grep matches typos against."""
+    return {fold(word) for _, word, _ in words(text)}
 
 
 def terms(text: str) -> Iterator[tuple[int, str]]:

@@ -2024,6 +2024,174 @@ def run_search_rows(plan: Plan, model: str, base: Path, report: Report) -> None:
     svc.close()
 
 
+# ---------------------------------------------------------------------------------------------- memory rows
+
+
+def _pss(pid: int) -> float:
+    """Proportional set size (MB) of a process and its children: shared pages count once across them."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    total = 0
+    for p in [pid, *(int(c) for c in children.stdout.split())]:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _bulk_vault(vault: Path, model: str, chunks: int, insights: int, corpus: Corpus) -> float:
+    """A vault of `chunks` + `insights` notes written by the importers' bulk path; returns seconds."""
+    from rlm_vault.bulk import NewChunk, NewInsight, write_many
+
+    svc = open_service(vault, "none")
+    t0 = time.perf_counter()
+    made = [NewInsight(corpus.insight(n).content, created=svc.now()) for n in range(insights)]
+    write_many(svc, made, [], f"import: {insights} bench insights") if made else None
+    for start in range(0, chunks, 1000):
+        batch = []
+        for _ in range(min(1000, chunks - start)):
+            spec = corpus.chunk()
+            summary = spec.summary or spec.content.split("\n")[0][:100]
+            batch.append(NewChunk(spec.content, spec.project, svc.now(), summary=summary, domain=spec.domain))
+        write_many(svc, [], batch, f"import: {len(batch)} bench chunks")
+    return time.perf_counter() - t0
+
+
+def _reindex(env: dict[str, str], cwd: Path) -> float:
+    """Build the caches once with `rlm-vault reindex` (what the first server would do); seconds."""
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "rlm_vault", "reindex"], env=env, cwd=cwd, check=True, capture_output=True
+    )
+    return time.perf_counter() - t0
+
+
+def _semantic_on(server: StdioMCP, timeout: float = 300) -> None:
+    """Wait until the server's model is loaded (the first search starts loading it)."""
+    server.tool("rlm_search", {"query": "warm up"})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = server.tool("rlm_status", {})["result"]["structuredContent"]
+        if status["semantic"]["enabled"] or status["semantic"]["model"] in ("none", ""):
+            return
+        time.sleep(1)
+
+
+def _exercise(server: StdioMCP, qs: list[str], patterns: list[str], typos: list[str]) -> None:
+    for query in qs:
+        server.tool("rlm_search", {"query": query})
+    for pattern in patterns:
+        server.tool("rlm_grep", {"pattern": pattern})
+    for word in typos:
+        server.tool("rlm_grep", {"pattern": word, "fuzzy": True})
+
+
+def row_memory(base: Path, model: str, report: Report, corpus: Corpus, chunks: int, servers: int) -> None:
+    """Row A: `servers` stdio servers on one vault of `chunks` chunks + 1,000 insights, after searches and
+    regex / fuzzy greps: summed PSS over every process, and the largest one server's RSS."""
+    vault = base / "mem-vault"
+    env = {**make_env(base, vault, model), "XDG_CACHE_HOME": str(base / "mem-cache")}
+    fill = _bulk_vault(vault, model, chunks, min(1000, chunks // 2), corpus)
+    build = _reindex(env, base)
+    qs = queries(corpus.paragraphs, 4, SEED + 31)
+    patterns = regex_patterns(corpus.paragraphs, 3, SEED + 32)
+    typos = typo_words(corpus.paragraphs, 3, SEED + 33)
+    clients = [StdioMCP([sys.executable, "-m", "rlm_vault", "serve"], env, base) for _ in range(servers)]
+    try:
+        for client in clients:
+            client.handshake()
+        for client in clients:
+            _semantic_on(client)
+            _exercise(client, qs, patterns, typos)
+        time.sleep(2)
+        pss = [_pss(c.proc.pid) for c in clients]
+        rss = [_vm(c.proc.pid).get("VmRSS", 0.0) for c in clients]
+    finally:
+        for client in clients:
+            client.close()
+    notes = (
+        f"{chunks:,} chunks + {min(1000, chunks // 2):,} insights (bulk {fill:.0f} s, reindex {build:.0f} s)"
+    )
+    report.add(
+        Row(
+            "mem_pss",
+            f"A. {servers} servers, {notes.split(' (')[0]}: summed PSS",
+            "<= 600 MB (aim 300)",
+            "1,049 MB before",
+            servers,
+            value=f"{sum(pss):,.0f} MB (each {', '.join(f'{v:.0f}' for v in pss)})",
+            ok=sum(pss) <= 600 if servers == 4 and chunks >= 10000 else None,
+            note=f"after 4 searches, 3 regex and 3 fuzzy greps each; {notes}",
+        )
+    )
+    report.add(
+        Row(
+            "mem_rss",
+            "A. one server's RSS in that run",
+            "<= 250 MB",
+            "353 MB before",
+            servers,
+            value=f"{max(rss):,.0f} MB",
+            ok=max(rss) <= 250 if chunks >= 10000 else None,
+        )
+    )
+
+
+def row_scale(base: Path, model: str, report: Report, corpus: Corpus, chunks: int, runs: int) -> None:
+    """Row D: a bulk-written vault of `chunks` chunks served over stdio: rlm_chunk and rlm_search p50,
+    one server's RSS after them, and cold start to tools/list."""
+    vault = base / "scale-vault"
+    env = {**make_env(base, vault, model), "XDG_CACHE_HOME": str(base / "scale-cache")}
+    fill = _bulk_vault(vault, model, chunks, 0, corpus)
+    build = _reindex(env, base)
+    cold, _, _ = cold_start(env, base, 3)
+    label = f"{chunks:,} chunks"
+    report.lat("d_cold", f"D. cold start to tools/list at {label}", cold, 1000, target="<= 1 s")
+    client = StdioMCP([sys.executable, "-m", "rlm_vault", "serve"], env, base)
+    try:
+        client.handshake()
+        _semantic_on(client)
+        qs = queries(corpus.paragraphs, runs, SEED + 41)
+        searches = [timed(lambda q=q: client.tool("rlm_search", {"query": q}))[0] for q in qs]
+        writes = []
+        for _ in range(runs):
+            spec = corpus.chunk()
+            args = {"content": spec.content, "summary": spec.summary, "project": spec.project}
+            writes.append(timed(lambda a=args: client.tool("rlm_chunk", a))[0])
+        rss = _vm(client.proc.pid).get("VmRSS", 0.0)
+    finally:
+        client.close()
+    note = f"over stdio; vault bulk-written in {fill:.0f} s, caches built by reindex in {build:.0f} s"
+    report.lat("d_chunk", f"D. rlm_chunk at {label}", writes, 25, note=note)
+    report.lat("d_search", f"D. rlm_search at {label}", searches, 100)
+    report.add(
+        Row(
+            "d_rss",
+            f"D. one server's RSS at {label}",
+            "<= 300 MB",
+            n=1,
+            value=f"{rss:,.0f} MB",
+            ok=rss <= 300,
+        )
+    )
+
+
+def run_rows(rows: set[str], plan: Plan, model: str, base: Path, report: Report) -> None:
+    """The rows asked for by --rows beyond the main run: A (memory of several servers), D (100k chunks)."""
+    if not rows & {"A", "D"}:
+        return
+    os.environ.update({**make_env(base, base / "vault", model), "XDG_CACHE_HOME": str(base / "cache")})
+    corpus = Corpus(
+        load_paragraphs(base.parent / f"rlm-bench-pydoc-{sys.version_info[0]}{sys.version_info[1]}.json")
+    )
+    if "A" in rows:
+        row_memory(base, model, report, corpus, 2000 if plan.quick else 10000, 2 if plan.quick else 4)
+    if "D" in rows:
+        row_scale(base, model, report, corpus, 2000 if plan.quick else 100000, 5 if plan.quick else 30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (about a minute)")
@@ -2042,9 +2210,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--rows",
-        default="",
-        help="run only these rows, comma-separated: C (3,000 rlm_chunk calls, then what .git holds), "
-        "search (only the rlm_search rows, fast)",
+        default="main,A,D",
+        help="comma list of row groups: main (DESIGN.md §5 rows), A (memory of 4 servers), C (3,000 "
+        "rlm_chunk calls, then what .git holds), D (100k chunks), search (only the rlm_search rows)",
     )
     parser.add_argument("--calls", type=int, default=3000, help="rlm_chunk calls of row C")
     parser.add_argument("--_paragraphs", help=argparse.SUPPRESS)
@@ -2094,12 +2262,13 @@ def main(argv: list[str] | None = None) -> int:
             run_model_sharing(base, Path(model), report)
         else:
             rows = {r.strip().upper() for r in args.rows.split(",") if r.strip()}
+            if "MAIN" in rows:
+                run(plan, model, base, report, args.anchor)
             if "SEARCH" in rows:
                 run_search_rows(plan, model, base, report)
             if "C" in rows:
                 row_c(base, model, report, args.calls)
-            if not rows:
-                run(plan, model, base, report, args.anchor)
+            run_rows(rows, plan, model, base, report)
     finally:
         report.meta["total_s"] = round(time.perf_counter() - started, 1)
         report.meta["load_end"] = os.getloadavg()

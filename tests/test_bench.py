@@ -18,7 +18,7 @@ ROWS = [
     "grep_regex", "fuzzy_first", "grep_fuzzy", "recall", "peek", "status", "search_after_write",
     "cold_start", "cold_start_full", "tools_list_tokens", "hook", "chunk_scale", "commit_scale", "reindex",
     "search_10k", "grep_regex_10k", "grep_fuzzy_10k", "search_after_write_10k", "server_rss", "writers_2", "writers_8",
-    "rss",
+    "rss", "mem_pss", "mem_rss", "d_cold", "d_chunk", "d_search", "d_rss",
 ]  # fmt: skip
 
 

@@ -58,7 +58,26 @@ def test_a_new_process_reads_parsed_notes_from_the_cache(tmp_path: Path) -> None
     second = Catalog(vault)
     second.refresh()
     assert second._parsed == 0  # nothing parsed again: all three came from the cache
-    assert sorted(c.content for c in second.chunks()) == ["chunk 0", "chunk 1", "chunk 2"]
+    assert sorted(c.id for c in second.chunks()) == ["c0", "c1", "c2"]
+    assert [second.body(f"c{n}") for n in range(3)] == ["chunk 0", "chunk 1", "chunk 2"]
+
+
+def test_chunk_bodies_are_read_from_their_files_not_kept(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    path = note(vault, "chunks/P/c1.md", "the first words\nof a long session")
+    note(vault, "insights/i.md", "an insight stays whole")
+    catalog = Catalog(vault)
+    catalog.refresh()
+    cached = json.loads((vault.cache / "catalog.json").read_text())["entries"]
+    assert cached["chunks/P/c1.md"][3] == ""  # the cache file holds no chunk body either
+    assert catalog.note("c1").content == "" and catalog.chunks()[0].content == ""
+    assert catalog.note("i").content == "an insight stays whole"
+    path.write_text(path.read_text().replace("first words", "edited words"), encoding="utf-8")
+    assert catalog.body("c1") == "the edited words\nof a long session"  # the file as it is now
+    assert catalog.read("c1").content == "the edited words\nof a long session"
+    assert [c.content for c in catalog.chunks(full=True)] == ["the edited words\nof a long session"]
+    path.unlink()
+    assert catalog.body("c1") is None and catalog.read("c1") is None
 
 
 def test_a_file_changed_since_the_cache_is_parsed_again(tmp_path: Path) -> None:

@@ -104,13 +104,36 @@ def test_npz_has_no_object_arrays(tmp_path: Path, embedder: Model2VecEmbedder) -
     store = VectorStore(tmp_path / "e.npz", embedder)
     store.sync([make_doc("a", "database"), make_doc("bb", "cat")])
     with np.load(tmp_path / "e.npz", allow_pickle=False) as data:
-        assert {name: data[name].dtype.kind for name in data.files} == {
-            "ids": "U",
-            "shas": "U",
-            "vectors": "f",
+        kinds = {name: data[name].dtype.kind for name in data.files}
+        assert kinds == {
+            "ids": "S",
+            "shas": "S",
+            "rows": "i",
+            "count": "i",
+            "dim": "i",
+            "rows_file": "U",
             "model": "U",
         }
-        assert data["vectors"].dtype == np.float32 and str(data["model"]) == embedder.name
+        assert str(data["model"]) == embedder.name and int(data["count"]) == 2
+        assert (tmp_path / str(data["rows_file"])).stat().st_size == 2 * embedder.dim * 4  # float32 rows
+
+
+def test_rows_are_memory_mapped_and_appended(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
+    store = VectorStore(tmp_path / "e.npz", embedder)
+    store.sync([make_doc("a", "database"), make_doc("b", "cat")])
+    reader = VectorStore(tmp_path / "e.npz", embedder)
+    assert isinstance(reader._matrix, np.memmap) and not reader._matrix.flags.writeable
+    store.update([make_doc("c", "dog")], ["b"])
+    assert [p.name for p in tmp_path.glob("e-rows-*")] == [store._rows_file.name]  # appended, not rewritten
+    assert isinstance(store._matrix, np.memmap)  # the writer maps what it saved, too
+    reader.reload()
+    assert set(reader.stamps()) == {"a", "c"}
+    assert reader.similar(embedder.embed(["dog"])[0], 1)[0][0] == "c"
+    store.update([make_doc("c", "dog food", sha256="v2"), make_doc("d", "bird")], ["a"])
+    reader.reload()  # half the rows are dead now: a new rows file, the old one removed
+    assert len(list(tmp_path.glob("e-rows-*"))) == 1 and reader._count() == 2
+    for doc_id, text in (("c", "dog food"), ("d", "bird")):
+        assert np.allclose(reader._vector(doc_id), embedder.embed([text])[0])
 
 
 def test_similar_ranks_by_cosine_within_allowed_ids(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
@@ -172,22 +195,3 @@ def test_download_progress_counts_what_the_hub_cache_received(
     loading = Model2VecEmbedder("org/model")
     loading._since, loading._thread = since, object()  # type: ignore[assignment]  # as while loading
     assert loading.status()[1].startswith("model 'org/model' downloading (4 MB so far, ")
-
-
-def test_saved_vectors_are_mapped_from_the_file_and_never_written_through(
-    tmp_path: Path, embedder: Model2VecEmbedder
-) -> None:
-    store = VectorStore(tmp_path / "e.npz", embedder)
-    store.sync([make_doc("a", "database migration"), make_doc("b", "cat food")])
-    on_disk = (tmp_path / "e.npz").read_bytes()
-    other = VectorStore(tmp_path / "e.npz", embedder)  # another process reading the same file
-    assert isinstance(store._matrix, np.memmap) and isinstance(other._matrix, np.memmap)
-    assert np.array_equal(store._matrix, other._matrix)
-    query = embedder.embed(["cat food"])[0]
-    assert other.similar(query, 1)[0][0] == "b"
-    store.update([make_doc("a", "deploy pipeline")])  # changes a row in memory only (not saved yet)
-    assert (tmp_path / "e.npz").read_bytes() == on_disk
-    assert not np.array_equal(store._matrix, other._matrix)
-    store.save()
-    other.reload()
-    assert np.array_equal(store._matrix, other._matrix) and isinstance(other._matrix, np.memmap)

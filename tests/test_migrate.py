@@ -45,7 +45,7 @@ def _front(service: MemoryService, relpath: str) -> dict:
 
 def _by_origin(service: MemoryService) -> dict[str, object]:
     cat = service.fresh()
-    return {str(n.extra.get("rlm_claude_id")): n for n in [*cat.insights(), *cat.chunks()]}
+    return {str(n.extra.get("rlm_claude_id")): n for n in [*cat.insights(), *cat.chunks(full=True)]}
 
 
 def test_import_makes_one_commit_with_every_note(service: MemoryService, context: Path) -> None:
@@ -243,7 +243,7 @@ def test_transcripts_become_session_chunks_once(service: MemoryService, projects
     assert report.chunks == 2 and [p.path for p in report.problems] == [
         "-tmp-cce2e-run-proj/bookkeeping-only.jsonl"
     ]
-    chunks = service.fresh().chunks()
+    chunks = service.fresh().chunks(full=True)
     assert {c.chunk_type for c in chunks} == {"session"} and {c.project for c in chunks} == {"proj"}
     assert (
         all(c.extra["claude_session"] for c in chunks)

@@ -16,9 +16,9 @@ PACKAGE = ROOT / "rlm_vault"
 # Lower layers never import higher ones (data flows one way: front ends -> service -> vault and caches).
 LAYERS = {
     0: {"errors", "config", "results", "formatting", "textproc", "secret_rules", "transcript", "gitobjects"},
-    1: {"models", "markdown", "git", "filelock", "secrets", "modelcache", "related"},
-    2: {"vault", "retention", "fuzzy", "index", "notes", "modelserver"},
-    3: {"catalog", "access", "embeddings", "query", "rerank"},
+    1: {"models", "markdown", "git", "filelock", "secrets", "modelcache", "related", "fuzzy"},
+    2: {"vault", "retention", "index", "notes", "modelserver"},
+    3: {"catalog", "access", "embeddings", "query", "rerank", "texts"},
     4: {"search", "archive"},
     5: {"core"},
     6: {"insights", "lifecycle", "sync", "settle"},
