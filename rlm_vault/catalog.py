@@ -335,5 +335,9 @@ def _light(note: Insight | Chunk) -> Insight | Chunk:
 
 
 def body_of(raw: bytes) -> str:
-    """The body of a note file as `Chunk.content` holds it, without parsing the front matter."""
-    return markdown.body(raw.decode("utf-8")).strip("\n")
+    """The body of a note file as `Chunk.content` holds it, without parsing the front matter (a note a
+    person wrote without front matter is all body, as `note_from_file` reads it)."""
+    text = raw.decode("utf-8").removeprefix("\ufeff")
+    if not text.startswith("---"):
+        return text.strip("\n")
+    return markdown.body(text).strip("\n")
