@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -166,7 +167,7 @@ class Catalog:
         if not isinstance(row, list) or len(row) != 4 or row[0] != list(stamp.astuple()):
             return None
         try:
-            return Entry(stamp, str(row[1]), note_from_meta(path, row[2], str(row[3])), None)
+            return Entry(stamp, sys.intern(str(row[1])), note_from_meta(path, row[2], str(row[3])), None)
         except (InvalidNote, TypeError, ValueError, AttributeError):
             return None
 
@@ -199,7 +200,7 @@ class Catalog:
             return Entry(stamp, "", None, Problem(path, f"cannot be read: {exc.strerror or exc}"))
         except InvalidNote as exc:
             return Entry(stamp, "", None, Problem(path, exc.reason))
-        sha = hashlib.sha256(raw).hexdigest()
+        sha = sys.intern(hashlib.sha256(raw).hexdigest())  # the search caches hold the same string
         self._parsed += 1
         try:
             note = note_from_file(path, raw, stamp.mtime_ns)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -333,7 +334,7 @@ class VectorStore:
             if str(data["model"]) != self.embedder.name or "rows_file" not in data.files:
                 return {}, {}, None, None  # another model, or the older single-file layout
             ids = [i.decode() for i in data["ids"].tolist()]
-            shas = [h.decode() for h in data["shas"].tolist()]
+            shas = [sys.intern(h.decode()) for h in data["shas"].tolist()]  # shared with the other caches
             rows = [int(r) for r in data["rows"].tolist()]
             count, dim = int(data["count"]), int(data["dim"])
             rows_file = self.path.parent / Path(str(data["rows_file"])).name

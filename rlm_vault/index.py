@@ -13,6 +13,7 @@ import pickle
 import re
 import shutil
 import struct
+import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -288,7 +289,7 @@ class TextIndex:
         facts: dict[str, DocFacts] = {}
         try:
             for fields in self._searcher.all_stored_fields():
-                stamps[fields["id"]] = fields.get("sha", "")
+                stamps[fields["id"]] = sys.intern(fields.get("sha", ""))
                 facts[fields["id"]] = DocFacts(
                     fields.get("kind", ""),
                     fields.get("project", ""),

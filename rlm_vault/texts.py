@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -72,7 +73,7 @@ class TextStore:
             return
         with np.load(self.path, allow_pickle=False) as data:
             ids = [i.decode() for i in data["ids"].tolist()]
-            shas = [h.decode() for h in data["shas"].tolist()]
+            shas = [sys.intern(h.decode()) for h in data["shas"].tolist()]  # shared with the other caches
             spans = zip(data["offsets"].tolist(), data["lengths"].tolist(), strict=True)
             size, name = int(data["size"]), str(data["data"])
         data_file = self.path.parent / Path(name).name
