@@ -43,6 +43,9 @@ from .results import (
     Written,
 )
 
+SESSION_LISTED = 200  # chunks a session note lists by name; the rest link to it
+_MORE = "- ... more chunks of this session link here (see the backlinks)"
+
 __all__ = ["Chunks", "chunk_row", "note_title"]
 
 
@@ -122,7 +125,8 @@ class Chunks:
             chunk = replace(chunk, extra={**chunk.extra, "links": [f"[[{n}]]" for n in links]})
             tx.message = f"chunk: {new_id} {q.short(summary)}"
             tx.write(chunk.path, markdown.render(chunk.to_meta(), chunk.content))
-            tx.write(*self._session_note(chunk))
+            if (note := self._session_note(chunk)) is not None:
+                tx.write(*note)
         result: Written = {"id": new_id, "path": chunk.path, "commit": tx.commit_id}
         if extras.get("redacted"):
             result["redacted"] = list(extras["redacted"])  # type: ignore[call-overload]
@@ -144,16 +148,22 @@ class Chunks:
         ]
         return [q.newest(earlier)[0].id] if earlier else []
 
-    def _session_note(self, chunk: Chunk) -> tuple[str, str]:
-        """`sessions/<session>.md` with a link to the new chunk added (Obsidian's graph and backlinks)."""
+    def _session_note(self, chunk: Chunk) -> tuple[str, str] | None:
+        """`sessions/<session>.md` with a link to the new chunk added (Obsidian's graph and backlinks), or
+        None once it lists SESSION_LISTED chunks: a write must not rewrite (and git keep) an ever longer
+        file; later chunks still link to the note, and Obsidian's backlinks show them all."""
         path = f"sessions/{chunk.session}.md"
         try:
             meta, body = markdown.parse(self.store.vault.read_bytes(path).decode("utf-8"), path)
         except (OSError, UnicodeDecodeError, InvalidNote):
             meta, body = session_meta(chunk), f"# {chunk.session}\n"
+        listed = body.count("\n- [[")
+        if f"[[{chunk.id}]]" in body or _MORE in body:
+            return None
         line = f"- [[{chunk.id}]] {q.short(chunk.summary, 100).replace('[[', '[ [')}"
-        if f"[[{chunk.id}]]" not in body:
-            body = body.rstrip("\n") + ("\n\n" if "\n- [[" not in body else "\n") + line
+        if listed >= SESSION_LISTED:
+            line = _MORE
+        body = body.rstrip("\n") + ("\n\n" if not listed else "\n") + line
         return path, markdown.render(meta, body)
 
     def _new_id(self, day: str, project: str, ticket: str, domain: str) -> str:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import git, git_log
 
 from rlm_vault import markdown
@@ -204,3 +205,19 @@ def test_a_note_without_front_matter_is_a_memory_and_committed(service: MemorySe
         git(root, "ls-files", "-z").split("\0")
     )
     assert hand.read_text() == "Pelicans need fresh fish every morning.\n"  # never rewritten
+
+
+def test_a_long_session_note_stops_growing(service: MemoryService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write must not rewrite an ever longer session note: past a cap, later chunks only link to it."""
+    from rlm_vault import chunks as chunks_module
+
+    monkeypatch.setattr(chunks_module, "SESSION_LISTED", 3)
+    ids = [service.chunk(f"part {n} of a long session", project="Long")["id"] for n in range(6)]
+    [session] = [s["id"] for s in service.sessions(project="Long")["sessions"]]
+    body = (service.vault.root / "sessions" / f"{session}.md").read_text()
+    assert [f"[[{i}]]" in body for i in ids] == [True, True, True, False, False, False]
+    assert body.count("more chunks of this session") == 1
+    last = git(service.vault.root, "show", "--name-only", "--format=", "HEAD").split()
+    assert last == [f"chunks/Long/{ids[-1]}.md"]  # the note was not rewritten
+    meta, _ = markdown.parse((service.vault.root / "chunks" / "Long" / f"{ids[-1]}.md").read_text(), "c")
+    assert meta["links"] == [f"[[{session}]]"]
