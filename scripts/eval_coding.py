@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from eval_locomo import second_stage
 from plain_bm25 import PlainBM25
 
 KINDS = ("fact", "instruction", "order", "update", "summary")
@@ -676,18 +677,6 @@ def report(scores: dict[str, dict[str, Score]]) -> str:
     return "\n".join(rows)
 
 
-def _second(spec: str) -> None:
-    """Make every search engine of this run use other second-stage weights (tuning only)."""
-    if not spec:
-        return
-    import rlm_vault.search
-    from rlm_vault.rerank import Rerank
-
-    chosen = Rerank(**{k: float(v) for k, v in (part.split("=") for part in spec.split(","))})
-    rlm_vault.search.Rerank = lambda: chosen  # type: ignore[assignment,misc]
-    print(f"second stage: {chosen}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=list(VOCABS), default="tune", help="vocabulary (tune or held out)")
@@ -700,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         "--second", default="", help="second-stage weights to try, e.g. neighbour=0.2,recency=0"
     )
     args = parser.parse_args(argv)
-    _second(args.second)
+    second_stage(args.second)
     seed = SEEDS[args.set] if args.seed is None else args.seed
     modes = ("plain", "bm25", "hybrid") if args.mode == "all" else ("plain", args.mode)
     if args.mode == "plain":

@@ -238,7 +238,7 @@ def evaluate_tools(
     return {mode: (t.row(), elapsed[mode] / max(t.n, 1)) for mode, t in tallies.items()}
 
 
-def _second(spec: str) -> None:
+def second_stage(spec: str) -> None:
     """Make every search engine of this run use other second-stage weights (tuning only)."""
     if not spec:
         return
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "--second", default="", help="second-stage weights to try, e.g. neighbour=0.2,recency=0"
     )
     args = parser.parse_args(argv)
-    _second(args.second)
+    second_stage(args.second)
     if args.engine == "tools":
         return _main_tools(args)
 
