@@ -1,30 +1,86 @@
-"""The notes as they are on disk right now, parsed once and refreshed by file stamps.
+"""The notes as they are on disk right now: a listing kept in an SQLite file that every process shares.
 
 A person may edit, add or delete notes at any time (an editor, Obsidian, `git pull`); every read
-starts with `refresh()`, which lists the note folders and re-parses only the files whose stamp
-(size, times, inode) changed. A file that cannot be parsed becomes a `Problem`, never an exception.
-Chunks are kept without their body (what ranking, filters and listings need), so a server's memory
-does not grow with the text of the vault; `read()` and `body()` take the text from the file.
+starts with `refresh()`, which compares each note folder's stamp with the listing and lists again only
+the folders that changed, re-parsing only the files whose stamp (size, times, inode) changed. A file
+that cannot be parsed becomes a `Problem`, never an exception.
+
+The listing lives in `catalog.sqlite` of the vault's cache folder, not in each process's memory: a new
+server opens it instead of parsing every note, several servers on one vault share it (and the pages
+the kernel caches of it), and a server's memory does not grow with the vault. It holds what ranking,
+filters and listings need (front matter, hashes; insights whole, chunks without their body): `read()`
+and `body()` take the text from the file. Every change bumps a sequence number, so each process learns
+what changed since it last looked, whoever noticed it: hand edits become pending edits, and the search
+caches update only what moved. The file is a cache: a damaged or older one is deleted and rebuilt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import sqlite3
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from . import markdown
-from .errors import InvalidNote
+from .errors import Busy, InvalidNote, StorageError, VaultError, storage_message
+from .filelock import file_lock
 from .models import Chunk, Insight
 from .notes import aliases_of, note_from_file, note_from_meta
 from .vault import Stamp, Vault
 
 __all__ = ["Catalog", "Entry", "Problem", "aliases_of", "note_from_file", "note_from_meta"]
+
+# A folder whose last listing took longer than this is left to `sweep()` (a server's background
+# thread) once its interval has passed, so a tool call never pays for a stat of every note.
+QUICK_SCAN = 0.02
+# `sweep()` lists a big folder again after this many times what its last listing cost (at most 2 %
+# of one core), and never sooner than the scan interval.
+SWEEP_FACTOR = 50
+PARSE_BATCH = 500  # parsed files per write transaction, so other processes are never held up long
+LOCK_PARSE = 50  # a folder with more files to parse than this is parsed by one process at a time
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counter (seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS notes (
+    path TEXT PRIMARY KEY,
+    folder TEXT NOT NULL,
+    stamp TEXT NOT NULL,
+    sha TEXT NOT NULL,
+    id TEXT,
+    kind TEXT,
+    project TEXT,
+    created TEXT,
+    chunk_type TEXT,
+    digest TEXT,
+    meta TEXT,
+    content TEXT,
+    problem TEXT,
+    origin TEXT NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notes_id ON notes (id);
+CREATE INDEX IF NOT EXISTS notes_folder ON notes (folder);
+CREATE INDEX IF NOT EXISTS notes_digest ON notes (digest);
+CREATE INDEX IF NOT EXISTS notes_seq ON notes (seq);
+CREATE TABLE IF NOT EXISTS gone (seq INTEGER NOT NULL, path TEXT NOT NULL, id TEXT, origin TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS gone_seq ON gone (seq);
+CREATE TABLE IF NOT EXISTS aliases (alias TEXT NOT NULL, id TEXT NOT NULL, path TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS aliases_alias ON aliases (alias);
+CREATE INDEX IF NOT EXISTS aliases_path ON aliases (path);
+CREATE TABLE IF NOT EXISTS folders (rel TEXT PRIMARY KEY, stamp TEXT NOT NULL, scanned REAL NOT NULL,
+    cost REAL NOT NULL);
+"""
+
+_NOTE_COLUMNS = "path, meta, content"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,152 +102,310 @@ class Entry:
 
 
 class Catalog:
-    """In-memory view of every insight and chunk file, kept in step with the disk.
+    """Every insight and chunk file of a vault, listed in `catalog.sqlite` and kept in step with the disk.
 
     A folder whose own stamp has not changed is listed again only once `scan_interval` seconds have
     passed: files added, removed or replaced (the way most editors save) change the folder's stamp and
-    are seen at once; a file rewritten in place is seen within the interval. Parsed notes are kept in
-    `catalog.json` of the vault's cache folder so a new process does not parse ten thousand files again.
-    A chunk is held with an empty `content`: its text is read from the file when asked (`read`, `body`).
+    are seen at once; a file rewritten in place is seen within the interval. With `defer_scans` (a
+    server, whose background thread calls `sweep()`), a folder too big to list quickly is listed by
+    the sweep instead, at an interval that grows with its size.
     """
 
-    CACHE = "catalog.json"
-    VERSION = 2  # 2: chunk bodies are no longer stored
-    SAVE_AFTER = 200  # parsed files before the cache is written again
+    FILE = "catalog.sqlite"
+    VERSION = 3  # 3: an SQLite listing shared by every process (2: catalog.json, no chunk bodies)
 
-    def __init__(self, vault: Vault, scan_interval: float = 1.0) -> None:
+    def __init__(self, vault: Vault, scan_interval: float = 1.0, defer_scans: bool = False) -> None:
         self.vault = vault
         self.scan_interval = scan_interval
-        self._entries: dict[str, Entry] = {}
-        self._by_id: dict[str, str] = {}
-        self._by_alias: dict[str, str] = {}  # an old id in a note's `aliases` -> the note's id
-        self._by_digest: dict[str, str] = {}  # a chunk's content hash -> its id, to spot duplicates
-        self._hashes: dict[str, str] = {}  # id -> sha256 of the file, what the search caches key on
-        self._max_seq: dict[str, int] = {}
-        self.version = 0  # bumped on every change, so readers can skip work when nothing moved
-        self._folders: dict[str, tuple[Stamp, float]] = {}
-        self._mutex = threading.RLock()  # readers take it too: each gets a consistent snapshot
+        self.defer_scans = defer_scans
+        self.version = 0  # the last change this process has taken in; moves whenever a note changes
+        self._mutex = threading.RLock()  # one connection, shared by this process's threads
+        self._db: sqlite3.Connection | None = None
         self._loaded = False
-        self._cached: dict[str, list[Any]] = {}
-        self._parsed = 0
+        self._parsed = 0  # files this process parsed (the others came from the shared listing)
+
+    # ------------------------------------------------------------------ the SQLite file
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        path = self.vault.cache / self.FILE
+        try:
+            self.vault.cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(storage_message(exc, self.vault.cache), exc.errno) from exc
+        for attempt in range(2):
+            try:
+                db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")  # a cache: a power cut may lose the last changes
+                db.execute("PRAGMA mmap_size=268435456")  # pages read through the shared page cache
+                if db.execute("PRAGMA user_version").fetchone()[0] != self.VERSION:
+                    self._create(db)
+                    (self.vault.cache / "catalog.json").unlink(missing_ok=True)  # the older listing
+                return db
+            except sqlite3.OperationalError as exc:
+                raise _translated(exc, path) from exc
+            except sqlite3.DatabaseError:
+                if attempt:
+                    raise
+                self._delete_files()  # damaged: a cache, rebuilt from the vault
+        raise AssertionError("unreachable")
+
+    def _create(self, db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")  # two processes opening a new file: one creates it
+        if db.execute("PRAGMA user_version").fetchone()[0] == self.VERSION:
+            db.execute("COMMIT")
+            return
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:  # an older layout
+            db.execute(f'DROP TABLE "{table}"')
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute("INSERT INTO counter VALUES (0)")
+        db.execute(f"PRAGMA user_version={self.VERSION}")
+        db.execute("COMMIT")
+
+    def _delete_files(self) -> None:
+        if self._db is not None:
+            with suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(FileNotFoundError):
+                (self.vault.cache / f"{self.FILE}{suffix}").unlink()
+
+    @contextmanager
+    def _writing(self) -> Iterator[tuple[sqlite3.Connection, int]]:
+        """One write transaction with the next sequence number (processes take turns, briefly)."""
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("UPDATE counter SET seq = seq + 1")
+            seq = db.execute("SELECT seq FROM counter").fetchone()[0]
+            yield db, seq
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        try:
+            return self._guarded(lambda: self._conn().execute(sql, args).fetchall())
+        except UnicodeEncodeError:
+            return []  # a name with a lone surrogate: no note (they are all valid UTF-8) is called that
+
+    def _guarded(self, action: Callable[[], T]) -> T:
+        """Run `action` on the file; a damaged file is rebuilt from the vault and the action retried."""
+        with self._mutex:
+            try:
+                return action()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and not str(exc).startswith("no such"):
+                    raise _translated(exc, self.vault.cache / self.FILE) from exc  # locked, or refused
+                self._delete_files()  # damaged, or a table gone: rebuilt from the notes
+                self._loaded = False
+                self._scan_all(set())
+                return action()
+
+    def close(self) -> None:
+        """Close the SQLite file (a later call opens it again)."""
+        with self._mutex:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # ------------------------------------------------------------------ keeping in step with the disk
 
     def refresh(self) -> set[str]:
-        """Re-read whatever changed on disk; returns the paths added, changed or removed.
+        """Re-read whatever changed on disk; returns the paths a person (or git) added, changed or removed
+        since this process last looked, whichever process noticed them.
 
         The first refresh only takes stock: it reports nothing.
         """
-        with self._mutex:
-            if not self._loaded:
-                self._cached = self._read_cache()
-            now = time.monotonic()
-            folders = self.vault.note_folders()
-            changes: set[str] = set()
-            for rel in [f for f in self._folders if f not in folders]:
-                changes |= self._drop_folder(rel)
-            for rel, stamp in folders.items():
-                seen = self._folders.get(rel)
-                if seen is None or seen[0] != stamp or now - seen[1] >= self.scan_interval:
-                    changes |= self._rescan(rel, self.vault.scan_folder(rel))
-                    self._folders[rel] = (stamp, time.monotonic())
-            first, self._loaded = not self._loaded, True
-            if self._parsed >= self.SAVE_AFTER or (first and self._parsed):
-                self._write_cache()
-            self._cached = {} if not first else self._cached
-            return set() if first else changes
+        return self._guarded(self._refresh)
 
-    def _rescan(self, rel: str, listing: dict[str, Stamp]) -> set[str]:
-        prefix = rel + "/"
-        gone = [
-            p
-            for p in self._entries
-            if p.startswith(prefix) and "/" not in p[len(prefix) :] and p not in listing
-        ]
-        changed = [
-            p for p, stamp in listing.items() if (e := self._entries.get(p)) is None or e.stamp != stamp
-        ]
-        for path in gone:
-            self._put(path, None)
-        for path in changed:
-            self._put(path, self._from_cache(path, listing[path]) or self._load(path, listing[path]))
-        return {*gone, *changed}
+    def _refresh(self) -> set[str]:
+        first = not self._loaded
+        changes: set[str] = set()
+        self._scan_all(changes)
+        self._loaded = True
+        if first:
+            self.version = self._seq()
+            return set()
+        return self._taken_in()
 
-    def _drop_folder(self, rel: str) -> set[str]:
-        del self._folders[rel]
-        prefix = rel + "/"
-        gone = {p for p in self._entries if p.startswith(prefix) and "/" not in p[len(prefix) :]}
-        for path in gone:
-            self._put(path, None)
-        return gone
+    def _scan_all(self, changes: set[str]) -> None:
+        now = time.time()
+        folders = self.vault.note_folders()
+        known = {r[0]: r[1:] for r in self._conn().execute("SELECT rel, stamp, scanned, cost FROM folders")}
+        for rel in [f for f in known if f not in folders]:
+            self._drop_folder(rel)
+        for rel, stamp in folders.items():
+            seen = known.get(rel)
+            if seen is None or seen[0] != _key(stamp):
+                self._rescan(rel, stamp)
+            elif (not self._loaded or now - seen[1] >= self.scan_interval) and not (
+                self.defer_scans and seen[2] > QUICK_SCAN
+            ):
+                self._rescan(rel, stamp)  # a process's first look lists every folder it may list quickly
+
+    def sweep(self) -> None:
+        """List again the big folders `refresh()` leaves to a background thread, when their time has come."""
+        if self._loaded:
+            self._guarded(self._sweep)
+
+    def _sweep(self) -> None:
+        now = time.time()
+        folders = self.vault.note_folders()
+        for rel, scanned, cost in self._conn().execute("SELECT rel, scanned, cost FROM folders").fetchall():
+            if rel in folders and now - scanned >= max(self.scan_interval, SWEEP_FACTOR * cost):
+                self._rescan(rel, folders[rel])
+
+    def _seq(self) -> int:
+        return int(self._conn().execute("SELECT seq FROM counter").fetchone()[0])
+
+    def head(self) -> int:
+        """The number of the last change any process made to the listing."""
+        return self._guarded(self._seq)
+
+    def _taken_in(self) -> set[str]:
+        """Paths changed on disk since `version` (this process's own writes excluded); moves `version`."""
+        seq = self._seq()
+        if seq == self.version:
+            return set()
+        rows = self._conn().execute(
+            "SELECT path FROM notes WHERE seq > ? AND origin = 'disk' "
+            "UNION SELECT path FROM gone WHERE seq > ? AND origin = 'disk'",
+            (self.version, self.version),
+        )
+        self.version = seq
+        return {r[0] for r in rows}
+
+    def _rescan(self, rel: str, stamp: Stamp) -> None:
+        started = time.perf_counter()
+        listing = self.vault.scan_folder(rel)
+        changed, gone = self._changed(rel, listing)
+        if len(changed) <= LOCK_PARSE:
+            self._apply(rel, stamp, listing, changed, gone, started)
+            return
+        # Many files to parse (a new cache, a large pull): one process parses, the others then find
+        # them in the listing. Only here does a process wait for another.
+        with file_lock(self.vault.cache / "catalog.lock"):
+            changed, gone = self._changed(rel, listing)
+            self._apply(rel, stamp, listing, changed, gone, started)
+
+    def _changed(self, rel: str, listing: dict[str, Stamp]) -> tuple[list[str], list[str]]:
+        """(files new or changed since the listing, files the listing has that are gone)."""
+        known = dict(self._conn().execute("SELECT path, stamp FROM notes WHERE folder = ?", (rel,)))
+        changed = [p for p, s in listing.items() if known.get(p) != _key(s)]
+        return changed, [p for p in known if p not in listing]
+
+    def _apply(
+        self,
+        rel: str,
+        stamp: Stamp,
+        listing: dict[str, Stamp],
+        changed: list[str],
+        gone: list[str],
+        started: float,
+    ) -> None:
+        for start in range(0, max(len(changed), 1), PARSE_BATCH):
+            batch = [(p, self._load(p, listing[p])) for p in changed[start : start + PARSE_BATCH]]
+            with self._writing() as (db, seq):
+                for path, entry in batch:
+                    self._put(db, seq, path, entry, "disk")
+                if start + PARSE_BATCH < len(changed):
+                    continue
+                for path in gone:
+                    # Listed before another process wrote it: not gone.
+                    if not os.path.lexists(self.vault.root / path):
+                        self._drop(db, seq, path, "disk")
+                # The stamp taken before listing: a change made while listing is seen at the next look.
+                row = (rel, _key(stamp), time.time(), time.perf_counter() - started)
+                db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?)", row)
+
+    def _drop_folder(self, rel: str) -> None:
+        with self._writing() as (db, seq):
+            for (path,) in db.execute("SELECT path FROM notes WHERE folder = ?", (rel,)).fetchall():
+                self._drop(db, seq, path, "disk")
+            db.execute("DELETE FROM folders WHERE rel = ?", (rel,))
 
     def absorb(self, paths: list[str]) -> None:
-        """Take in files this process just wrote or deleted, without reporting them as changes."""
+        """Take in files this process just wrote or deleted (not reported as a person's changes)."""
         with self._mutex:
             if not self._loaded:
                 return
+            entries: list[tuple[str, Entry | None]] = []
             for path in paths:
                 try:
                     st = os.stat(self.vault.root / path, follow_symlinks=False)
                 except FileNotFoundError:
-                    self._put(path, None)
+                    entries.append((path, None))
                     continue
-                if path.endswith(".md") and path.split("/")[0] in ("insights", "chunks"):
-                    self._put(
-                        path, self._load(path, Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino))
-                    )
-            self._restamp_folders(paths)
+                if _is_note(path):
+                    entries.append((path, self._load(path, _stamp(st))))
+            with self._writing() as (db, seq):
+                for path, entry in entries:
+                    if entry is None:
+                        self._drop(db, seq, path, "tool")
+                    else:
+                        self._put(db, seq, path, entry, "tool")
+                self._restamp_folders(db, paths)
 
-    def _restamp_folders(self, paths: list[str]) -> None:
-        # Our own write changed its folder's stamp; that alone must not make the next read list it again.
-        for rel in {p.rsplit("/", 1)[0] for p in paths}:
-            if rel in self._folders:
-                try:
-                    st = os.stat(self.vault.root / rel, follow_symlinks=False)
-                except OSError:
-                    continue
-                self._folders[rel] = (
-                    Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino),
-                    self._folders[rel][1],
-                )
+    def _restamp_folders(self, db: sqlite3.Connection, paths: list[str]) -> None:
+        # Our own write changed its folder's stamp; that alone must not make a reader list it again.
+        for rel in {p.rsplit("/", 1)[0] for p in paths if _is_note(p)}:
+            try:
+                st = os.stat(self.vault.root / rel, follow_symlinks=False)
+            except OSError:
+                continue
+            updated = db.execute("UPDATE folders SET stamp = ? WHERE rel = ?", (_key(_stamp(st)), rel))
+            if not updated.rowcount:
+                db.execute("INSERT INTO folders VALUES (?, ?, ?, 0)", (rel, _key(_stamp(st)), time.time()))
 
-    # ------------------------------------------------------------------ the on-disk cache
-
-    def _read_cache(self) -> dict[str, list[Any]]:
-        data = self.vault.read_cache(self.CACHE, {})
-        entries = (
-            data.get("entries") if isinstance(data, dict) and data.get("version") == self.VERSION else None
+    def _put(self, db: sqlite3.Connection, seq: int, path: str, entry: Entry, origin: str) -> None:
+        old = db.execute("SELECT id FROM notes WHERE path = ?", (path,)).fetchone()
+        note = entry.note
+        if old is not None and old[0] is not None and (note is None or note.id != old[0]):
+            db.execute("INSERT INTO gone VALUES (?, ?, ?, ?)", (seq, path, old[0], origin))
+        db.execute("DELETE FROM aliases WHERE path = ?", (path,))
+        row: tuple[Any, ...]
+        if note is None:
+            reason = entry.problem.reason if entry.problem else "cannot be read"
+            row = (None, None, None, None, None, None, None, None, reason)
+        else:
+            chunk = isinstance(note, Chunk)
+            row = (
+                note.id,
+                "chunk" if chunk else "insight",
+                note.project,
+                note.created,
+                note.chunk_type if isinstance(note, Chunk) else None,
+                note.sha256 if isinstance(note, Chunk) and note.sha256 else None,
+                json.dumps(note.to_meta(), ensure_ascii=False, default=str),
+                "" if chunk else note.content,
+                None,
+            )
+            db.executemany(
+                "INSERT INTO aliases VALUES (?, ?, ?)", [(a, note.id, path) for a in aliases_of(note)]
+            )
+        db.execute(
+            "INSERT OR REPLACE INTO notes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (path, path.rsplit("/", 1)[0], _key(entry.stamp), entry.sha256, *row, origin, seq),
         )
-        return entries if isinstance(entries, dict) else {}
 
-    def _from_cache(self, path: str, stamp: Stamp) -> Entry | None:
-        row = self._cached.get(path)
-        if not isinstance(row, list) or len(row) != 4 or row[0] != list(stamp.astuple()):
-            return None
-        try:
-            return Entry(stamp, sys.intern(str(row[1])), note_from_meta(path, row[2], str(row[3])), None)
-        except (InvalidNote, TypeError, ValueError, AttributeError):
-            return None
-
-    def _write_cache(self) -> None:
-        rows = {
-            p: [list(e.stamp.astuple()), e.sha256, e.note.to_meta(), e.note.content]
-            for p, e in self._entries.items()
-            if e.note is not None
-        }
-        try:
-            self.vault.write_cache(self.CACHE, {"version": self.VERSION, "entries": rows})
-        except OSError:
-            pass  # a cache that cannot be written only costs time at the next start
-        self._parsed = 0
-
-    @property
-    def loaded(self) -> bool:
-        """True once the first refresh has read the vault."""
-        return self._loaded
-
-    def problem(self, path: str) -> Problem | None:
-        with self._mutex:
-            entry = self._entries.get(path)
-        return entry.problem if entry else None
+    def _drop(self, db: sqlite3.Connection, seq: int, path: str, origin: str) -> None:
+        old = db.execute("SELECT id FROM notes WHERE path = ?", (path,)).fetchone()
+        if old is None:
+            return
+        db.execute("DELETE FROM notes WHERE path = ?", (path,))
+        db.execute("DELETE FROM aliases WHERE path = ?", (path,))
+        db.execute("INSERT INTO gone VALUES (?, ?, ?, ?)", (seq, path, old[0], origin))
 
     def _load(self, path: str, stamp: Stamp) -> Entry:
         try:
@@ -200,51 +414,31 @@ class Catalog:
             return Entry(stamp, "", None, Problem(path, f"cannot be read: {exc.strerror or exc}"))
         except InvalidNote as exc:
             return Entry(stamp, "", None, Problem(path, exc.reason))
-        sha = sys.intern(hashlib.sha256(raw).hexdigest())  # the search caches hold the same string
+        sha = hashlib.sha256(raw).hexdigest()
         self._parsed += 1
         try:
             note = note_from_file(path, raw, stamp.mtime_ns)
         except InvalidNote as exc:
             return Entry(stamp, sha, None, Problem(path, exc.reason))
-        return Entry(stamp, sha, _light(note), None)
+        return Entry(stamp, sha, note, None)
 
-    def _put(self, path: str, entry: Entry | None) -> None:
-        """Set or drop one file's entry, keeping the lookups in step (no full rebuild per change)."""
-        old = self._entries.pop(path, None)
-        if old is not None and old.note is not None and self._by_id.get(old.note.id) == path:
-            del self._by_id[old.note.id]
-            self._hashes.pop(old.note.id, None)
-            for alias in aliases_of(old.note):
-                if self._by_alias.get(alias) == old.note.id:
-                    del self._by_alias[alias]
-            if isinstance(old.note, Chunk) and self._by_digest.get(old.note.sha256) == old.note.id:
-                del self._by_digest[old.note.sha256]
-        if entry is not None:
-            self._entries[path] = entry
-            note = entry.note
-            if note is not None and self._by_id.setdefault(note.id, path) == path:
-                self._hashes[note.id] = entry.sha256
-                for alias in aliases_of(note):
-                    self._by_alias.setdefault(alias, note.id)
-                if isinstance(note, Chunk):
-                    if note.sha256:
-                        self._by_digest.setdefault(note.sha256, note.id)
-                    self._count_seq(note.id, path.split("/")[1])
-        self.version += 1
+    @property
+    def loaded(self) -> bool:
+        """True once this process's first refresh has read the vault."""
+        return self._loaded
 
-    def _count_seq(self, chunk_id: str, folder: str) -> None:
-        # `<day>_<project>_<seq>...`: the highest seq per day and project, so a new id needs no listing.
-        prefix = f"{chunk_id[:10]}_{folder}_"
-        digits = re.match(r"\d+", chunk_id[len(prefix) :]) if chunk_id.startswith(prefix) else None
-        if digits:
-            self._max_seq[prefix] = max(self._max_seq.get(prefix, 0), int(digits.group(0)))
+    # ------------------------------------------------------------------ lookups
+
+    def problem(self, path: str) -> Problem | None:
+        rows = self._query("SELECT problem FROM notes WHERE path = ? AND problem IS NOT NULL", (path,))
+        return Problem(path, rows[0][0]) if rows else None
 
     def note(self, note_id: str) -> Insight | Chunk | None:
-        """The note with this id, if any."""
-        with self._mutex:
-            path = self._by_id.get(note_id)
-            entry = self._entries.get(path) if path else None
-            return entry.note if entry else None
+        """The note with this id as the listing holds it (a chunk without its body), if any."""
+        rows = self._query(
+            f"SELECT {_NOTE_COLUMNS} FROM notes WHERE id = ? ORDER BY path LIMIT 1", (note_id,)
+        )
+        return _note(rows[0]) if rows else None
 
     def read(self, note_id: str) -> Insight | Chunk | None:
         """The note with this id as its file holds it now, body included (None if gone or unreadable)."""
@@ -276,63 +470,136 @@ class Catalog:
 
     def resolve(self, note_id: str) -> str | None:
         """The id of the note known by `note_id`: its own id, or an old id listed in its `aliases`."""
-        with self._mutex:
-            if note_id in self._by_id:
-                return note_id
-            return self._by_alias.get(note_id)
+        if self.path_of(note_id) is not None:
+            return note_id
+        rows = self._query("SELECT id FROM aliases WHERE alias = ? ORDER BY path LIMIT 1", (note_id,))
+        return rows[0][0] if rows else None
 
     def path_of(self, note_id: str) -> str | None:
-        with self._mutex:
-            return self._by_id.get(note_id)
+        rows = self._query("SELECT path FROM notes WHERE id = ? ORDER BY path LIMIT 1", (note_id,))
+        return rows[0][0] if rows else None
 
     def insights(self) -> list[Insight]:
-        with self._mutex:
-            return [e.note for e in self._entries.values() if isinstance(e.note, Insight)]
+        rows = self._query(f"SELECT {_NOTE_COLUMNS} FROM notes WHERE kind = 'insight' ORDER BY path")
+        return [n for n in map(_note, rows) if isinstance(n, Insight)]
 
-    def chunks(self, full: bool = False) -> list[Chunk]:
-        """Every chunk, without its body; with `full`, each file is read again for it (importers)."""
-        with self._mutex:
-            light = [e.note for e in self._entries.values() if isinstance(e.note, Chunk)]
+    def chunks(self, full: bool = False, project: str = "", chunk_type: str = "") -> list[Chunk]:
+        """Chunks without their body (of one project folder, ASCII case ignored, and of one type, when
+        asked); with `full`, each file is read again for it (importers)."""
+        sql = f"SELECT {_NOTE_COLUMNS} FROM notes WHERE kind = 'chunk'"
+        args: list[str] = []
+        if project:
+            sql, args = sql + " AND folder = ? COLLATE NOCASE", [*args, f"chunks/{project}"]
+        if chunk_type:
+            sql, args = sql + " AND chunk_type = ?", [*args, chunk_type]
+        light = [
+            n for n in map(_note, self._query(sql + " ORDER BY path", tuple(args))) if isinstance(n, Chunk)
+        ]
         if not full:
             return light
         read = (self.read(c.id) for c in light)
         return [c for c in read if isinstance(c, Chunk)]
 
+    def counts(self) -> dict[str, int]:
+        """How many insights and chunks the vault holds."""
+        rows = self._query("SELECT kind, count(*) FROM notes WHERE kind IS NOT NULL GROUP BY kind")
+        return {"insight": 0, "chunk": 0, **dict(rows)}
+
+    def projects(self) -> dict[str, int]:
+        """Chunks per project folder."""
+        rows = self._query("SELECT project, count(*) FROM notes WHERE kind = 'chunk' GROUP BY project")
+        return {str(p): n for p, n in rows}
+
     def problems(self) -> list[Problem]:
-        with self._mutex:
-            found = [e.problem for e in self._entries.values() if e.problem]
-        return sorted(found, key=lambda p: p.path)
+        rows = self._query("SELECT path, problem FROM notes WHERE problem IS NOT NULL ORDER BY path")
+        return [Problem(p, r) for p, r in rows]
 
     def hashes(self) -> dict[str, str]:
         """id -> sha256 of the file bytes, the key the search caches use."""
+        rows = self._query("SELECT id, sha FROM notes WHERE id IS NOT NULL ORDER BY path DESC")
+        return {i: sys.intern(s) for i, s in rows}  # the smallest path wins, as in path_of
+
+    def hashes_since(self, version: int) -> tuple[int, dict[str, str | None]]:
+        """(the version now, id -> sha256 for each note changed since `version`, None for one gone)."""
         with self._mutex:
-            return dict(self._hashes)
+            now = self._seq()
+            ids = {
+                r[0]
+                for r in self._query(
+                    "SELECT id FROM notes WHERE seq > ? AND id IS NOT NULL "
+                    "UNION SELECT id FROM gone WHERE seq > ? AND id IS NOT NULL",
+                    (version, version),
+                )
+            }
+            found: dict[str, str | None] = dict.fromkeys(ids)
+            listed = list(ids)
+            for start in range(0, len(listed), 500):
+                part = listed[start : start + 500]
+                marks = ",".join("?" * len(part))
+                rows = self._query(
+                    f"SELECT id, sha FROM notes WHERE id IN ({marks}) ORDER BY path DESC", tuple(part)
+                )
+                found.update((i, sys.intern(s)) for i, s in rows)
+            return now, found
 
     def sha_of(self, note_id: str) -> str:
         """sha256 of the file holding `note_id` ("" when unknown)."""
-        with self._mutex:
-            return self._hashes.get(note_id, "")
+        rows = self._query("SELECT sha FROM notes WHERE id = ? ORDER BY path LIMIT 1", (note_id,))
+        return str(rows[0][0]) if rows else ""
 
     def chunk_with_digest(self, digest: str) -> Chunk | None:
         """The chunk whose content hash (front matter `sha256`) is `digest`, if any."""
-        with self._mutex:
-            note = self.note(self._by_digest.get(digest, ""))
+        rows = self._query(
+            f"SELECT {_NOTE_COLUMNS} FROM notes WHERE digest = ? AND kind = 'chunk' ORDER BY path LIMIT 1",
+            (digest,),
+        )
+        note = _note(rows[0]) if rows else None
         return note if isinstance(note, Chunk) else None
 
     def max_seq(self, prefix: str) -> int:
         """The highest sequence number of chunk ids `<day>_<project>_<seq>` seen for that prefix."""
-        with self._mutex:
-            return self._max_seq.get(prefix, 0)
+        rows = self._query(
+            "SELECT id, folder FROM notes WHERE kind = 'chunk' AND id >= ? AND id < ?",
+            (prefix, prefix + "\uffff"),
+        )
+        best = 0
+        for chunk_id, folder in rows:
+            if prefix == f"{chunk_id[:10]}_{folder.split('/', 1)[-1]}_":
+                digits = re.match(r"\d+", chunk_id[len(prefix) :])
+                best = max(best, int(digits.group(0))) if digits else best
+        return best
 
     def ids(self) -> set[str]:
-        with self._mutex:
-            return set(self._by_id)
+        return {r[0] for r in self._query("SELECT id FROM notes WHERE id IS NOT NULL")}
 
 
-def _light(note: Insight | Chunk) -> Insight | Chunk:
-    """What the catalog keeps of a note: insights whole (short, and recall ranks their text), chunks
-    without their body."""
-    return replace(note, content="") if isinstance(note, Chunk) else note
+def _translated(exc: sqlite3.OperationalError, path: os.PathLike[str]) -> VaultError:
+    """An SQLite error that is no damage: the file held by another process too long, or refused."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        return Busy(f"the note listing at {path} was held by another process for 30 s; try again")
+    return StorageError(
+        f"the note listing at {path} cannot be used ({exc}): check that folder's space and rights"
+    )
+
+
+def _key(stamp: Stamp) -> str:
+    return "{},{},{},{}".format(*stamp.astuple())
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    return Stamp(st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino)
+
+
+def _is_note(path: str) -> bool:
+    return path.endswith(".md") and path.split("/")[0] in ("insights", "chunks")
+
+
+def _note(row: tuple[str, str, str]) -> Insight | Chunk | None:
+    path, meta, content = row
+    try:
+        return note_from_meta(path, json.loads(meta), content or "")
+    except (InvalidNote, TypeError, ValueError, AttributeError):
+        return None
 
 
 def body_of(raw: bytes) -> str:

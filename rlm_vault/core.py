@@ -106,11 +106,14 @@ class PendingEdits:
 class Store:
     """The vault and its in-memory catalog, and the one way to change them (`writing()`)."""
 
-    def __init__(self, vault: Vault, config: Config, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, vault: Vault, config: Config, clock: Clock = utc_now, *, defer_scans: bool = False
+    ) -> None:
         self.vault = vault
         self.config = config
         self.clock = clock
-        self.catalog = Catalog(vault, config.scan_interval)
+        # A server lists big folders again in its background thread (`Catalog.sweep`), not in a tool call.
+        self.catalog = Catalog(vault, config.scan_interval, defer_scans=defer_scans)
         self.access = AccessLog(vault)
         self.pending = PendingEdits()
         self.refused: dict[str, str] = {}  # edits kept out of git (a secret in them): path -> why

@@ -112,6 +112,8 @@ class Search:
         self._engines: dict[str, SearchEngine] = {}
         self._engine_lock = threading.Lock()
         self._synced_state: tuple[int, bool] | None = None
+        self._truth: dict[str, str] | None = None  # id -> content hash of every note, kept up to date
+        self._truth_at = 0  # the catalog change it reflects
         self._sync_lock = threading.Lock()
         self._warming: threading.Thread | None = None
         self._warm_lock = threading.Lock()
@@ -186,9 +188,24 @@ class Search:
             # step (unless the model finished loading since, or vectors are still being filled in batches).
             state = (cat.version, self.semantic_status()["enabled"])
             if self._synced_state != state or engine.behind:
-                engine.sync(cat.hashes(), self._loader, self._bodies)
+                engine.sync(self._hashes(), self._loader, self._bodies)
                 self._synced_state = state
         return engine
+
+    def _hashes(self) -> dict[str, str]:
+        """id -> content hash of every note: read once, then only what changed since (a copy)."""
+        cat = self.store.catalog
+        if self._truth is None:
+            self._truth_at = cat.head()  # before reading: a change made meanwhile is read again
+            self._truth = cat.hashes()
+        else:
+            self._truth_at, changed = cat.hashes_since(self._truth_at)
+            for note_id, sha in changed.items():
+                if sha is None:
+                    self._truth.pop(note_id, None)
+                else:
+                    self._truth[note_id] = sha
+        return dict(self._truth)
 
     def _loader(self, ids: list[str]) -> list[SearchDoc]:
         # Per-id lookups, chunk bodies read from their files: the catalog keeps none.
@@ -297,7 +314,8 @@ class Search:
 
     def _candidates(self, f: Filters, include_archived: bool) -> tuple[list[Chunk], list[Insight]]:
         cat = self.store.fresh()
-        chunks = cat.chunks() + (self.archive.chunks() if include_archived else [])
+        listed = cat.chunks(project=f.project if f.project.isascii() else "")  # then casefolded below
+        chunks = listed + (self.archive.chunks() if include_archived else [])
         chunks = q.filter_chunks(chunks, f.project, f.domain, f.date_from, f.date_to, f.entity)
         with_insights = f.kind != "chunk" and not (f.domain or f.entity)
         insights = (

@@ -137,10 +137,10 @@ class MemoryService:
     def status(self) -> Status:
         """Counts, the vault's place and HEAD, search state, and unreadable files."""
         cat = self.store.fresh()
-        insights, chunks = cat.insights(), cat.chunks()
+        insights, counts = cat.insights(), cat.counts()
         return {
-            "insights": len(insights),
-            "chunks": len(chunks),
+            "insights": counts["insight"],
+            "chunks": counts["chunk"],
             "archived": len(self.archive.paths()),
             "vault": str(self.vault.root),
             "head": self.vault.git.head(),
@@ -149,7 +149,7 @@ class MemoryService:
             + self._domains_problem(),
             "by_category": dict(Counter(i.category for i in insights)),
             "by_importance": dict(Counter(i.importance for i in insights)),
-            "projects": dict(Counter(c.project for c in chunks)),
+            "projects": cat.projects(),
             "remote": self.remote(),
             "conflicts": self.vault.conflict_files(),
             "untracked": self.syncer.untracked(),
@@ -247,7 +247,8 @@ def open_service(
     """
     config = config or Config.from_env()
     vault = Vault.open(config.vault, config.lock_timeout, create=config.create_vault)
-    store = Store(vault, config, clock)
+    settles = serving and config.settle_delay > 0
+    store = Store(vault, config, clock, defer_scans=settles)
     rules = ContentRules(config)
     archive = Archive(vault, config.max_content_bytes)
     lifecycle = Lifecycle(store, archive)
@@ -258,7 +259,7 @@ def open_service(
         if serving and config.auto_sync
         else None
     )
-    settler = Settler(store, config.settle_delay) if serving and config.settle_delay > 0 else None
+    settler = Settler(store, config.settle_delay) if settles else None
     return MemoryService(
         store,
         Insights(store, rules),

@@ -52,6 +52,7 @@ class Settler:
     def step(self) -> str | None:
         """Look once; commit the pending edits when they have been quiet long enough."""
         store = self.store
+        store.catalog.sweep()  # big folders, listed here rather than in a tool call
         store.fresh()
         pending = store.pending
         changed_at = pending.changed_at

@@ -384,18 +384,6 @@ class Vault:
         with _writing(self.state):
             _atomic_write(self.state / name, json.dumps(data, ensure_ascii=False).encode(), sync=False)
 
-    def read_cache(self, name: str, default: Any) -> Any:
-        """A JSON file of the vault's cache folder, or `default` when missing or broken."""
-        try:
-            return json.loads((self.cache / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return default
-
-    def write_cache(self, name: str, data: Any) -> None:
-        """Replace a JSON file of the cache folder atomically (no fsync: rebuilt if lost)."""
-        self.cache.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.cache / name, json.dumps(data, ensure_ascii=False).encode(), sync=False)
-
 
 @dataclass
 class Transaction:

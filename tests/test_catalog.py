@@ -1,22 +1,35 @@
-"""The catalog: folder stamps, the listing interval, and the parsed-notes cache in .rlm/."""
+"""The catalog: folder stamps, the listing interval, and the note listing every process shares."""
 
 from __future__ import annotations
 
-import json
 import os
+import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from rlm_vault import catalog as catalog_module
 from rlm_vault import markdown
 from rlm_vault.catalog import Catalog
 from rlm_vault.vault import Vault
 
 
-def note(vault: Vault, rel: str, body: str) -> Path:
+def note(vault: Vault, rel: str, body: str, **meta: object) -> Path:
     path = vault.root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(markdown.render({"id": path.stem, "category": "fact"}, body), encoding="utf-8")
+    path.write_text(markdown.render({"id": path.stem, "category": "fact", **meta}, body), encoding="utf-8")
     return path
+
+
+def rewrite_in_place(path: Path, old: str, new: str) -> None:
+    with open(path, "r+", encoding="utf-8") as handle:  # the folder does not change
+        text = handle.read().replace(old, new)
+        handle.seek(0)
+        handle.write(text)
+        handle.truncate()
 
 
 def test_a_replaced_or_added_file_is_seen_at_once(tmp_path: Path) -> None:
@@ -37,27 +50,22 @@ def test_an_in_place_edit_is_seen_once_the_interval_has_passed(tmp_path: Path) -
     catalog = Catalog(vault, scan_interval=0.3)
     path = note(vault, "insights/a.md", "first")
     catalog.refresh()
-    with open(path, "r+", encoding="utf-8") as handle:  # rewritten in place: the folder does not change
-        text = handle.read().replace("first", "third")
-        handle.seek(0)
-        handle.write(text)
-        handle.truncate()
+    rewrite_in_place(path, "first", "third")
     time.sleep(0.35)
     assert catalog.refresh() == {"insights/a.md"}
     assert catalog.note("a").content == "third"
 
 
-def test_a_new_process_reads_parsed_notes_from_the_cache(tmp_path: Path) -> None:
+def test_a_new_process_reads_the_listing_instead_of_parsing(tmp_path: Path) -> None:
     vault = Vault.open(tmp_path / "v")
     for n in range(3):
         note(vault, f"chunks/P/c{n}.md", f"chunk {n}")
     first = Catalog(vault)
     first.refresh()
-    cache = json.loads((vault.cache / "catalog.json").read_text())
-    assert set(cache["entries"]) == {f"chunks/P/c{n}.md" for n in range(3)}
+    assert first._parsed == 3
     second = Catalog(vault)
     second.refresh()
-    assert second._parsed == 0  # nothing parsed again: all three came from the cache
+    assert second._parsed == 0  # nothing parsed again: all three came from the shared listing
     assert sorted(c.id for c in second.chunks()) == ["c0", "c1", "c2"]
     assert [second.body(f"c{n}") for n in range(3)] == ["chunk 0", "chunk 1", "chunk 2"]
 
@@ -68,8 +76,10 @@ def test_chunk_bodies_are_read_from_their_files_not_kept(tmp_path: Path) -> None
     note(vault, "insights/i.md", "an insight stays whole")
     catalog = Catalog(vault)
     catalog.refresh()
-    cached = json.loads((vault.cache / "catalog.json").read_text())["entries"]
-    assert cached["chunks/P/c1.md"][3] == ""  # the cache file holds no chunk body either
+    with sqlite3.connect(vault.cache / Catalog.FILE) as db:
+        stored = dict(db.execute("SELECT path, content || meta FROM notes").fetchall())
+    assert "first words" not in stored["chunks/P/c1.md"]  # the listing holds no chunk body
+    assert "an insight stays whole" in stored["insights/i.md"]
     assert catalog.note("c1").content == "" and catalog.chunks()[0].content == ""
     assert catalog.note("i").content == "an insight stays whole"
     path.write_text(path.read_text().replace("first words", "edited words"), encoding="utf-8")
@@ -80,9 +90,9 @@ def test_chunk_bodies_are_read_from_their_files_not_kept(tmp_path: Path) -> None
     assert catalog.body("c1") is None and catalog.read("c1") is None
 
 
-def test_a_file_changed_since_the_cache_is_parsed_again(tmp_path: Path) -> None:
+def test_a_file_changed_since_the_listing_is_parsed_again(tmp_path: Path) -> None:
     vault = Vault.open(tmp_path / "v")
-    _path = note(vault, "insights/a.md", "old text")
+    note(vault, "insights/a.md", "old text")
     Catalog(vault).refresh()
     note(vault, "insights/a.md", "new text, longer")
     later = Catalog(vault)
@@ -90,17 +100,119 @@ def test_a_file_changed_since_the_cache_is_parsed_again(tmp_path: Path) -> None:
     assert later.note("a").content == "new text, longer"
 
 
-def test_a_broken_cache_is_ignored(tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", [b"not a database at all" * 100, b""])
+def test_a_damaged_listing_is_rebuilt_from_the_notes(tmp_path: Path, damage: bytes) -> None:
     vault = Vault.open(tmp_path / "v")
     note(vault, "insights/a.md", "text")
-    Catalog(vault).refresh()
-    (vault.cache / "catalog.json").write_text("{not json")
+    first = Catalog(vault)
+    first.refresh()
+    first.close()
+    for suffix in ("-wal", "-shm"):
+        (vault.cache / f"{Catalog.FILE}{suffix}").unlink(missing_ok=True)
+    (vault.cache / Catalog.FILE).write_bytes(damage)
     catalog = Catalog(vault)
     catalog.refresh()
     assert catalog.note("a").content == "text"
-    data = json.loads((vault.cache / "catalog.json").read_text())
-    data["entries"]["insights/a.md"][2] = "not a mapping"
-    (vault.cache / "catalog.json").write_text(json.dumps(data))
-    again = Catalog(vault)
-    again.refresh()
-    assert again.note("a").content == "text"
+
+
+def test_a_listing_damaged_while_open_is_rebuilt(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    note(vault, "insights/a.md", "text")
+    catalog = Catalog(vault)
+    catalog.refresh()
+    with sqlite3.connect(vault.cache / Catalog.FILE) as db:
+        db.execute("DROP TABLE aliases")  # what a damaged page looks like to a query: the table is unreadable
+        db.execute("CREATE TABLE aliases (x)")
+    assert catalog.resolve("old-name") is None  # the query fails, the file is rebuilt, the answer is exact
+    assert catalog.note("a").content == "text"
+
+
+def test_what_one_process_noticed_is_reported_to_every_other(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    note(vault, "insights/a.md", "first")
+    window, cli = Catalog(vault, scan_interval=3600), Catalog(vault, scan_interval=3600)
+    window.refresh()
+    cli.refresh()
+    note(vault, "insights/b.md", "written by a person")
+    assert cli.refresh() == {"insights/b.md"}  # the first to look updates the shared listing
+    assert window.refresh() == {"insights/b.md"}  # the other still learns of it: a pending edit for it too
+    assert window.refresh() == set()
+
+
+def test_own_writes_are_not_a_persons_edits_but_reach_the_search_caches(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    note(vault, "insights/a.md", "first")
+    writer, reader = Catalog(vault, scan_interval=3600), Catalog(vault, scan_interval=3600)
+    writer.refresh()
+    reader.refresh()
+    start = reader.head()
+    note(vault, "insights/b.md", "written by rlm-vault")
+    (vault.root / "insights/a.md").unlink()
+    writer.absorb(["insights/b.md", "insights/a.md"])
+    assert reader.refresh() == set()  # not a person's change: nothing to commit for them
+    assert reader.version > start
+    head, changed = reader.hashes_since(start)
+    assert head == reader.version
+    assert changed == {"b": reader.sha_of("b"), "a": None}
+    assert reader.hashes() == {"b": reader.sha_of("b")}
+
+
+def test_a_server_leaves_big_folders_to_its_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(catalog_module, "QUICK_SCAN", -1.0)  # every folder counts as big
+    monkeypatch.setattr(catalog_module, "SWEEP_FACTOR", 0)
+    vault = Vault.open(tmp_path / "v")
+    path = note(vault, "chunks/P/c1.md", "first words")
+    server = Catalog(vault, scan_interval=0.0, defer_scans=True)
+    server.refresh()
+    rewrite_in_place(path, "first", "other")
+    assert server.refresh() == set()  # a tool call does not list the big folder again
+    note(vault, "chunks/P/c2.md", "a new file")
+    assert server.refresh() == {"chunks/P/c1.md", "chunks/P/c2.md"}  # a changed folder: listed at once
+    rewrite_in_place(path, "other", "third")
+    server.sweep()
+    assert server.refresh() == {"chunks/P/c1.md"}
+    assert server.body("c1") == "third words"
+
+
+def test_lookups_answer_from_the_listing(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    note(vault, "chunks/P/2026-01-02_P_003.md", "x", type="chunk", chunk_type="snapshot")
+    note(vault, "chunks/P/2026-01-02_P_011_auth.md", "y", type="chunk", sha256="abc")
+    note(vault, "chunks/Q/2026-01-02_P_040.md", "z", type="chunk")  # another folder: another prefix
+    note(vault, "insights/new-name.md", "renamed", aliases=["old-name", "older"])
+    (vault.root / "insights" / "broken.md").write_bytes(b"\xff\xfe")
+    catalog = Catalog(vault)
+    catalog.refresh()
+    assert catalog.max_seq("2026-01-02_P_") == 11
+    assert catalog.chunk_with_digest("abc").id == "2026-01-02_P_011_auth"
+    assert [c.id for c in catalog.chunks(project="p", chunk_type="snapshot")] == ["2026-01-02_P_003"]
+    assert catalog.resolve("older") == "new-name" and catalog.resolve("new-name") == "new-name"
+    assert catalog.counts() == {"insight": 1, "chunk": 3} and catalog.projects() == {"P": 2, "Q": 1}
+    assert [p.path for p in catalog.problems()] == ["insights/broken.md"]
+    assert (
+        catalog.problem("insights/broken.md") is not None and catalog.problem("insights/new-name.md") is None
+    )
+
+
+PARSE = """
+import sys
+from pathlib import Path
+from rlm_vault.catalog import Catalog
+from rlm_vault.vault import Vault
+catalog = Catalog(Vault(Path(sys.argv[1])))
+catalog.refresh()
+print(catalog._parsed, len(catalog.ids()))
+"""
+
+
+def test_processes_starting_together_parse_each_note_once(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    for n in range(300):
+        note(vault, f"chunks/P/c{n:03}.md", f"chunk {n}")
+    runs = [
+        subprocess.Popen([sys.executable, "-c", PARSE, str(vault.root)], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    counts = [tuple(map(int, run.communicate(timeout=120)[0].split())) for run in runs]
+    assert all(listed == 300 for _, listed in counts)
+    assert sum(parsed for parsed, _ in counts) == 300  # one process parsed; the others read its listing
