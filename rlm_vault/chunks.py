@@ -141,30 +141,35 @@ class Chunks:
             return [given] if vault.exists(f"chunks/{chunk.project}/{given}.md") else []
         if not self.store.catalog.loaded:
             return []  # a process that never read (a hook) passes `previous` itself
-        earlier = [
-            c
-            for c in self.store.catalog.chunks()
-            if c.project == chunk.project and c.chunk_type == "snapshot"
-        ]
+        snapshots = self.store.catalog.chunks(project=chunk.project, chunk_type="snapshot")
+        earlier = [c for c in snapshots if c.project == chunk.project]
         return [q.newest(earlier)[0].id] if earlier else []
 
     def _session_note(self, chunk: Chunk) -> tuple[str, str] | None:
         """`sessions/<session>.md` with a link to the new chunk added (Obsidian's graph and backlinks), or
         None once it lists SESSION_LISTED chunks: a write must not rewrite (and git keep) an ever longer
-        file; later chunks still link to the note, and Obsidian's backlinks show them all."""
+        file; later chunks still link to the note, and Obsidian's backlinks show them all.
+
+        The line is appended to the text as it is (front matter not parsed or written again), so a
+        person's edits to the note stay as they made them; a note that is not UTF-8 is left alone."""
         path = f"sessions/{chunk.session}.md"
         try:
-            meta, body = markdown.parse(self.store.vault.read_bytes(path).decode("utf-8"), path)
+            text = self.store.vault.read_bytes(path).decode("utf-8")
+        except FileNotFoundError:
+            text = markdown.render(session_meta(chunk), f"# {chunk.session}\n")
         except (OSError, UnicodeDecodeError, InvalidNote):
-            meta, body = session_meta(chunk), f"# {chunk.session}\n"
+            return None
+        try:
+            body = markdown.body(text, path)
+        except InvalidNote:
+            body = text  # no front matter (a person's rewrite): all of it is the body
         listed = body.count("\n- [[")
         if f"[[{chunk.id}]]" in body or _MORE in body:
             return None
         line = f"- [[{chunk.id}]] {q.short(chunk.summary, 100).replace('[[', '[ [')}"
         if listed >= SESSION_LISTED:
             line = _MORE
-        body = body.rstrip("\n") + ("\n\n" if not listed else "\n") + line
-        return path, markdown.render(meta, body)
+        return path, text.rstrip("\n") + ("\n\n" if not listed else "\n") + line + "\n"
 
     def _new_id(self, day: str, project: str, ticket: str, domain: str) -> str:
         prefix = chunk_prefix(day, project)

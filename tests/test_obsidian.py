@@ -221,3 +221,21 @@ def test_a_long_session_note_stops_growing(service: MemoryService, monkeypatch: 
     assert last == [f"chunks/Long/{ids[-1]}.md"]  # the note was not rewritten
     meta, _ = markdown.parse((service.vault.root / "chunks" / "Long" / f"{ids[-1]}.md").read_text(), "c")
     assert meta["links"] == [f"[[{session}]]"]
+
+
+def test_a_session_note_a_person_edited_keeps_their_words(service: MemoryService) -> None:
+    """The link line is appended to the note as it is: front matter and prose a person wrote stay verbatim."""
+    first = service.chunk("the first part", project="Kept")["id"]
+    [session] = [s["id"] for s in service.sessions(project="Kept")["sessions"]]
+    path = service.vault.root / "sessions" / f"{session}.md"
+    edited = (
+        path.read_text().replace("type: session", "type: session  # mine\nmood: calm") + "\nMy own note.\n"
+    )
+    path.write_text(edited)
+    second = service.chunk("the second part", project="Kept")["id"]
+    text = path.read_text()
+    assert text.startswith(edited.rstrip("\n"))  # not parsed and written again
+    assert f"[[{first}]]" in text and text.rstrip("\n").endswith(f"[[{second}]] the second part")
+    path.write_bytes(b"\xff\xfe not UTF-8")
+    service.chunk("the third part", project="Kept")
+    assert path.read_bytes() == b"\xff\xfe not UTF-8"  # left alone, and the chunk was still saved
