@@ -35,6 +35,10 @@ log = logging.getLogger("rlm_vault")
 # Notes the text index may lack (another process is indexing them) before a search answers from the
 # catalog instead: a few are a moment's lag, thousands mean another window is building the index.
 MISSING_FOR_PLAIN = 50
+# Past this many notes, answering from the catalog means reading thousands of files: a search waits
+# (up to WARM_WAIT seconds) for the caches to open, and uses them even while another process fills them.
+PLAIN_LIMIT = 5000
+WARM_WAIT = 60.0
 RETRY_SECONDS = 0.25  # how soon the background indexer tries again when another process was building
 
 
@@ -178,7 +182,21 @@ class Search:
     def _ready(self) -> bool:
         if self.background and self._warming is None:
             self.warm()
-        return self._warming is None or not self._warming.is_alive()
+        warming = self._warming
+        if warming is None or not warming.is_alive():
+            return True
+        if self._big():
+            warming.join(WARM_WAIT)
+        return not warming.is_alive()
+
+    def _big(self) -> bool:
+        """True for a vault whose notes are too many to search file by file."""
+        return sum(self.store.catalog.counts().values()) > PLAIN_LIMIT
+
+    def _partial(self, engine: SearchEngine | None) -> bool:
+        """True when a search should answer from the catalog: the caches lack many notes, and the
+        vault is small enough to read (a big one answers from the caches as they are)."""
+        return engine is None or (engine.missing > MISSING_FOR_PLAIN and not self._big())
 
     def _synced(self) -> SearchEngine:
         cat = self.store.fresh()
@@ -258,7 +276,7 @@ class Search:
             project, domain, date_from, date_to, entity, "" if include_insights else "chunk"
         )
         engine = self._synced() if self._ready() else None
-        if engine is None or engine.missing > MISSING_FOR_PLAIN:
+        if engine is None or self._partial(engine):
             # Caches still building (here in the background, or in another process): answer from the catalog.
             plain = self._plain_search(query, filters, limit, include_archived)
             return _first(self._old_id_hit(query), plain, limit)
@@ -351,7 +369,7 @@ class Search:
             raise InvalidInput(
                 f"fuzzy_threshold {fuzzy_threshold!r} is not accepted: use 0 to 100 (80 is a good start)"
             )
-        if fuzzy and not include_archived and self._ready() and self._synced().missing <= MISSING_FOR_PLAIN:
+        if fuzzy and not include_archived and self._ready() and not self._partial(self._synced()):
             return {"matches": self._fuzzy(pattern, fuzzy_threshold, limit, filters)}
         chunks, insights = self._candidates(filters, include_archived)
         notes: list[Chunk | Insight] = [*chunks, *q.newest(insights)]

@@ -16,6 +16,8 @@ get a service from `open_service` and call it; nothing here imports mcp.
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -52,6 +54,9 @@ __all__ = [
 ]
 
 
+log = logging.getLogger("rlm_vault")
+START_QUIET = 0.5  # seconds a new server leaves to the client's handshake before opening its caches
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -79,6 +84,7 @@ class MemoryService:
         self.archive = lifecycle.archive
         self.autosync = autosync
         self.settler = settler
+        self._closing = threading.Event()
         # The calls front ends make, each answered by the part that owns it.
         self.remember = insights.remember
         self.recall = insights.recall
@@ -119,15 +125,26 @@ class MemoryService:
         return self.store.writing()
 
     def start(self) -> None:
-        """What a long-running server starts: pending edits listed at once, automatic sync if asked."""
-        self.store.prime()
+        """What a long-running server starts, all in the background so the first request is answered at
+        once: pending edits listed, the search caches opened, automatic sync if asked."""
+        threading.Thread(target=self._prime, name="rlm-vault-start", daemon=True).start()
         if self.autosync is not None:
             self.autosync.start()
         if self.settler is not None:
             self.settler.start()
 
+    def _prime(self) -> None:
+        # `git status` stats every note (0.3-0.6 s at 100,000): never on the way to the first answer.
+        try:
+            self.store.prime()
+        except VaultError as exc:  # the first write meets it again and reports it
+            log.warning("listing edits made outside rlm-vault failed: %s", exc)
+        if self.searcher.background and not self._closing.wait(START_QUIET):  # the client's handshake first
+            self.searcher.warm()
+
     def close(self) -> None:
         """Stop background work and save what the caches hold in memory."""
+        self._closing.set()
         if self.settler is not None:
             self.settler.stop()
         if self.autosync is not None:

@@ -4,6 +4,7 @@ FR/EN/JA analysis, and a real (tiny) model2vec model for ranking by meaning."""
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,3 +158,31 @@ def test_in_a_server_the_first_search_answers_while_the_caches_build(config: Con
     warming.join(timeout=60)
     assert ids(service.search("joshua")) == [note]  # now from the index
     assert service.searcher.engine().status(service.store.catalog.hashes())["index_missing_or_stale"] == 0
+
+
+def test_in_a_big_vault_a_search_waits_for_the_caches_instead_of_reading_every_note(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlm_vault import retrieval
+
+    monkeypatch.setattr(retrieval, "PLAIN_LIMIT", 0)  # every vault counts as big
+    service = open_service(config, serving=True)
+    note = service.chunk("Saguaro cactus facts.")["id"]
+    read: list[str] = []
+    monkeypatch.setattr(service.searcher, "_plain_search", lambda *a: read.append("plain") or [])
+    assert ids(service.search("saguaro")) == [note]
+    assert read == []  # answered from the caches, not by reading each note's file
+    warming = service.searcher._warming
+    assert warming is not None and not warming.is_alive()
+    service.close()
+
+
+def test_a_server_opens_its_caches_soon_after_it_starts(config: Config) -> None:
+    service = open_service(config, serving=True)
+    service.start()
+    deadline = time.monotonic() + 30
+    while service.searcher._warming is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.searcher._warming is not None  # no search asked for it: the start did
+    assert service.store.pending.known  # edits made outside rlm-vault were listed in the background too
+    service.close()
