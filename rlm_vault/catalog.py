@@ -314,20 +314,20 @@ class Catalog:
         gone: list[str],
         started: float,
     ) -> None:
-        for start in range(0, max(len(changed), 1), PARSE_BATCH):
+        gone = [p for p in gone if not os.path.lexists(self.vault.root / p)]  # else written meanwhile
+        for start in range(0, len(changed), PARSE_BATCH):
             batch = [(p, self._load(p, listing[p])) for p in changed[start : start + PARSE_BATCH]]
             with self._writing() as (db, seq):
                 for path, entry in batch:
                     self._put(db, seq, path, entry, "disk")
-                if start + PARSE_BATCH < len(changed):
-                    continue
+        if gone:
+            with self._writing() as (db, seq):
                 for path in gone:
-                    # Listed before another process wrote it: not gone.
-                    if not os.path.lexists(self.vault.root / path):
-                        self._drop(db, seq, path, "disk")
-                # The stamp taken before listing: a change made while listing is seen at the next look.
-                row = (rel, _key(stamp), time.time(), time.perf_counter() - started)
-                db.execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?)", row)
+                    self._drop(db, seq, path, "disk")
+        # The stamp taken before listing: a change made while listing is seen at the next look. Not a
+        # change of any note, so no new sequence number: nobody has anything to catch up on.
+        row = (rel, _key(stamp), time.time(), time.perf_counter() - started)
+        self._conn().execute("INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?)", row)
 
     def _drop_folder(self, rel: str) -> None:
         with self._writing() as (db, seq):

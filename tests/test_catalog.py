@@ -216,3 +216,14 @@ def test_processes_starting_together_parse_each_note_once(tmp_path: Path) -> Non
     counts = [tuple(map(int, run.communicate(timeout=120)[0].split())) for run in runs]
     assert all(listed == 300 for _, listed in counts)
     assert sum(parsed for parsed, _ in counts) == 300  # one process parsed; the others read its listing
+
+
+def test_listing_an_unchanged_folder_again_changes_nothing(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    note(vault, "chunks/P/c1.md", "words")
+    catalog = Catalog(vault, scan_interval=0.0)
+    catalog.refresh()
+    head = catalog.head()
+    for _ in range(3):
+        assert catalog.refresh() == set()
+    assert catalog.head() == head == catalog.version  # the search caches have nothing to catch up on
