@@ -466,11 +466,13 @@ class Git:
             else:
                 direct[head] = entry
         for name, sub in nested.items():
-            old = base.entries.get(name)
+            old = base.get(name)
             child = self._patched(old[1] if old and old[0] == gitobjects.DIR_MODE else None, sub)
             direct[name] = None if child is None else (gitobjects.DIR_MODE, child)
         new = base.patched(direct)
-        return self._store_tree(new) if new.entries else None
+        if tree:
+            self._tree_cache.pop(tree, None)  # superseded: the next commit starts from the new one
+        return self._store_tree(new) if len(new) else None
 
     def _write_tree(self, entries: gitobjects.Entries) -> str:
         return self._store_tree(gitobjects.Tree.build(entries))

@@ -79,56 +79,80 @@ class Tree:
     """A tree object's entries, kept in git's order with each entry already serialised.
 
     Patching one entry of a folder of ten thousand notes is a bisect and a list insert, and the object's
-    data one `join`: no re-sorting or re-encoding of every entry on each commit.
+    data one `join`: no re-sorting or re-encoding of every entry on each commit. Entries are looked up
+    by bisection too, so a tree holds two lists and no per-entry mapping (a 60,000-note folder is two
+    lists of bytes that each patched version shares).
     """
 
-    __slots__ = ("entries", "items", "keys")
+    __slots__ = ("items", "keys")
 
-    def __init__(self, entries: Entries, keys: list[bytes], items: list[bytes]) -> None:
-        self.entries, self.keys, self.items = entries, keys, items
+    def __init__(self, keys: list[bytes], items: list[bytes]) -> None:
+        self.keys, self.items = keys, items
 
     @classmethod
     def build(cls, entries: Entries) -> Tree:
         order = sorted(entries, key=lambda name: _key(name, entries[name][0]))
-        return cls(
-            dict(entries), [_key(n, entries[n][0]) for n in order], [_item(n, *entries[n]) for n in order]
-        )
+        return cls([_key(n, entries[n][0]) for n in order], [_item(n, *entries[n]) for n in order])
 
     @classmethod
     def parse(cls, data: bytes) -> Tree:
         """A tree from a tree object's data (already in git's order)."""
-        entries: Entries = {}
         keys: list[bytes] = []
         items: list[bytes] = []
         at = 0
         while at < len(data):
             space = data.index(b" ", at)
             nul = data.index(b"\0", space)
-            mode = data[at:space].decode("ascii")
-            name = data[space + 1 : nul].decode("utf-8", "surrogateescape")
-            entries[name] = (mode, data[nul + 1 : nul + 21].hex())
-            keys.append(_key(name, mode))
+            name = data[space + 1 : nul]
+            keys.append(name + b"/" if data[at:space] == DIR_MODE.encode() else name)
             items.append(data[at : nul + 21])
             at = nul + 21
-        return cls(entries, keys, items)
+        return cls(keys, items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _find(self, name: str) -> int | None:
+        raw = name.encode("utf-8", "surrogateescape")
+        for key in (raw, raw + b"/"):  # a file, or a folder of that name
+            at = bisect.bisect_left(self.keys, key)
+            if at < len(self.keys) and self.keys[at] == key:
+                return at
+        return None
+
+    def get(self, name: str) -> tuple[str, str] | None:
+        """(mode, hex sha) of the entry `name`, or None."""
+        at = self._find(name)
+        return None if at is None else _entry(self.items[at])[1]
+
+    @property
+    def entries(self) -> Entries:
+        """Every entry, name -> (mode, hex sha), in git's order."""
+        return dict(_entry(item) for item in self.items)
 
     def patched(self, changes: dict[str, tuple[str, str] | None]) -> Tree:
         """A new tree with entries set (mode, sha) or removed (None)."""
-        entries, keys, items = dict(self.entries), list(self.keys), list(self.items)
+        keys, items = list(self.keys), list(self.items)
         for name, entry in changes.items():
-            if name in entries:
-                at = bisect.bisect_left(keys, _key(name, entries.pop(name)[0]))
-                del keys[at], items[at]
+            old = Tree(keys, items)._find(name)
+            if old is not None:
+                del keys[old], items[old]
             if entry is not None:
                 key = _key(name, entry[0])
                 at = bisect.bisect_left(keys, key)
                 keys.insert(at, key)
                 items.insert(at, _item(name, *entry))
-                entries[name] = entry
-        return Tree(entries, keys, items)
+        return Tree(keys, items)
 
     def data(self) -> bytes:
         return b"".join(self.items)
+
+
+def _entry(item: bytes) -> tuple[str, tuple[str, str]]:
+    space = item.index(b" ")
+    nul = item.index(b"\0", space)
+    name = item[space + 1 : nul].decode("utf-8", "surrogateescape")
+    return name, (item[:space].decode("ascii"), item[nul + 1 : nul + 21].hex())
 
 
 def parse_tree(data: bytes) -> Entries:
