@@ -453,12 +453,7 @@ class Catalog:
     def body(self, note_id: str) -> str | None:
         """The Markdown body of a note as its file holds it now (front matter not parsed), or None."""
         path = self.path_of(note_id)
-        if path is None:
-            return None
-        try:
-            return body_of(self._raw(path))
-        except (OSError, InvalidNote, UnicodeDecodeError):
-            return None
+        return None if path is None else self.body_at(path)
 
     def _raw(self, path: str) -> bytes:
         # A path the catalog listed is inside the vault already; only a symlink put there since is
@@ -541,6 +536,28 @@ class Catalog:
                 )
                 found.update((i, sys.intern(s)) for i, s in rows)
             return now, found
+
+    def listed(self, ids: list[str]) -> dict[str, tuple[Insight | Chunk, str, str]]:
+        """id -> (note as listed, path, sha256) for each of `ids` the vault holds, a few queries in all."""
+        found: dict[str, tuple[Insight | Chunk, str, str]] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._query(
+                f"SELECT {_NOTE_COLUMNS}, id, sha FROM notes WHERE id IN ({marks}) ORDER BY path DESC",
+                tuple(part),
+            )
+            for path, meta, content, note_id, sha in rows:  # the smallest path wins, as in path_of
+                if (note := _note((path, meta, content))) is not None:
+                    found[note_id] = (note, path, sha)
+        return found
+
+    def body_at(self, path: str) -> str | None:
+        """The body of the note file at `path` as it is now (None when gone or unreadable)."""
+        try:
+            return body_of(self._raw(path))
+        except (OSError, InvalidNote, UnicodeDecodeError):
+            return None
 
     def sha_of(self, note_id: str) -> str:
         """sha256 of the file holding `note_id` ("" when unknown)."""

@@ -226,14 +226,17 @@ class Search:
         return dict(self._truth)
 
     def _loader(self, ids: list[str]) -> list[SearchDoc]:
-        # Per-id lookups, chunk bodies read from their files: the catalog keeps none.
+        # One listing query per 500 ids; chunk bodies read from their files (the catalog keeps none).
         catalog = self.store.catalog
+        listed = catalog.listed(ids)
         docs = []
         for i in ids:
-            note = catalog.note(i)
-            body = catalog.body(i) if isinstance(note, Chunk) else None
-            if note is not None and (body is not None or isinstance(note, Insight)):
-                docs.append(to_doc(note, catalog.sha_of(i), body))
+            if i not in listed:
+                continue
+            note, path, sha = listed[i]
+            body = catalog.body_at(path) if isinstance(note, Chunk) else None
+            if body is not None or isinstance(note, Insight):
+                docs.append(to_doc(note, sha, body))
         return docs
 
     def _bodies(self, ids: list[str]) -> dict[str, str]:
