@@ -227,3 +227,20 @@ def test_listing_an_unchanged_folder_again_changes_nothing(tmp_path: Path) -> No
     for _ in range(3):
         assert catalog.refresh() == set()
     assert catalog.head() == head == catalog.version  # the search caches have nothing to catch up on
+
+
+def test_a_big_folder_listed_recently_by_any_process_is_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_module, "QUICK_SCAN", -1.0)  # every folder counts as big
+    monkeypatch.setattr(catalog_module, "SWEEP_FACTOR", 10**6)
+    vault = Vault.open(tmp_path / "v")
+    path = note(vault, "chunks/P/c1.md", "first words")
+    Catalog(vault, scan_interval=0.0).refresh()
+    rewrite_in_place(path, "first", "other")
+    command = Catalog(vault, scan_interval=0.0)  # a CLI command on a vault a server keeps listed
+    command.refresh()
+    assert command.body("c1") == "other words" and command.note("c1") is not None
+    assert command._parsed == 0  # not listed again: a stat per note is what the sweep is for
+    monkeypatch.setattr(catalog_module, "SWEEP_FACTOR", 0)
+    assert command.refresh() == {"chunks/P/c1.md"}  # once its interval has passed, any process lists it
