@@ -287,6 +287,7 @@ class VectorStore:
         self.path = Path(path)
         self.embedder = embedder
         self._ids: list[str] = []
+        self._all_rows: Any = None  # the row of each of `_ids`, computed once per change (100k per query)
         self._row: dict[str, int] = {}  # id -> row in the rows file (or in `_fresh` past its end)
         self._shas: dict[str, str] = {}
         self._rows_file: Path | None = None
@@ -347,7 +348,7 @@ class VectorStore:
         import numpy as np
 
         self._shas, self._row, self._rows_file = shas, rows, rows_file
-        self._ids = list(rows)
+        self._ids, self._all_rows = list(rows), None
         self._matrix = matrix if matrix is not None else np.zeros((0, 0), dtype=np.float32)
         self._fresh = []
 
@@ -382,7 +383,7 @@ class VectorStore:
             self._put(stale[start : start + BATCH])
             if progress:
                 progress(min(start + BATCH, len(stale)), len(stale))
-        self._ids = list(self._row)
+        self._ids, self._all_rows = list(self._row), None
         self.save()
         return len(stale)
 
@@ -437,7 +438,7 @@ class VectorStore:
         with os.fdopen(fd, "wb") as handle:
             if rows:
                 handle.write(np.asarray(rows, dtype=np.float32).tobytes())
-        self._row = {doc_id: n for n, doc_id in enumerate(ids)}
+        self._row, self._all_rows = {doc_id: n for n, doc_id in enumerate(ids)}, None
         self._rows_file, self._fresh = Path(tmp), []
         self._matrix = (
             np.memmap(tmp, dtype=np.float32, mode="r", shape=(len(rows), len(rows[0])))
@@ -508,7 +509,12 @@ class VectorStore:
         ids = self._ids if allowed_ids is None else [i for i in self._ids if i in allowed_ids]
         if not ids or not self._count():
             return []
-        rows = np.fromiter((self._row[i] for i in ids), dtype=np.intp, count=len(ids))
+        if allowed_ids is None:
+            if self._all_rows is None or len(self._all_rows) != len(ids):
+                self._all_rows = np.fromiter((self._row[i] for i in ids), dtype=np.intp, count=len(ids))
+            rows = self._all_rows
+        else:
+            rows = np.fromiter((self._row[i] for i in ids), dtype=np.intp, count=len(ids))
         if allowed_ids is None and len(ids) == self._count():
             scores = _dot(self._matrix, np.asarray(vector, dtype=np.float32))  # no dead rows: one pass
             scores = scores[rows]

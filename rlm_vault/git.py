@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -134,7 +135,14 @@ class Git:
         self._trees: dict[str, str] = {}  # commit -> tree, for commits this process made
         self._tree_cache: dict[str, gitobjects.Tree] = {}
         self._plain_attributes: bool | None = None
-        self._index_lag: set[str] = set()  # paths the person's index could not take yet
+        self._index_lag: set[str] = set()  # paths committed that the person's index does not show yet
+        self._index_mutex = threading.Lock()  # guards `_index_lag` and `_index_timer`
+        self._index_flush = threading.Lock()  # one `update-index` at a time
+        self._index_timer: threading.Timer | None = None
+        # A long-running server brings the person's index in step a moment after each commit, in the
+        # background (INDEX_DELAY): `update-index` reads and rewrites an index of every note (20-60 ms at
+        # 100,000) and a write must not wait for it. Any git command that uses the index waits for it.
+        self.index_later = False
         self._since_check = HOUSEKEEPING_EVERY - 1  # the first write after start checks at once
         self._gc_started = -HOUSEKEEPING_INTERVAL
         self._gc_child: subprocess.Popen[bytes] | None = None
@@ -151,6 +159,7 @@ class Git:
         timeout: float | None = None,
     ) -> str:
         """Run `git <args>` in the repository and return its stdout."""
+        self._index_first(args)
         proc = self._spawn(args, input, env, timeout)
         if check and proc.returncode != 0:
             raise git_error(list(args), proc.returncode, proc.stderr, self.root)
@@ -158,7 +167,12 @@ class Git:
 
     def run_status(self, *args: str, env: dict[str, str] | None = None) -> int:
         """Run `git <args>` and return only its exit code (for yes/no questions such as is-ancestor)."""
+        self._index_first(args)
         return self._spawn(args, None, env, None).returncode
+
+    def _index_first(self, args: Sequence[str]) -> None:
+        if self._index_lag and (not args or args[0] not in _INDEX_FREE):
+            self.flush_index()
 
     def _command(self, args: Sequence[str]) -> list[str]:
         return ["git", "-C", str(self.root), *_ALWAYS, *args]
@@ -552,13 +566,36 @@ class Git:
         )
 
     def _sync_index(self, paths: Sequence[str]) -> None:
-        # Best effort: a person's git holding index.lock must not turn a made commit into a failure;
-        # paths it could not take are retried with the next commit.
-        pending = sorted(self._index_lag.union(paths))
-        code = self._spawn(
-            ["update-index", "--add", "--remove", "-z", "--stdin"], "\0".join(pending) + "\0", None, None
-        ).returncode
-        self._index_lag = set() if code == 0 else set(pending)
+        """Show committed `paths` in the person's index: now, or in the background (`index_later`)."""
+        with self._index_mutex:
+            self._index_lag.update(paths)
+            later = self.index_later
+            if later and self._index_timer is None:
+                # Not a daemon: a server that exits before the timer fires still updates the index.
+                self._index_timer = threading.Timer(INDEX_DELAY, self._flush_later)
+                self._index_timer.start()
+        if not later:
+            self.flush_index()
+
+    def _flush_later(self) -> None:
+        with self._index_mutex:
+            self._index_timer = None
+        self.flush_index()
+
+    def flush_index(self) -> None:
+        """Bring the person's index in step with the commits made. Best effort: a person's git holding
+        index.lock must not turn a made commit into a failure; what it could not take is tried again."""
+        with self._index_flush:
+            with self._index_mutex:
+                pending = sorted(self._index_lag)
+            if not pending:
+                return
+            code = self._spawn(
+                ["update-index", "--add", "--remove", "-z", "--stdin"], "\0".join(pending) + "\0", None, None
+            ).returncode
+            if code == 0:
+                with self._index_mutex:
+                    self._index_lag.difference_update(pending)
 
     def _head_and_tree(self) -> tuple[str | None, str | None]:
         # Every spawn counts when a write should cost a few milliseconds: HEAD is read from its file,
@@ -760,6 +797,31 @@ class Git:
 # too young to prune) is not restarted at every look. At gc.auto=1000 a burst of writes starts a gc
 # every 200-300 commits, each a few hundred ms of background work (an incremental pack; prune skips
 # its walk while every loose object is young).
+INDEX_DELAY = 0.05  # seconds a server lets commits gather before updating the person's index
+# git commands that neither read nor write the index: they need not wait for a pending index update.
+_INDEX_FREE = frozenset(
+    [
+        "cat-file",
+        "commit-tree",
+        "config",
+        "count-objects",
+        "fetch",
+        "for-each-ref",
+        "hash-object",
+        "log",
+        "ls-remote",
+        "ls-tree",
+        "merge-base",
+        "merge-tree",
+        "push",
+        "remote",
+        "rev-list",
+        "rev-parse",
+        "show",
+        "symbolic-ref",
+        "update-ref",
+    ]
+)
 HOUSEKEEPING_EVERY = 8
 HOUSEKEEPING_INTERVAL = 5.0
 HOUSEKEEPING_STALE_LOCK = 60.0

@@ -265,6 +265,7 @@ def open_service(
     config = config or Config.from_env()
     vault = Vault.open(config.vault, config.lock_timeout, create=config.create_vault)
     settles = serving and config.settle_delay > 0
+    vault.git.index_later = serving  # a write does not wait for the person's index (git.INDEX_DELAY)
     store = Store(vault, config, clock, defer_scans=settles)
     rules = ContentRules(config)
     archive = Archive(vault, config.max_content_bytes)

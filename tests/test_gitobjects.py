@@ -96,3 +96,17 @@ def test_loose_objects_are_what_git_reads(tmp_path: Path, kind: str) -> None:
     sha = gitobjects.write_loose(vault.root / ".git" / "objects", kind, data)
     assert git(vault.root, "cat-file", "-t", sha).strip() == kind
     assert gitobjects.read_loose(vault.root / ".git" / "objects", sha) == (kind, data)
+
+
+def test_a_big_tree_is_stored_uncompressed_and_git_reads_it(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    objects = vault.root / ".git" / "objects"
+    blob = gitobjects.write_loose(objects, "blob", b"x\n")
+    entries = {f"note-{n:06}.md": ("100644", blob) for n in range(gitobjects.STORE_OVER // 40)}
+    data = gitobjects.serialize_tree(entries)
+    assert len(data) > gitobjects.STORE_OVER
+    sha = gitobjects.write_loose(objects, "tree", data)
+    assert gitobjects.object_path(objects, sha).stat().st_size > len(data)  # stored, not compressed
+    assert git(vault.root, "cat-file", "-t", sha).strip() == "tree"
+    assert len(git(vault.root, "ls-tree", sha).splitlines()) == len(entries)
+    assert gitobjects.read_loose(objects, sha) == ("tree", data)
