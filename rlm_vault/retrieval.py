@@ -39,6 +39,8 @@ MISSING_FOR_PLAIN = 50
 # (up to WARM_WAIT seconds) for the caches to open, and uses them even while another process fills them.
 PLAIN_LIMIT = 5000
 WARM_WAIT = 60.0
+BURST_QUIET = 0.3  # seconds without a write before the background indexer starts
+BURST_MAX = 3.0  # ... but never later than this after the first write of a burst
 RETRY_SECONDS = 0.25  # how soon the background indexer tries again when another process was building
 
 
@@ -165,6 +167,12 @@ class Search:
         process holds the build (or vectors are filled a batch at a time), try again shortly."""
         while True:
             self._wake.wait()
+            self._wake.clear()
+            # Writes in a burst (an import, a client saving several chunks) are indexed once after it:
+            # indexing while the next write runs would only slow that write down.
+            settle_until = time.monotonic() + BURST_MAX
+            while self._wake.wait(BURST_QUIET) and time.monotonic() < settle_until:
+                self._wake.clear()
             self._wake.clear()
             self._index_quietly("indexing a write in the background failed; the next search retries")
             if self.engine().behind:

@@ -186,3 +186,23 @@ def test_a_server_opens_its_caches_soon_after_it_starts(config: Config) -> None:
     assert service.searcher._warming is not None  # no search asked for it: the start did
     assert service.store.pending.known  # edits made outside rlm-vault were listed in the background too
     service.close()
+
+
+def test_a_burst_of_writes_is_indexed_once_after_it(config: Config) -> None:
+    service = open_service(config, serving=True)
+    service.searcher.warm()
+    warming = service.searcher._warming
+    assert warming is not None
+    warming.join(timeout=60)
+    runs: list[float] = []
+    real = service.searcher._index_quietly
+    service.searcher._index_quietly = lambda what: (runs.append(time.monotonic()), real(what))  # type: ignore[method-assign]
+    written = [service.chunk(f"Ocotillo note {n}: a burst of saves.")["id"] for n in range(5)]
+    deadline = time.monotonic() + 10
+    while not runs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert len(runs) == 1  # once, after the burst, not once per write
+    engine = service.searcher.engine()
+    assert set(written) <= set(engine._index.stamps())  # indexed in the background, before any search
+    service.close()
