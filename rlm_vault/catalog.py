@@ -68,8 +68,8 @@ CREATE TABLE IF NOT EXISTS notes (
     origin TEXT NOT NULL,
     seq INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS notes_id ON notes (id);
-CREATE INDEX IF NOT EXISTS notes_folder ON notes (folder);
+CREATE INDEX IF NOT EXISTS notes_id ON notes (id, path, sha);
+CREATE INDEX IF NOT EXISTS notes_folder ON notes (folder, path, stamp);
 CREATE INDEX IF NOT EXISTS notes_digest ON notes (digest);
 CREATE INDEX IF NOT EXISTS notes_number ON notes (id_prefix, id_number);
 CREATE INDEX IF NOT EXISTS notes_seq ON notes (seq);
@@ -116,7 +116,7 @@ class Catalog:
     """
 
     FILE = "catalog.sqlite"
-    VERSION = 4  # 3+: an SQLite listing shared by every process (2: catalog.json, no chunk bodies)
+    VERSION = 5  # 3+: an SQLite listing shared by every process (2: catalog.json, no chunk bodies)
 
     def __init__(self, vault: Vault, scan_interval: float = 1.0, defer_scans: bool = False) -> None:
         self.vault = vault
@@ -146,7 +146,6 @@ class Catalog:
                 db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")  # a cache: a power cut may lose the last changes
-                db.execute("PRAGMA mmap_size=268435456")  # pages read through the shared page cache
                 if db.execute("PRAGMA user_version").fetchone()[0] != self.VERSION:
                     self._create(db)
                     (self.vault.cache / "catalog.json").unlink(missing_ok=True)  # the older listing
@@ -522,8 +521,11 @@ class Catalog:
 
     def hashes(self) -> dict[str, str]:
         """id -> sha256 of the file bytes, the key the search caches use."""
-        rows = self._query("SELECT id, sha FROM notes WHERE id IS NOT NULL ORDER BY path DESC")
-        return {i: sys.intern(s) for i, s in rows}  # the smallest path wins, as in path_of
+        found: dict[str, str] = {}
+        # In (id, path) order from the covering index: the table's pages are not read.
+        for note_id, sha in self._query("SELECT id, sha FROM notes WHERE id IS NOT NULL ORDER BY id, path"):
+            found.setdefault(note_id, sys.intern(sha))  # the smallest path wins, as in path_of
+        return found
 
     def hashes_since(self, version: int) -> tuple[int, dict[str, str | None]]:
         """(the version now, id -> sha256 for each note changed since `version`, None for one gone)."""
