@@ -72,6 +72,7 @@ CREATE INDEX IF NOT EXISTS notes_id ON notes (id, path, sha);
 CREATE INDEX IF NOT EXISTS notes_folder ON notes (folder, path, stamp);
 CREATE INDEX IF NOT EXISTS notes_digest ON notes (digest);
 CREATE INDEX IF NOT EXISTS notes_number ON notes (id_prefix, id_number);
+CREATE INDEX IF NOT EXISTS notes_created ON notes (created, id);
 CREATE INDEX IF NOT EXISTS notes_seq ON notes (seq);
 CREATE TABLE IF NOT EXISTS gone (seq INTEGER NOT NULL, path TEXT NOT NULL, id TEXT, origin TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS gone_seq ON gone (seq);
@@ -116,7 +117,7 @@ class Catalog:
     """
 
     FILE = "catalog.sqlite"
-    VERSION = 5  # 3+: an SQLite listing shared by every process (2: catalog.json, no chunk bodies)
+    VERSION = 6  # 3+: an SQLite listing shared by every process (2: catalog.json, no chunk bodies)
 
     def __init__(self, vault: Vault, scan_interval: float = 1.0, defer_scans: bool = False) -> None:
         self.vault = vault
@@ -504,6 +505,25 @@ class Catalog:
             return light
         read = (self.read(c.id) for c in light)
         return [c for c in read if isinstance(c, Chunk)]
+
+    def newest(
+        self, limit: int, after: tuple[str, str] | None = None, kind: str = "", project: str = ""
+    ) -> list[Insight | Chunk]:
+        """Up to `limit` notes newest first (by creation time, then id), older than `after` (created, id)
+        when given, of one kind and one project folder (ASCII case ignored) when asked."""
+        where, args = ["kind IS NOT NULL"], []
+        if after is not None:
+            where.append("(created, id) < (?, ?)")
+            args += list(after)
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        if project:
+            where.append("folder = ? COLLATE NOCASE")
+            args.append(f"chunks/{project}")
+        sql = f"SELECT {_NOTE_COLUMNS} FROM notes WHERE {' AND '.join(where)} ORDER BY created DESC, id DESC"
+        rows = self._query(f"{sql} LIMIT ?", (*args, limit))
+        return [n for n in map(_note, rows) if n is not None]
 
     def counts(self) -> dict[str, int]:
         """How many insights and chunks the vault holds."""

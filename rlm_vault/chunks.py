@@ -238,11 +238,7 @@ class Chunks:
         """
         limit = q.limit(limit, 1000)
         after = _cursor_key(cursor) if cursor else None
-        cat = self.store.fresh()
-        every: list[Chunk | Insight] = [*cat.insights(), *cat.chunks()]
-        notes = sorted(every, key=lambda n: (n.created, n.id), reverse=True)
-        if after is not None:
-            notes = [n for n in notes if (n.created, n.id) < after]
+        notes = self.store.fresh().newest(limit + 1, after)
         page = notes[:limit]
         more = len(notes) > limit
         return {
@@ -274,9 +270,11 @@ class Chunks:
         """Chunks newest first."""
         limit = q.limit(limit, 1000)
         project = name_filter(project)
-        rows = q.newest(
-            c for c in self.store.fresh().chunks() if not project or same_name(c.project, project)
-        )
+        cat = self.store.fresh()
+        if project and not project.isascii():  # SQLite folds ASCII case only
+            rows = q.newest(c for c in cat.chunks() if same_name(c.project, project))
+        else:
+            rows = [c for c in cat.newest(limit, kind="chunk", project=project) if isinstance(c, Chunk)]
         return {"chunks": [chunk_row(c) for c in rows[:limit]]}
 
     def sessions(self, project: str = "", domain: str = "", limit: int = 10) -> Sessions:
