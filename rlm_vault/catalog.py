@@ -45,10 +45,12 @@ QUICK_SCAN = 0.02
 # of one core), and never sooner than the scan interval.
 SWEEP_FACTOR = 50
 PARSE_BATCH = 500  # parsed files per write transaction, so other processes are never held up long
+TRIM_EVERY = 1000
+KEEP_GONE = 100_000  # changes for which deletions stay listed; a process further behind reads all again
 LOCK_PARSE = 50  # a folder with more files to parse than this is parsed by one process at a time
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS counter (seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counter (seq INTEGER NOT NULL, floor INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS notes (
     path TEXT PRIMARY KEY,
     folder TEXT NOT NULL,
@@ -117,7 +119,7 @@ class Catalog:
     """
 
     FILE = "catalog.sqlite"
-    VERSION = 6  # 3+: an SQLite listing shared by every process (2: catalog.json, no chunk bodies)
+    VERSION = 7  # 3+: an SQLite listing shared by every process (2: catalog.json, no chunk bodies)
 
     def __init__(self, vault: Vault, scan_interval: float = 1.0, defer_scans: bool = False) -> None:
         self.vault = vault
@@ -128,6 +130,7 @@ class Catalog:
         self._db: sqlite3.Connection | None = None
         self._loaded = False
         self._parsed = 0  # files this process parsed (the others came from the shared listing)
+        self.lapsed = False  # set when deletions this process never took in were forgotten (KEEP_GONE)
 
     # ------------------------------------------------------------------ the SQLite file
 
@@ -170,7 +173,7 @@ class Catalog:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
-        db.execute("INSERT INTO counter VALUES (0)")
+        db.execute("INSERT INTO counter VALUES (0, 0)")
         db.execute(f"PRAGMA user_version={self.VERSION}")
         db.execute("COMMIT")
 
@@ -191,6 +194,9 @@ class Catalog:
         try:
             db.execute("UPDATE counter SET seq = seq + 1")
             seq = db.execute("SELECT seq FROM counter").fetchone()[0]
+            if seq % TRIM_EVERY == 0:  # deletions are remembered for the last KEEP_GONE changes
+                db.execute("DELETE FROM gone WHERE seq <= ?", (seq - KEEP_GONE,))
+                db.execute("UPDATE counter SET floor = max(floor, ?)", (seq - KEEP_GONE,))
             yield db, seq
         except BaseException:
             db.execute("ROLLBACK")
@@ -279,15 +285,20 @@ class Catalog:
     def _seq(self) -> int:
         return int(self._conn().execute("SELECT seq FROM counter").fetchone()[0])
 
+    def _floor(self) -> int:
+        return int(self._conn().execute("SELECT floor FROM counter").fetchone()[0])
+
     def head(self) -> int:
         """The number of the last change any process made to the listing."""
         return self._guarded(self._seq)
 
     def _taken_in(self) -> set[str]:
-        """Paths changed on disk since `version` (this process's own writes excluded); moves `version`."""
+        """Paths changed on disk since `version` (this process's own writes excluded); moves `version`.
+        A process so far behind that deletions since were forgotten is told by `lapsed`."""
         seq = self._seq()
         if seq == self.version:
             return set()
+        self.lapsed = self.lapsed or self.version < self._floor()
         rows = self._conn().execute(
             "SELECT path FROM notes WHERE seq > ? AND origin = 'disk' "
             "UNION SELECT path FROM gone WHERE seq > ? AND origin = 'disk'",
@@ -547,10 +558,13 @@ class Catalog:
             found.setdefault(note_id, sys.intern(sha))  # the smallest path wins, as in path_of
         return found
 
-    def hashes_since(self, version: int) -> tuple[int, dict[str, str | None]]:
-        """(the version now, id -> sha256 for each note changed since `version`, None for one gone)."""
+    def hashes_since(self, version: int) -> tuple[int, dict[str, str | None] | None]:
+        """(the version now, id -> sha256 for each note changed since `version`, None for one gone);
+        None instead of the changes when deletions since `version` were forgotten: read `hashes()`."""
         with self._mutex:
-            now = self._seq()
+            now = self.head()
+            if version < self._guarded(self._floor):
+                return now, None
             ids = {
                 r[0]
                 for r in self._query(

@@ -138,7 +138,8 @@ class Store:
         """The catalog, brought up to date with the disk; what changed is remembered as pending edits."""
         first = not self.catalog.loaded
         changed = self.catalog.refresh()
-        if first:  # a first load reports nothing: ask git what changed since the last commit
+        if first or self.catalog.lapsed:  # nothing reported, or not all of it: ask git what changed
+            self.catalog.lapsed = False
             if self.pending.known:
                 self.pending.add(self.vault.pending_paths("insights", "chunks"))
         else:

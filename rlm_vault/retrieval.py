@@ -221,11 +221,12 @@ class Search:
     def _hashes(self) -> dict[str, str]:
         """id -> content hash of every note: read once, then only what changed since (a copy)."""
         cat = self.store.catalog
-        if self._truth is None:
+        now, changed = cat.hashes_since(self._truth_at) if self._truth is not None else (0, None)
+        if self._truth is None or changed is None:
             self._truth_at = cat.head()  # before reading: a change made meanwhile is read again
             self._truth = cat.hashes()
         else:
-            self._truth_at, changed = cat.hashes_since(self._truth_at)
+            self._truth_at = now
             for note_id, sha in changed.items():
                 if sha is None:
                     self._truth.pop(note_id, None)

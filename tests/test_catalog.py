@@ -244,3 +244,24 @@ def test_a_big_folder_listed_recently_by_any_process_is_trusted(
     assert command._parsed == 0  # not listed again: a stat per note is what the sweep is for
     monkeypatch.setattr(catalog_module, "SWEEP_FACTOR", 0)
     assert command.refresh() == {"chunks/P/c1.md"}  # once its interval has passed, any process lists it
+
+
+def test_a_process_that_fell_far_behind_reads_everything_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_module, "TRIM_EVERY", 1)
+    monkeypatch.setattr(catalog_module, "KEEP_GONE", 1)  # deletions are forgotten at once
+    vault = Vault.open(tmp_path / "v")
+    for name in "abc":
+        note(vault, f"insights/{name}.md", name)
+    writer, sleeper = Catalog(vault, scan_interval=3600), Catalog(vault, scan_interval=3600)
+    writer.refresh()
+    sleeper.refresh()
+    start = sleeper.version
+    for name in "ab":
+        (vault.root / f"insights/{name}.md").unlink()
+        writer.absorb([f"insights/{name}.md"])
+    assert sleeper.hashes_since(start)[1] is None  # the search caches read every hash again
+    sleeper.refresh()
+    assert sleeper.lapsed  # and the pending edits are asked of git
+    assert set(sleeper.hashes()) == {"c"}
