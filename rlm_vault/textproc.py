@@ -81,6 +81,8 @@ _QUESTION_WORDS = frozenset({"would", "could", "shall", "might", "must", "also",
 
 def fold(text: str) -> str:
     """Case- and accent-insensitive form: NFKD, diacritics dropped, casefolded, ligatures expanded."""
+    if text.isascii():
+        return text.lower()  # the same result for ASCII, without the three passes over the text
     decomposed = unicodedata.normalize("NFKD", text).translate(_DIACRITICS)
     return unicodedata.normalize("NFC", decomposed).casefold().translate(_LIGATURES)
 
@@ -158,6 +160,8 @@ _CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
 
 def _lower(text: str) -> str:
+    if text.isascii():
+        return text.lower()
     return text.casefold().translate(_LIGATURES)
 
 
