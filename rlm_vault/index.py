@@ -261,7 +261,7 @@ class TextIndex:
         start = 0
         for entry in manifest["segments"]:
             old = known.get(entry["name"])
-            segment = old.segment if old else Segment(self.path / entry["name"])
+            segment = old.segment if old else Segment(self.path, entry["name"])
             if old and old.deleted == entry["deleted"]:
                 dead = old.dead
             else:
@@ -416,7 +416,7 @@ class TextIndex:
             entries.append({"name": part.segment.name, "deleted": deleted, "count": part.segment.count})
         if upserts:
             name = self._new_segment_name(generation)
-            postings.write(postings.build([_document(doc) for doc in upserts]), self.path / name)
+            postings.write(postings.build([_document(doc) for doc in upserts]), self.path, name)
             entries.append({"name": name, "deleted": "", "count": len(upserts)})
         entries = self._merged(entries, generation)
         self._publish(generation, entries)
@@ -442,14 +442,14 @@ class TextIndex:
             parts.append((segment, ~self._read_deleted(entry["deleted"], segment.count)))
         data = postings.merge(parts)
         name = self._new_segment_name(generation)
-        postings.write(data, self.path / name)
+        postings.write(data, self.path, name)
         return {"name": name, "deleted": "", "count": data.count}
 
     def _segment(self, name: str) -> Segment:
         for part in self._parts:
             if part.segment.name == name:
                 return part.segment
-        return Segment(self.path / name)
+        return Segment(self.path, name)
 
     def _publish(self, generation: int, entries: list[dict[str, Any]]) -> None:
         """Replace the manifest in one rename, then remove files no manifest has named for a while."""
@@ -457,15 +457,15 @@ class TextIndex:
         tmp = self.path / f".{MANIFEST}.{secrets.token_hex(4)}.tmp"
         tmp.write_text(json.dumps(manifest), encoding="utf-8")
         os.replace(tmp, self.path / MANIFEST)
-        self._collect({name for e in entries for name in (e["name"], e["deleted"]) if name})
+        self._collect({e["name"] for e in entries}, {e["deleted"] for e in entries})
         self._refresh()
 
-    def _collect(self, named: set[str]) -> None:
+    def _collect(self, segments: set[str], deleted: set[str]) -> None:
         # Another process may still be opening what the previous manifest named: only files retired
         # for GRACE seconds go. Processes that mapped them keep their pages.
         cutoff = time.time() - GRACE
         for path in self.path.iterdir():
-            if path.name == MANIFEST or path.name in named:
+            if path.name == MANIFEST or path.name in deleted or path.name.split(".")[0] in segments:
                 continue
             with contextlib.suppress(OSError):
                 if path.lstat().st_mtime < cutoff:
@@ -484,7 +484,7 @@ class TextIndex:
                 generation = self._generation + 1
                 name = self._new_segment_name(generation)
                 data = postings.build([_document(doc) for doc in latest], progress)
-                postings.write(data, self.path / name)
+                postings.write(data, self.path, name)
                 self._publish(generation, [{"name": name, "deleted": "", "count": data.count}])
             except Exception as exc:
                 raise cache_error(exc, f"text index at {self.path} could not be rebuilt") from exc
@@ -509,13 +509,16 @@ class TextIndex:
         with self._lock:
             self._refresh()
             try:
-                allowed = self._allowed(filters)
-                scores = self._scores(text)
-                if scores is None:
-                    return self._newest(allowed, limit)
-                return self._best(scores, allowed, limit)
+                return self._search(text, filters, limit)
             except Exception as exc:
                 raise cache_error(exc, f"text index at {self.path} failed a search") from exc
+
+    def _search(self, text: str, filters: Filters, limit: int) -> list[tuple[str, float]]:
+        allowed = self._allowed(filters)
+        scores = self._scores(text)
+        if scores is None:
+            return self._newest(allowed, limit)
+        return self._best(scores, allowed, limit)
 
     def _scores(self, text: str) -> np.ndarray | None:
         """BM25F of every document for `text` (0 where nothing matched); None when `text` has no term."""

@@ -1,9 +1,9 @@
-"""Immutable segments of the text index: numpy arrays in one folder, memory-mapped by every reader.
+"""Immutable segments of the text index: numpy arrays in `.npy` files, memory-mapped by every reader.
 
 A segment holds, for its documents (numbered 0..n-1): the sorted term vocabulary of every field with
 CSR postings (doc numbers and term frequencies), the token count of each scored field, and the
 columns filters and re-ranking read (ids, hashes, kind, project, dates, entities...). It is written
-once into a fresh folder and never changed: deletions live outside it (see `index.py`), and segments
+once under a fresh name and never changed: deletions live outside it (see `index.py`), and segments
 are merged by `merge`, from their arrays alone. Files are `.npy` read with `allow_pickle=False`, so
 nothing in a cache folder can run code; a missing, truncated or garbled file raises `CacheError`.
 """
@@ -174,13 +174,13 @@ def _columns(docs: Sequence[Document]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def write(data: SegmentData, folder: Path) -> None:
-    """Write `data` into the new folder `folder` (its name is published only once this returns)."""
-    folder.mkdir(parents=True)
-    for name, values in data.arrays.items():
-        np.save(folder / f"{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
+def write(data: SegmentData, folder: Path, name: str) -> None:
+    """Write `data` as segment `name` of `folder` (`name` is published only once this returns)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for array_name, values in data.arrays.items():
+        np.save(folder / f"{name}.{array_name}.npy", np.ascontiguousarray(values), allow_pickle=False)
     info = {"format": FORMAT, "count": data.count, "arrays": sorted(data.arrays)}
-    (folder / "segment.json").write_text(json.dumps(info), encoding="utf-8")
+    (folder / f"{name}.json").write_text(json.dumps(info), encoding="utf-8")
 
 
 def _load(path: Path) -> np.ndarray:
@@ -201,19 +201,18 @@ def _load(path: Path) -> np.ndarray:
 class Segment:
     """A written segment, opened read-only; its arrays are shared with every process through the page cache."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.name = folder.name
+    def __init__(self, folder: Path, name: str) -> None:
+        self.name = name
         try:
-            info = json.loads((folder / "segment.json").read_text(encoding="utf-8"))
+            info = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
             if info["format"] != FORMAT:
                 raise ValueError(f"segment format {info['format']}, expected {FORMAT}")
             self.count = int(info["count"])
-            self._a = {name: _load(folder / f"{name}.npy") for name in info["arrays"]}
+            self._a = {array: _load(folder / f"{name}.{array}.npy") for array in info["arrays"]}
             self._check()
             self.ids = _split(self._a["ids"], self.count)
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-            raise CacheError(f"index segment {folder} is damaged: {exc!r}") from exc
+            raise CacheError(f"index segment {name} in {folder} is damaged: {exc!r}") from exc
         self._lexicon: Any = None
         self._entities: list[str] | None = None
         self._columns: dict[str, list[str]] = {}
