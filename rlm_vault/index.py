@@ -148,6 +148,7 @@ _EXACT = ("project", "domain", "kind", "category", "importance")
 
 
 MANIFEST = "manifest.json"
+_UNREAD = (-1, -1, -1)  # the manifest's stat before the first look
 FORMAT = 1
 GRACE = 60.0  # seconds a file no manifest names is kept: a reader may have read the manifest just before
 TIER = 4  # this many tail segments of one size class are merged into one
@@ -201,7 +202,7 @@ class TextIndex:
         self.weights = weights or Weights()
         self._lock = threading.RLock()
         self.version = 0  # moves with every change of the indexed set, for caches derived from facts()
-        self._stat: tuple[int, int, int] | None = None
+        self._stat: tuple[int, int, int] | None = _UNREAD
         self._generation = 0
         self._parts: list[_Part] = []
         self._ids: list[str] = []
@@ -229,7 +230,7 @@ class TextIndex:
         """Install the current manifest when it changed since the last look (one stat otherwise)."""
         for attempt in range(3):
             stat = self._manifest_stat()
-            if stat == self._stat and (stat is not None or not self._parts):
+            if stat == self._stat:
                 return
             try:
                 self._install(stat, self._read_manifest(stat))
@@ -348,7 +349,7 @@ class TextIndex:
         """Drop the mapped segments; closing twice is harmless (numpy unmaps them once unused)."""
         with self._lock:
             self._parts = []
-            self._stat = None
+            self._stat = _UNREAD
 
     def stamps(self) -> dict[str, str]:
         """id -> sha256 of every indexed document (kept in memory, updated when another process writes)."""
@@ -496,7 +497,7 @@ class TextIndex:
             # Rebuilding replaces whatever is there: a damaged index is simply forgotten.
             shutil.rmtree(self.path, ignore_errors=True)
             self.path.mkdir(parents=True, exist_ok=True)
-            self._parts, self._stat, self._stamps, self._facts = [], None, None, None
+            self._parts, self._stat, self._stamps, self._facts = [], _UNREAD, None, None
             self._derive()
 
     # -- search --------------------------------------------------------------------------------
