@@ -1,10 +1,10 @@
-"""Immutable segments of the text index: numpy arrays in `.npy` files, memory-mapped by every reader.
+"""Immutable segments of the text index: numpy arrays in one file, memory-mapped by every reader.
 
 A segment holds, for its documents (numbered 0..n-1): the sorted term vocabulary of every field with
 CSR postings (doc numbers and term frequencies), the token count of each scored field, and the
 columns filters and re-ranking read (ids, hashes, kind, project, dates, entities...). It is written
 once under a fresh name and never changed: deletions live outside it (see `index.py`), and segments
-are merged by `merge`, from their arrays alone. Files are `.npy` read with `allow_pickle=False`, so
+are merged by `merge`, from their arrays alone. A segment is one file of raw arrays and a JSON header, so
 nothing in a cache folder can run code; a missing, truncated or garbled file raises `CacheError`.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import mmap
+import os
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -174,28 +176,56 @@ def _columns(docs: Sequence[Document]) -> dict[str, np.ndarray]:
     return arrays
 
 
+MAGIC = b"RLMSEGMENT\n"
+_ALIGN = 64
+
+
 def write(data: SegmentData, folder: Path, name: str) -> None:
-    """Write `data` as segment `name` of `folder` (`name` is published only once this returns)."""
+    """Write `data` as `folder/name.arrays`, one file (`name` is published only once this returns).
+
+    Layout: MAGIC, an 8-byte little-endian header size, a JSON header (format, document count and,
+    per array, dtype, shape and offset), then the arrays, each aligned to 64 bytes.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    for array_name, values in data.arrays.items():
-        np.save(folder / f"{name}.{array_name}.npy", np.ascontiguousarray(values), allow_pickle=False)
-    info = {"format": FORMAT, "count": data.count, "arrays": sorted(data.arrays)}
-    (folder / f"{name}.json").write_text(json.dumps(info), encoding="utf-8")
+    arrays = {key: np.ascontiguousarray(values) for key, values in data.arrays.items()}
+    entries, offset = {}, 0
+    for key, values in arrays.items():
+        entries[key] = {"dtype": values.dtype.str, "shape": list(values.shape), "offset": offset}
+        offset += -(-values.nbytes // _ALIGN) * _ALIGN
+    header = json.dumps({"format": FORMAT, "count": data.count, "arrays": entries}).encode()
+    start = -(-(len(MAGIC) + 8 + len(header)) // _ALIGN) * _ALIGN
+    with (folder / f"{name}.arrays").open("wb") as file:
+        file.write(MAGIC + len(header).to_bytes(8, "little") + header)
+        for key, values in arrays.items():
+            file.seek(start + entries[key]["offset"])
+            file.write(values.tobytes())
+        file.truncate(start + offset)
 
 
-def _load(path: Path) -> np.ndarray:
-    """One `.npy` file memory-mapped read-only (an empty array cannot be mapped, so it is read)."""
+def _open(path: Path) -> tuple[int, dict[str, np.ndarray]]:
+    """The document count and arrays of a segment file, memory-mapped read-only."""
     with path.open("rb") as file:
-        version = np.lib.format.read_magic(file)
-        read_header = (
-            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        )
-        shape, _, dtype = read_header(file)
+        head = file.read(len(MAGIC) + 8)
+        if head[: len(MAGIC)] != MAGIC or len(head) < len(MAGIC) + 8:
+            raise ValueError(f"{path.name} is not a segment file")
+        info = json.loads(file.read(int.from_bytes(head[len(MAGIC) :], "little")))
+        if info["format"] != FORMAT:
+            raise ValueError(f"segment format {info['format']}, expected {FORMAT}")
+        size = os.fstat(file.fileno()).st_size
+        start = -(-file.tell() // _ALIGN) * _ALIGN
+        mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    arrays = {}
+    for key, entry in info["arrays"].items():
+        dtype = np.dtype(entry["dtype"])
         if dtype.hasobject:
-            raise ValueError(f"{path.name} holds Python objects")
-        if int(np.prod(shape)) == 0:
-            return np.zeros(shape, dtype=dtype)
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+            raise ValueError(f"{path.name}: {key} holds Python objects")
+        shape = tuple(int(n) for n in entry["shape"])
+        begin = start + int(entry["offset"])
+        count = int(np.prod(shape))
+        if begin + count * dtype.itemsize > size:
+            raise ValueError(f"{path.name} is truncated ({key} ends past {size} bytes)")
+        arrays[key] = np.frombuffer(mapped, dtype=dtype, count=count, offset=begin).reshape(shape)
+    return int(info["count"]), arrays
 
 
 class Segment:
@@ -204,11 +234,7 @@ class Segment:
     def __init__(self, folder: Path, name: str) -> None:
         self.name = name
         try:
-            info = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
-            if info["format"] != FORMAT:
-                raise ValueError(f"segment format {info['format']}, expected {FORMAT}")
-            self.count = int(info["count"])
-            self._a = {array: _load(folder / f"{name}.{array}.npy") for array in info["arrays"]}
+            self.count, self._a = _open(folder / f"{name}.arrays")
             self._check()
             self.ids = _split(self._a["ids"], self.count)
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:

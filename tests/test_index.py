@@ -247,9 +247,9 @@ def test_damaged_files_raise_cache_error(tmp_path: Path, damage: str) -> None:
     index.update([], deletes=["n2"])
     index.close()
     folder = tmp_path / "ix"
-    arrays = sorted(folder.glob("seg-*.terms_docs.npy"))
+    arrays = sorted(folder.glob("seg-*.arrays"))
     if damage == "truncate":
-        arrays[0].write_bytes(arrays[0].read_bytes()[:100])
+        arrays[0].write_bytes(arrays[0].read_bytes()[:-100])
     elif damage == "garbage":
         arrays[0].write_bytes(b"\x93NUMPY garbage" * 20)
     elif damage == "delete":
