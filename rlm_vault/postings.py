@@ -91,12 +91,14 @@ def _csr(keys: list[bytes], key_of: np.ndarray, docs: np.ndarray, tfs: np.ndarra
     """Postings grouped by sorted key: `keys` may repeat (they are unified), docs ascend per key."""
     unique = sorted(set(keys))
     rank = {k: i for i, k in enumerate(unique)}
-    remap = np.fromiter((rank[k] for k in keys), dtype=np.int64, count=len(keys))
-    terms = remap[key_of] if len(key_of) else np.zeros(0, dtype=np.int64)
-    order = np.argsort(terms, kind="stable")  # stable: postings were appended in doc order
-    blob, key_offsets = _vocabulary(unique)
+    remap = np.fromiter((rank[k] for k in keys), dtype=np.int32, count=len(keys))
+    del rank
+    terms = remap[key_of] if len(key_of) else np.zeros(0, dtype=np.int32)
     post_offsets = np.zeros(len(unique) + 1, dtype=np.int64)
     np.cumsum(np.bincount(terms, minlength=len(unique)), out=post_offsets[1:])
+    order = np.argsort(terms, kind="stable")  # stable: postings were appended in doc order
+    del terms
+    blob, key_offsets = _vocabulary(unique)
     out = {"keys": blob, "key_offsets": key_offsets, "offsets": post_offsets, "docs": docs[order]}
     if tfs is not None:
         out["tfs"] = tfs[order]
