@@ -190,8 +190,11 @@ def write(data: SegmentData, folder: Path, name: str) -> None:
     """
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {key: np.ascontiguousarray(values) for key, values in data.arrays.items()}
-    entries, offset = {}, 0
+    entries: dict[str, dict[str, Any]] = {}
+    offsets: dict[str, int] = {}
+    offset = 0
     for key, values in arrays.items():
+        offsets[key] = offset
         entries[key] = {"dtype": values.dtype.str, "shape": list(values.shape), "offset": offset}
         offset += -(-values.nbytes // _ALIGN) * _ALIGN
     header = json.dumps({"format": FORMAT, "count": data.count, "arrays": entries}).encode()
@@ -199,8 +202,8 @@ def write(data: SegmentData, folder: Path, name: str) -> None:
     with (folder / f"{name}.arrays").open("wb") as file:
         file.write(MAGIC + len(header).to_bytes(8, "little") + header)
         for key, values in arrays.items():
-            file.seek(start + entries[key]["offset"])
-            file.write(values.tobytes())
+            file.seek(start + offsets[key])
+            file.write(values.data if values.size else b"")
         file.truncate(start + offset)
 
 
