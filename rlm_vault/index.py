@@ -174,7 +174,6 @@ def _document(doc: SearchDoc) -> postings.Document:
         columns=(doc.kind, doc.project, doc.domain, doc.category, doc.importance, role_of(doc)),
         entities=doc.entities,
         texts=(doc.summary, doc.body, " ".join(doc.tags + doc.entities)),
-        words=sorted(textproc.vocabulary(doc.body)),
     )
 
 

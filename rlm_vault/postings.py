@@ -34,6 +34,7 @@ __all__ = ["COLUMNS", "FIELDS", "WORDS", "Document", "Segment", "SegmentData", "
 FORMAT = 1
 FIELDS = ("summary", "body", "meta")  # scored text fields, in the order of the `lengths` columns
 WORDS = len(FIELDS)  # the fuzzy-grep field: folded words, stop words kept, no frequencies needed
+_BODY = FIELDS.index("body")
 COLUMNS = ("kind", "project", "domain", "category", "importance", "role")  # small sets of values
 _SEP = "\x00"
 
@@ -50,8 +51,7 @@ class Document:
     size: int
     columns: tuple[str, ...]  # in COLUMNS order
     entities: tuple[str, ...]
-    texts: tuple[str, ...]  # in FIELDS order
-    words: Iterable[str]  # fuzzy grep's vocabulary of the body
+    texts: tuple[str, ...]  # in FIELDS order; fuzzy grep's words are those of the body
 
 
 @dataclass(slots=True)
@@ -117,15 +117,20 @@ def build(docs: Sequence[Document], progress: Progress | None = None) -> Segment
     entity_ids: dict[bytes, int] = {}
     ent_key, ent_doc = array("i"), array("i")
     for n, doc in enumerate(docs):
+        words: Iterable[str] = ()
         for field, text in enumerate(doc.texts):
-            tokens = textproc.tokens(text) if text else []
+            if field == _BODY:
+                tokens, vocabulary = textproc.analyse(text)
+                words = sorted(vocabulary)
+            else:
+                tokens = textproc.tokens(text) if text else []
             lengths[n, field] = len(tokens)
             for term, tf in Counter(tokens).items():
                 key = _key(field, term)
                 key_of.append(term_ids.setdefault(key, len(term_ids)))
                 doc_of.append(n)
                 tf_of.append(tf)
-        for word in doc.words:
+        for word in words:
             key_of.append(term_ids.setdefault(_key(WORDS, word), len(term_ids)))
             doc_of.append(n)
             tf_of.append(1)

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
+    "analyse",
     "fold",
     "is_cjk",
     "is_stop",
@@ -197,8 +198,11 @@ def vocabulary(text: str) -> set[str]:
 
 def terms(text: str) -> Iterator[tuple[int, str]]:
     """(position, term) pairs: stop words removed, Latin words stemmed, CJK bigrams as they are."""
+    return _terms(list(words(text)))
+
+
+def _terms(found: list[tuple[int, str, bool]]) -> Iterator[tuple[int, str]]:
     stop = _stopwords()
-    found = list(words(text))
     lang = language([word for _, word, cjk in found if not cjk])
     for pos, word, cjk in found:
         if cjk:
@@ -206,6 +210,12 @@ def terms(text: str) -> Iterator[tuple[int, str]]:
         elif fold(word) not in stop:
             for stem in stems(word, lang):
                 yield pos, stem
+
+
+def analyse(text: str) -> tuple[list[str], set[str]]:
+    """`tokens(text)` and `vocabulary(text)` at once, splitting the text into words once."""
+    found = list(words(text))
+    return [term for _, term in _terms(found)], {fold(word) for _, word, _ in found}
 
 
 def tokens(text: str) -> list[str]:
