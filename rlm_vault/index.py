@@ -23,12 +23,13 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -116,9 +117,11 @@ class Weights:
     related: float = 0.5  # weight of a related term (rlm_vault/related.py) against a word of the query
 
 
-@dataclass(frozen=True, slots=True)
-class DocFacts:
-    """What re-ranking needs of an indexed note besides its text: where and when it was said, by whom."""
+class DocFacts(NamedTuple):
+    """What re-ranking needs of an indexed note besides its text: where and when it was said, by whom.
+
+    A named tuple: the index makes one per note when it opens, and a tuple is made several times faster.
+    """
 
     kind: str
     project: str
@@ -323,14 +326,24 @@ class TextIndex:
     def _add_maps(self, part: _Part) -> None:
         assert self._stamps is not None and self._facts is not None
         seg = part.segment
-        live = (~part.dead).tolist()
-        kinds, projects, roles = seg.column("kind"), seg.column("project"), seg.column("role")
         created = [c.decode("utf-8", "surrogatepass") for c in np.asarray(seg.created).tolist()]
-        sizes = np.asarray(seg.array("size")).tolist()
-        for n, (doc_id, sha) in enumerate(zip(seg.ids, seg.shas(), strict=True)):
-            if live[n]:
-                self._stamps[doc_id] = sha
-                self._facts[doc_id] = DocFacts(kinds[n], projects[n], created[n], roles[n], sizes[n])
+        facts = map(
+            DocFacts,
+            seg.column("kind"),
+            seg.column("project"),
+            created,
+            seg.column("role"),
+            np.asarray(seg.array("size")).tolist(),
+        )
+        ids, shas = seg.ids, list(map(sys.intern, seg.shas()))  # shared with the catalog's strings
+        if part.dead.any():
+            live = np.flatnonzero(~part.dead).tolist()
+            facts_list = list(facts)
+            self._stamps.update((ids[n], shas[n]) for n in live)
+            self._facts.update((ids[n], facts_list[n]) for n in live)
+        else:
+            self._stamps.update(zip(ids, shas, strict=True))
+            self._facts.update(zip(ids, facts, strict=True))
 
     def _maps(self) -> tuple[dict[str, str], dict[str, DocFacts]]:
         if self._stamps is None or self._facts is None:
