@@ -188,6 +188,8 @@ class _Part:
     deleted: str  # file name of its deleted doc numbers, "" for none
     dead: np.ndarray  # bool per doc
     start: int
+    qlen: np.ndarray  # quantised field lengths, fields x docs
+    totals: np.ndarray  # token count of each field over the live docs
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,11 +267,13 @@ class TextIndex:
         for entry in manifest["segments"]:
             old = known.get(entry["name"])
             segment = old.segment if old else Segment(self.path, entry["name"])
+            qlen = old.qlen if old else _quantised(np.asarray(segment.lengths))
             if old and old.deleted == entry["deleted"]:
-                dead = old.dead
+                dead, totals = old.dead, old.totals
             else:
                 dead = self._read_deleted(entry["deleted"], segment.count)
-            parts.append(_Part(segment, entry["deleted"], dead, start))
+                totals = np.asarray(segment.lengths)[~dead].sum(axis=0, dtype=np.float64)
+            parts.append(_Part(segment, entry["deleted"], dead, start, qlen, totals))
             start += segment.count
         previous = self._parts
         self._parts = parts
@@ -295,33 +299,37 @@ class TextIndex:
     def _derive(self) -> None:
         """The per-process arrays over every segment: ids, live mask, quantised lengths, totals."""
         parts = self._parts
-        self._ids = [i for part in parts for i in part.segment.ids]
+        self._ids = []
+        for part in parts:
+            self._ids.extend(part.segment.ids)
         self._live = np.concatenate([~part.dead for part in parts]) if parts else np.zeros(0, dtype=bool)
         self._count = int(self._live.sum())
-        lengths = [np.asarray(part.segment.lengths) for part in parts]
-        if parts:
-            self._qlen = np.concatenate([_quantised(x) for x in lengths], axis=1)
-            live_lengths = [x[~part.dead] for x, part in zip(lengths, parts, strict=True)]
-            self._totals = np.concatenate(live_lengths).sum(axis=0, dtype=np.float64)
-        else:
-            self._qlen = np.zeros((len(postings.FIELDS), 0))
-            self._totals = np.zeros(len(postings.FIELDS))
+        fields = len(postings.FIELDS)
+        self._qlen = np.concatenate([p.qlen for p in parts], axis=1) if parts else np.zeros((fields, 0))
+        self._totals = np.sum([p.totals for p in parts], axis=0) if parts else np.zeros(fields)
 
     def _update_maps(self, previous: list[_Part]) -> None:
-        """Bring stamps and facts to the new parts: in place when segments were only added or deleted from."""
-        self._where = None
-        if self._stamps is None or self._facts is None:
-            return
+        """Bring stamps, facts and positions to the new parts: in place when segments were only added to."""
         names = [part.segment.name for part in previous]
         if names != [part.segment.name for part in self._parts[: len(names)]]:
-            self._stamps = self._facts = None  # segments were merged: rebuilt when next asked for
+            self._stamps = self._facts = self._where = None  # merged: rebuilt when next asked for
             return
         for old, new in zip(previous, self._parts, strict=False):
             for n in np.flatnonzero(new.dead & ~old.dead).tolist():
-                self._stamps.pop(old.segment.ids[n], None)
-                self._facts.pop(old.segment.ids[n], None)
+                doc_id = old.segment.ids[n]
+                for known in (self._stamps, self._facts, self._where):
+                    if known is not None:
+                        known.pop(doc_id, None)
         for part in self._parts[len(previous) :]:
-            self._add_maps(part)
+            if self._stamps is not None and self._facts is not None:
+                self._add_maps(part)
+            if self._where is not None:
+                self._add_where(part)
+
+    def _add_where(self, part: _Part) -> None:
+        assert self._where is not None
+        ids = part.segment.ids
+        self._where.update((ids[n], part.start + n) for n in np.flatnonzero(~part.dead).tolist())
 
     def _add_maps(self, part: _Part) -> None:
         assert self._stamps is not None and self._facts is not None
@@ -406,12 +414,11 @@ class TextIndex:
                 raise cache_error(exc, f"text index at {self.path} could not be updated") from exc
 
     def _where_map(self) -> dict[str, int]:
+        """id -> doc number of every live document (for writers only, kept up to date once built)."""
         if self._where is None:
-            self._where = {
-                doc_id: n
-                for n, (doc_id, alive) in enumerate(zip(self._ids, self._live.tolist(), strict=True))
-                if alive
-            }
+            self._where = {}
+            for part in self._parts:
+                self._add_where(part)
         return self._where
 
     def _write_update(self, upserts: list[SearchDoc], doomed: list[int]) -> None:
@@ -509,7 +516,7 @@ class TextIndex:
             # Rebuilding replaces whatever is there: a damaged index is simply forgotten.
             shutil.rmtree(self.path, ignore_errors=True)
             self.path.mkdir(parents=True, exist_ok=True)
-            self._parts, self._stat, self._stamps, self._facts = [], _UNREAD, None, None
+            self._parts, self._stat, self._stamps, self._facts, self._where = [], _UNREAD, None, None, None
             self._derive()
 
     # -- search --------------------------------------------------------------------------------
