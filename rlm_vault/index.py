@@ -29,13 +29,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from rlm_vault import postings, related, textproc
 from rlm_vault.errors import CacheError
 from rlm_vault.postings import Segment
+
+if TYPE_CHECKING:
+    from rlm_vault.fuzzy import Lexicon
 
 __all__ = [
     "BROKEN",
@@ -217,6 +220,7 @@ class TextIndex:
         self._stamps: dict[str, str] | None = None
         self._facts: dict[str, DocFacts] | None = None
         self._where: dict[str, int] | None = None
+        self._lexicons: dict[str, Lexicon] = {}  # segment name -> its fuzzy words
         with contextlib.suppress(OSError):
             self.path.mkdir(parents=True, exist_ok=True)
         with self._lock:
@@ -668,10 +672,20 @@ class TextIndex:
         with self._lock:
             self._refresh()
             try:
-                found = [m for part in self._parts for m in part.segment.lexicon().matches(word)]
+                found = [m for part in self._parts for m in self._lexicon(part.segment).matches(word)]
             except Exception as exc:
                 raise cache_error(exc, f"text index at {self.path} failed a fuzzy lookup") from exc
         return list(dict.fromkeys(found))
+
+    def _lexicon(self, segment: Segment) -> Lexicon:
+        # A segment's words never change: each is read once; merged-away segments are dropped here.
+        from rlm_vault.fuzzy import Lexicon
+
+        live = {part.segment.name for part in self._parts}
+        self._lexicons = {name: lex for name, lex in self._lexicons.items() if name in live}
+        if segment.name not in self._lexicons:
+            self._lexicons[segment.name] = Lexicon(segment.words())
+        return self._lexicons[segment.name]
 
     def holders(self, words: Sequence[str]) -> set[str]:
         """Ids of the live documents holding at least one of `words`."""

@@ -249,7 +249,6 @@ class Segment:
             self.ids = _split(self._a["ids"], self.count)
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise CacheError(f"index segment {name} in {folder} is damaged: {exc!r}") from exc
-        self._lexicon: Any = None
         self._entities: list[str] | None = None
         self._columns: dict[str, list[str]] = {}
 
@@ -329,14 +328,6 @@ class Segment:
         keys = _Keys(self._a["terms_keys"], self._a["terms_key_offsets"])
         lo = bisect.bisect_left(keys, bytes((WORDS,)))
         return [keys[i][1:].decode("utf-8", "surrogatepass") for i in range(lo, len(keys))]
-
-    def lexicon(self) -> Any:
-        """This segment's words for near-match lookups (built once: a segment never changes)."""
-        from rlm_vault.fuzzy import Lexicon
-
-        if self._lexicon is None:
-            self._lexicon = Lexicon(self.words())
-        return self._lexicon
 
 
 _EMPTY_DOCS = np.zeros(0, dtype=np.int32)
