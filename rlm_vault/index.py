@@ -1,30 +1,41 @@
-"""The BM25 text index (Whoosh): a deletable cache of the vault, keyed by note id and content hash.
+"""The BM25F text index: a deletable cache of the vault, keyed by note id and content hash.
 
-Filters are Whoosh queries passed as `filter=`, so they restrict the candidates before the top k is
-taken. One searcher stays open and is replaced after each commit, so a query never pays for opening the index.
-The `words` field holds each note's folded words for fuzzy grep: the index is the `fuzzy.Vocabulary`
-every process on the vault shares (its files are memory-mapped), so no process builds its own.
+The index is a list of immutable segments (`postings.Segment`: numpy arrays memory-mapped by every
+process on the vault) plus, per segment, the doc numbers deleted since it was written. `manifest.json`
+names them; a write adds a small segment and new deletion files, then replaces the manifest
+atomically, so a reader sees the old set or the new one, never half of either. Another process
+notices a change with one stat of the manifest and opens only the segments it has not mapped yet.
+Small segments are merged as they accumulate, and folded into the main one when they pass 5% of it.
+
+Scoring is Whoosh's BM25F (the ranking this project was tuned with, kept score for score): per
+(term, field), idf * tf*(K1+1) / (tf + K1*((1-B) + B*length/average length)) times the field's
+boost, with idf = log(N / (df + 1)) + 1 and lengths quantised to Whoosh's one-byte scale. Filters
+restrict the documents before the top k is taken. The `words` of each note (fuzzy grep's vocabulary)
+live in the same segments, so every process shares them instead of building its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
-import pickle
 import re
+import secrets
 import shutil
-import struct
 import sys
 import threading
-import zlib
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from whoosh.index import IndexError as WhooshIndexError
+import numpy as np
 
-from rlm_vault import related, textproc
-from rlm_vault.errors import Busy, CacheError
+from rlm_vault import postings, related, textproc
+from rlm_vault.errors import CacheError
+from rlm_vault.postings import Segment
 
 if TYPE_CHECKING:
     from rlm_vault.fuzzy import Lexicon
@@ -44,37 +55,21 @@ __all__ = [
 
 Progress = Callable[[int, int], None]
 
-# Whoosh raises its own errors, but a truncated or half-deleted segment surfaces as whatever the codec
-# trips on (an empty file gives a TypeError deep in its varint reader). An error of these kinds, or any
-# error raised inside Whoosh's own code, means "rebuild me"; any other exception is our bug and propagates.
-BROKEN = (
-    WhooshIndexError,
-    OSError,
-    EOFError,
-    ValueError,
-    KeyError,
-    IndexError,
-    struct.error,
-    zlib.error,
-    pickle.UnpicklingError,
-)
+# A missing, truncated or garbled file surfaces as one of these (from the file system, numpy's `.npy`
+# reader, JSON, or an array index out of range): "rebuild me". Any other exception is our bug.
+BROKEN = (OSError, EOFError, ValueError, KeyError, IndexError, CacheError)
 
 
 def broken(exc: BaseException) -> bool:
-    """True when `exc` says the index files are damaged: raised by the file system or inside Whoosh."""
-    if isinstance(exc, BROKEN):
-        return True
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and f"{os.sep}whoosh{os.sep}" in tb.tb_frame.f_code.co_filename
+    """True when `exc` says the index files are damaged (raised by the file system or their readers)."""
+    return isinstance(exc, BROKEN)
 
 
 def cache_error(exc: Exception, what: str) -> CacheError:
     """`exc` translated to a CacheError when the index is damaged; a bug of ours is raised as it is."""
     if not broken(exc):
         raise exc
-    return CacheError(f"{what}: {exc!r}")
+    return exc if isinstance(exc, CacheError) else CacheError(f"{what}: {exc!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +120,11 @@ class Weights:
     related: float = 0.5  # weight of a related term (rlm_vault/related.py) against a word of the query
 
 
-@dataclass(frozen=True, slots=True)
-class DocFacts:
-    """What re-ranking needs of an indexed note besides its text: where and when it was said, by whom."""
+class DocFacts(NamedTuple):
+    """What re-ranking needs of an indexed note besides its text: where and when it was said, by whom.
+
+    A named tuple: the index makes one per note when it opens, and a tuple is made several times faster.
+    """
 
     kind: str
     project: str
@@ -156,336 +153,580 @@ NO_FILTERS = Filters()
 _EXACT = ("project", "domain", "kind", "category", "importance")
 
 
-def schema() -> Any:
-    """The Whoosh schema: exact-match ID fields for filters, analysed TEXT for ranking."""
-    from whoosh import fields
+MANIFEST = "manifest.json"
+_UNREAD = (-1, -1, -1)  # the manifest's stat before the first look
+FORMAT = 1
+GRACE = 60.0  # seconds a file no manifest names is kept: a reader may have read the manifest just before
+TIER = 4  # this many tail segments of one size class are merged into one
+FOLD = 0.05  # tail documents beyond this share of the main segment are folded into it
+_FIELD = {name: n for n, name in enumerate(postings.FIELDS)}
+# Whoosh stores a field's length in one byte: the length rounded up to this scale (its
+# `_length_byte_cache`, (1.033**n - 1) * 27 rounded). Quantised the same way, scores stay Whoosh's.
+_LENGTH_SCALE = np.array([round((1.033**n - 1) * 27) for n in range(256)], dtype=np.float64)
 
-    text = textproc.analyzer()
-    return fields.Schema(
-        id=fields.ID(unique=True, stored=True, sortable=True),
-        kind=fields.ID(stored=True),
-        project=fields.ID(stored=True),
-        domain=fields.ID,
-        category=fields.ID,
-        importance=fields.ID,
-        chunk_type=fields.ID,
-        tags=fields.KEYWORD(lowercase=True, commas=True),
-        entities=fields.KEYWORD(lowercase=True, commas=True),
-        created=fields.ID(stored=True, sortable=True),
-        role=fields.ID(stored=True),
-        size=fields.STORED,
-        summary=fields.TEXT(analyzer=text, phrase=False),
-        body=fields.TEXT(analyzer=text, phrase=False),
-        meta=fields.TEXT(analyzer=text, phrase=False),
-        sha=fields.STORED,
-        words=fields.KEYWORD,  # folded words of the body, stop words kept: fuzzy grep's vocabulary
+
+def _quantised(lengths: np.ndarray) -> np.ndarray:
+    """Field lengths (docs x fields) as Whoosh scores them."""
+    slots = np.minimum(np.searchsorted(_LENGTH_SCALE, lengths, side="left"), 255)
+    return _LENGTH_SCALE[slots].T.copy()
+
+
+def _document(doc: SearchDoc) -> postings.Document:
+    return postings.Document(
+        id=doc.id,
+        sha256=doc.sha256,
+        created=doc.created,
+        size=len(doc.body),
+        columns=(doc.kind, doc.project, doc.domain, doc.category, doc.importance, role_of(doc)),
+        entities=doc.entities,
+        texts=(doc.summary, doc.body, " ".join(doc.tags + doc.entities)),
     )
 
 
-def _fields(doc: SearchDoc) -> dict[str, str | int]:
-    return {
-        "id": doc.id,
-        "kind": doc.kind,
-        "project": doc.project,
-        "domain": doc.domain,
-        "category": doc.category,
-        "importance": doc.importance,
-        "chunk_type": doc.chunk_type,
-        "tags": ",".join(doc.tags),
-        "entities": ",".join(doc.entities),
-        "created": doc.created,
-        "role": role_of(doc),
-        "size": len(doc.body),
-        "summary": doc.summary,
-        "body": doc.body,
-        "meta": " ".join(doc.tags + doc.entities),
-        "sha": doc.sha256,
-        "words": " ".join(textproc.vocabulary(doc.body)),
-    }
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A segment as the current manifest has it: where its docs start globally, which are deleted."""
+
+    segment: Segment
+    deleted: str  # file name of its deleted doc numbers, "" for none
+    dead: np.ndarray  # bool per doc
+    start: int
+    qlen: np.ndarray  # quantised field lengths, fields x docs
+    totals: np.ndarray  # token count of each field over the live docs
 
 
-def _facts(doc: SearchDoc) -> DocFacts:
-    return DocFacts(doc.kind, doc.project, doc.created, role_of(doc), len(doc.body))
-
-
-def filter_query(filters: Filters) -> Any:
-    """The Whoosh query matching exactly the documents `filters` allows (None when it allows all)."""
-    from whoosh import query
-
-    parts: list[Any] = [query.Term(name, getattr(filters, name)) for name in _EXACT if getattr(filters, name)]
-    if filters.date_from or filters.date_to:
-        # Timestamps are ISO strings, so a term range on the string is a date range.
-        end = f"{filters.date_to}\uffff" if filters.date_to else None
-        parts.append(query.TermRange("created", filters.date_from or None, end))
-    if filters.entity:
-        needle = filters.entity.lower().replace("*", "").replace("?", "")
-        parts.append(query.Wildcard("entities", f"*{needle}*"))
-    return query.And(parts) if parts else None
-
-
-def text_query(text: str, weights: Weights) -> Any:
-    """An OR over every term of `text` in summary, body and tags/entities (None if no term)."""
-    from whoosh import query
-
-    unique = dict.fromkeys(textproc.tokens(text))
-    boosts = (("summary", weights.summary), ("body", weights.body), ("meta", weights.meta))
-    clauses = [query.Term(field, term, boost=boost) for term in unique for field, boost in boosts]
-    if clauses and weights.related:
-        for target in related.expand(text).targets():
-            clauses.extend(_related_clause(target, field, boost * weights.related) for field, boost in boosts)
-    return query.Or(clauses) if clauses else None
-
-
-def _related_clause(target: related.Target, field: str, boost: float) -> Any:
-    """A related entry as a query: every word of it (in any of its stems) in `field`."""
-    from whoosh import query
-
-    words = [query.Or([query.Term(field, stem) for stem in sorted(word)]) for word in target]
-    clause = words[0] if len(words) == 1 else query.And(words)
-    clause.boost = boost
-    return clause
+@dataclass(frozen=True, slots=True)
+class _Postings:
+    docs: np.ndarray  # global doc numbers, ascending
+    scores: np.ndarray  # unboosted BM25 of each
 
 
 class TextIndex:
-    """A Whoosh index in `path`; a missing directory is created empty, a broken one raises CacheError."""
+    """Segments in `path` named by its manifest; a missing folder is an empty index, a broken one raises CacheError."""
 
     def __init__(self, path: Path, weights: Weights | None = None) -> None:
         self.path = Path(path)
         self.weights = weights or Weights()
         self._lock = threading.RLock()
-        self._closed = False
-        self._ix = self._open()
-        self._searcher = self._new_searcher()
-        self._stamps, self._facts = self._read_stamps()
         self.version = 0  # moves with every change of the indexed set, for caches derived from facts()
-        self._lexicons: dict[str, Lexicon] = {}  # segment id -> its fuzzy words (segments never change)
-
-    def _open(self) -> Any:
-        from whoosh import index
-
-        try:
-            if not self.path.is_dir() or not index.exists_in(str(self.path)):
-                self.path.mkdir(parents=True, exist_ok=True)
-                return index.create_in(str(self.path), schema())
-            ix = index.open_dir(str(self.path))
-        except Exception as exc:
-            raise cache_error(exc, f"text index at {self.path} cannot be opened") from exc
-        if set(ix.schema.names()) != set(schema().names()):
-            # An index written by an older version lacks fields ranking reads: rebuilt from the vault.
-            ix.close()
-            raise CacheError(f"text index at {self.path} has an older schema")
-        return ix
-
-    def _new_searcher(self) -> Any:
-        from whoosh import scoring
-
-        try:
-            return self._ix.searcher(weighting=scoring.BM25F(B=self.weights.b, K1=self.weights.k1))
-        except Exception as exc:
-            raise cache_error(exc, f"text index at {self.path} cannot be read") from exc
-
-    def _read_stamps(self) -> tuple[dict[str, str], dict[str, DocFacts]]:
-        stamps: dict[str, str] = {}
-        facts: dict[str, DocFacts] = {}
-        try:
-            for fields in self._searcher.all_stored_fields():
-                stamps[fields["id"]] = sys.intern(fields.get("sha", ""))
-                facts[fields["id"]] = DocFacts(
-                    fields.get("kind", ""),
-                    fields.get("project", ""),
-                    fields.get("created", ""),
-                    fields.get("role", ""),
-                    fields.get("size", 0),
-                )
-        except Exception as exc:
-            raise cache_error(exc, f"text index at {self.path} is corrupt") from exc
-        return stamps, facts
-
-    def close(self) -> None:
-        """Release the open searcher (and its file handles); closing twice is harmless."""
+        self._stat: tuple[int, int, int] | None = _UNREAD
+        self._generation = 0
+        self._parts: list[_Part] = []
+        self._ids: list[str] = []
+        self._live = np.zeros(0, dtype=bool)
+        self._qlen = np.zeros((len(postings.FIELDS), 0))
+        self._count = 0
+        self._totals = np.zeros(len(postings.FIELDS))
+        self._stamps: dict[str, str] | None = None
+        self._facts: dict[str, DocFacts] | None = None
+        self._where: dict[str, int] | None = None
+        self._lexicons: dict[str, Lexicon] = {}  # segment name -> its fuzzy words
+        with contextlib.suppress(OSError):
+            self.path.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            if self._closed:
+            self._refresh()
+
+    # -- reading the manifest ----------------------------------------------------------------
+    def _manifest_stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path / MANIFEST)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _refresh(self) -> None:
+        """Install the current manifest when it changed since the last look (one stat otherwise)."""
+        for attempt in range(3):
+            stat = self._manifest_stat()
+            if stat == self._stat:
                 return
-            self._closed = True
             try:
-                self._searcher.close()
-            except Exception as exc:
-                if not broken(exc):  # the handles of a damaged index may fail to close; ours may not
+                self._install(stat, self._read_manifest(stat))
+                return
+            except CacheError:
+                # A writer may have replaced the manifest and retired what we were opening: look again.
+                if attempt == 2 or self._manifest_stat() == stat:
                     raise
 
-    def stamps(self) -> dict[str, str]:
-        """id -> sha256 of every indexed document (kept in memory, reread when another process writes)."""
+    def _read_manifest(self, stat: tuple[int, int, int] | None) -> dict[str, Any]:
+        if stat is None:
+            if any(self.path.glob("_MAIN_*.toc")) or any(self.path.glob("*.seg")):
+                raise CacheError(f"text index at {self.path} was written by an older version")
+            return {"format": FORMAT, "generation": 0, "segments": []}
+        try:
+            manifest = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+            if manifest["format"] != FORMAT:
+                raise ValueError(f"manifest format {manifest['format']}, expected {FORMAT}")
+            for entry in manifest["segments"]:
+                if not isinstance(entry["name"], str) or not isinstance(entry["deleted"], str):
+                    raise TypeError(f"bad segment entry {entry!r}")
+            return dict(manifest)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CacheError(f"text index at {self.path} has a damaged manifest: {exc!r}") from exc
+
+    def _install(self, stat: tuple[int, int, int] | None, manifest: dict[str, Any]) -> None:
+        known = {part.segment.name: part for part in self._parts}
+        parts: list[_Part] = []
+        start = 0
+        for entry in manifest["segments"]:
+            old = known.get(entry["name"])
+            segment = old.segment if old else Segment(self.path, entry["name"])
+            qlen = old.qlen if old else _quantised(np.asarray(segment.lengths))
+            if old and old.deleted == entry["deleted"]:
+                dead, totals = old.dead, old.totals
+            else:
+                dead = self._read_deleted(entry["deleted"], segment.count)
+                totals = np.asarray(segment.lengths)[~dead].sum(axis=0, dtype=np.float64)
+            parts.append(_Part(segment, entry["deleted"], dead, start, qlen, totals))
+            start += segment.count
+        previous = self._parts
+        self._parts = parts
+        self._generation = int(manifest["generation"])
+        self._stat = stat
+        self._derive()
+        self._update_maps(previous)
+        self.version += 1
+
+    def _read_deleted(self, name: str, count: int) -> np.ndarray:
+        dead = np.zeros(count, dtype=bool)
+        if not name:
+            return dead
+        try:
+            numbers = np.load(self.path / name, allow_pickle=False)
+            if numbers.dtype.kind not in "iu" or numbers.ndim != 1:
+                raise ValueError(f"deleted doc numbers have dtype {numbers.dtype}")
+            dead[numbers] = True
+        except (OSError, ValueError, IndexError, EOFError) as exc:
+            raise CacheError(f"text index at {self.path}: {name} is damaged: {exc!r}") from exc
+        return dead
+
+    def _derive(self) -> None:
+        """The per-process arrays over every segment: ids, live mask, quantised lengths, totals."""
+        parts = self._parts
+        self._ids = []
+        for part in parts:
+            self._ids.extend(part.segment.ids)
+        self._live = np.concatenate([~part.dead for part in parts]) if parts else np.zeros(0, dtype=bool)
+        self._count = int(self._live.sum())
+        fields = len(postings.FIELDS)
+        self._qlen = np.concatenate([p.qlen for p in parts], axis=1) if parts else np.zeros((fields, 0))
+        self._totals = np.sum([p.totals for p in parts], axis=0) if parts else np.zeros(fields)
+
+    def _update_maps(self, previous: list[_Part]) -> None:
+        """Bring stamps, facts and positions to the new parts: in place when segments were only added to."""
+        names = [part.segment.name for part in previous]
+        if names != [part.segment.name for part in self._parts[: len(names)]]:
+            self._stamps = self._facts = self._where = None  # merged: rebuilt when next asked for
+            return
+        for old, new in zip(previous, self._parts, strict=False):
+            for n in np.flatnonzero(new.dead & ~old.dead).tolist():
+                doc_id = old.segment.ids[n]
+                for known in (self._stamps, self._facts, self._where):
+                    if known is not None:
+                        known.pop(doc_id, None)
+        for part in self._parts[len(previous) :]:
+            if self._stamps is not None and self._facts is not None:
+                self._add_maps(part)
+            if self._where is not None:
+                self._add_where(part)
+
+    def _add_where(self, part: _Part) -> None:
+        assert self._where is not None
+        ids = part.segment.ids
+        self._where.update((ids[n], part.start + n) for n in np.flatnonzero(~part.dead).tolist())
+
+    def _add_maps(self, part: _Part) -> None:
+        assert self._stamps is not None and self._facts is not None
+        seg = part.segment
+        created = [c.decode("utf-8", "surrogatepass") for c in np.asarray(seg.created).tolist()]
+        facts = map(
+            DocFacts,
+            seg.column("kind"),
+            seg.column("project"),
+            created,
+            seg.column("role"),
+            np.asarray(seg.array("size")).tolist(),
+        )
+        ids, shas = seg.ids, list(map(sys.intern, seg.shas()))  # shared with the catalog's strings
+        if part.dead.any():
+            live = np.flatnonzero(~part.dead).tolist()
+            facts_list = list(facts)
+            self._stamps.update((ids[n], shas[n]) for n in live)
+            self._facts.update((ids[n], facts_list[n]) for n in live)
+        else:
+            self._stamps.update(zip(ids, shas, strict=True))
+            self._facts.update(zip(ids, facts, strict=True))
+
+    def _maps(self) -> tuple[dict[str, str], dict[str, DocFacts]]:
+        if self._stamps is None or self._facts is None:
+            self._stamps, self._facts = {}, {}
+            try:
+                for part in self._parts:
+                    self._add_maps(part)
+            except (ValueError, IndexError) as exc:
+                self._stamps = self._facts = None
+                raise CacheError(f"text index at {self.path} is corrupt: {exc!r}") from exc
+        return self._stamps, self._facts
+
+    # -- the public reading side ---------------------------------------------------------------
+    def close(self) -> None:
+        """Drop the mapped segments; closing twice is harmless (numpy unmaps them once unused)."""
         with self._lock:
-            self._refresh_if_stale()
-            return self._stamps
+            self._parts = []
+            self._stat = _UNREAD
+
+    def stamps(self) -> dict[str, str]:
+        """id -> sha256 of every indexed document (kept in memory, updated when another process writes)."""
+        with self._lock:
+            self._refresh()
+            return self._maps()[0]
 
     def kind(self, doc_id: str) -> str:
         """The kind ("chunk" or "insight") of an indexed id, "" if unknown."""
-        facts = self._facts.get(doc_id)
+        with self._lock:
+            facts = self._maps()[1].get(doc_id)
         return facts.kind if facts else ""
 
     def facts(self) -> dict[str, DocFacts]:
         """id -> kind, project, created and speaker role of every indexed note (do not modify)."""
         with self._lock:
-            self._refresh_if_stale()
-            return self._facts
+            self._refresh()
+            return self._maps()[1]
 
     def __len__(self) -> int:
-        return len(self.stamps())
-
-    def _refresh_if_stale(self) -> None:
-        try:
-            if self._searcher.up_to_date():
-                return
-            self._searcher = self._refreshed()
-        except Exception as exc:
-            raise cache_error(exc, f"text index at {self.path} cannot be refreshed") from exc
-        self._stamps, self._facts = self._read_stamps()
-        self.version += 1
-
-    def _refreshed(self) -> Any:
-        # Not `searcher.refresh()`: it reuses the old segment readers with their old deletion sets,
-        # so an updated or deleted note kept matching (whoosh-reloaded 2.7.5). A new searcher is exact.
-        old, self._searcher = self._searcher, self._new_searcher()
-        old.close()
-        return self._searcher
-
-    def update(self, upserts: Sequence[SearchDoc] = (), deletes: Iterable[str] = ()) -> None:
-        """Replace or add `upserts` and remove `deletes`, in one commit."""
-        deletes = [i for i in deletes if i]
-        if not upserts and not deletes:
-            return
         with self._lock:
-            self._refresh_if_stale()
-            self._commit(upserts, deletes)
-            for doc in upserts:
-                self._stamps[doc.id] = doc.sha256
-                self._facts[doc.id] = _facts(doc)
-            for doc_id in deletes:
-                self._stamps.pop(doc_id, None)
-                self._facts.pop(doc_id, None)
-            self.version += 1
+            self._refresh()
+            return self._count
 
-    def _writer(self, **options: Any) -> Any:
-        from whoosh.index import LockError
+    # -- writing -------------------------------------------------------------------------------
+    def update(self, upserts: Sequence[SearchDoc] = (), deletes: Iterable[str] = ()) -> None:
+        """Replace or add `upserts` and remove `deletes`, published at once.
 
-        try:
-            # Plain (not compound) segments: Whoosh copies a compound segment into each reader's memory,
-            # while plain files are read through the page cache that every process shares.
-            return self._ix.writer(timeout=10.0, delay=0.05, compound=False, **options)
-        except LockError as exc:
-            # Busy, not CacheError: a held lock is no reason to wipe and rebuild the index.
-            raise Busy(f"another process has held the text index at {self.path} for 10 s") from exc
-
-    def _commit(self, upserts: Sequence[SearchDoc], deletes: list[str]) -> None:
-        writer = self._writer()
-        try:
+        Writers must be serialised by the caller (SearchEngine holds `build.lock`); readers need no lock.
+        """
+        latest = {doc.id: doc for doc in upserts}
+        gone = {i for i in deletes if i} | set(latest)
+        with self._lock:
+            self._refresh()
+            where = self._where_map()
+            doomed = sorted(where[i] for i in gone if i in where)
+            if not latest and not doomed:
+                return
             try:
-                for doc_id in deletes:
-                    writer.delete_by_term("id", doc_id)
-                for doc in upserts:
-                    writer.update_document(**_fields(doc))
-            except BaseException:
-                writer.cancel()
-                raise
-            writer.commit()
-            self._searcher = self._refreshed()
-        except Exception as exc:
-            raise cache_error(exc, f"text index at {self.path} could not be updated") from exc
+                self._write_update(list(latest.values()), doomed)
+            except Exception as exc:
+                raise cache_error(exc, f"text index at {self.path} could not be updated") from exc
+
+    def _where_map(self) -> dict[str, int]:
+        """id -> doc number of every live document (for writers only, kept up to date once built)."""
+        if self._where is None:
+            self._where = {}
+            for part in self._parts:
+                self._add_where(part)
+        return self._where
+
+    def _write_update(self, upserts: list[SearchDoc], doomed: list[int]) -> None:
+        generation = self._generation + 1
+        entries: list[dict[str, Any]] = []
+        doomed_at = np.asarray(doomed, dtype=np.int64)
+        for part in self._parts:
+            local = doomed_at[(doomed_at >= part.start) & (doomed_at < part.start + part.segment.count)]
+            deleted = part.deleted
+            if len(local):
+                dead = part.dead.copy()
+                dead[local - part.start] = True
+                deleted = f"deleted-{generation:06d}-{secrets.token_hex(3)}.npy"
+                np.save(self.path / deleted, np.flatnonzero(dead).astype(np.int32), allow_pickle=False)
+            entries.append({"name": part.segment.name, "deleted": deleted, "count": part.segment.count})
+        if upserts:
+            name = self._new_segment_name(generation)
+            postings.write(postings.build([_document(doc) for doc in upserts]), self.path, name)
+            entries.append({"name": name, "deleted": "", "count": len(upserts)})
+        entries = self._merged(entries, generation)
+        self._publish(generation, entries)
+
+    def _new_segment_name(self, generation: int) -> str:
+        return f"seg-{generation:06d}-{secrets.token_hex(3)}"
+
+    def _merged(self, entries: list[dict[str, Any]], generation: int) -> list[dict[str, Any]]:
+        """`entries` after the merges they call for: full tiers of small segments, or a fold into the main one."""
+        if len(entries) < 2:
+            return entries
+        main, tail = entries[0], entries[1:]
+        if sum(e["count"] for e in tail) > FOLD * main["count"] + 200:
+            return [self._merge_entries(entries, generation)]
+        while len(tail) >= TIER and len({_size_class(e["count"]) for e in tail[-TIER:]}) == 1:
+            tail = [*tail[:-TIER], self._merge_entries(tail[-TIER:], generation)]
+        return [main, *tail]
+
+    def _merge_entries(self, entries: list[dict[str, Any]], generation: int) -> dict[str, Any]:
+        parts = []
+        for entry in entries:
+            segment = self._segment(entry["name"])
+            parts.append((segment, ~self._read_deleted(entry["deleted"], segment.count)))
+        data = postings.merge(parts)
+        name = self._new_segment_name(generation)
+        postings.write(data, self.path, name)
+        return {"name": name, "deleted": "", "count": data.count}
+
+    def _segment(self, name: str) -> Segment:
+        for part in self._parts:
+            if part.segment.name == name:
+                return part.segment
+        return Segment(self.path, name)
+
+    def _publish(self, generation: int, entries: list[dict[str, Any]]) -> None:
+        """Replace the manifest in one rename, then remove files no manifest has named for a while."""
+        manifest = {"format": FORMAT, "generation": generation, "segments": entries}
+        tmp = self.path / f".{MANIFEST}.{secrets.token_hex(4)}.tmp"
+        tmp.write_text(json.dumps(manifest), encoding="utf-8")
+        os.replace(tmp, self.path / MANIFEST)
+        self._collect({e["name"] for e in entries}, {e["deleted"] for e in entries})
+        self._refresh()
+
+    def _collect(self, segments: set[str], deleted: set[str]) -> None:
+        # Another process may still be opening what the previous manifest named: only files retired
+        # for GRACE seconds go. Processes that mapped them keep their pages.
+        cutoff = time.time() - GRACE
+        for path in self.path.iterdir():
+            if path.name == MANIFEST or path.name in deleted or path.name.split(".")[0] in segments:
+                continue
+            with contextlib.suppress(OSError):
+                if path.lstat().st_mtime < cutoff:
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
 
     def rebuild(self, docs: Sequence[SearchDoc], progress: Progress | None = None) -> None:
-        """Recreate the index from scratch with `docs` (one writer, one commit)."""
+        """Recreate the index from scratch with `docs` (one segment)."""
+        latest = list({doc.id: doc for doc in docs}.values())
         with self._lock:
-            self._searcher.close()
-            shutil.rmtree(self.path, ignore_errors=True)
-            self._ix = self._open()
-            self._write_all(docs, progress)
-            self._searcher = self._new_searcher()
-            self._stamps = {doc.id: doc.sha256 for doc in docs}
-            self._facts = {doc.id: _facts(doc) for doc in docs}
-            self.version += 1
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._refresh_or_reset()
+                generation = self._generation + 1
+                name = self._new_segment_name(generation)
+                data = postings.build([_document(doc) for doc in latest], progress)
+                postings.write(data, self.path, name)
+                self._publish(generation, [{"name": name, "deleted": "", "count": data.count}])
+            except Exception as exc:
+                raise cache_error(exc, f"text index at {self.path} could not be rebuilt") from exc
 
-    def _write_all(self, docs: Sequence[SearchDoc], progress: Progress | None) -> None:
-        writer = self._writer(limitmb=256, procs=1)
+    def _refresh_or_reset(self) -> None:
         try:
-            for done, doc in enumerate(docs, 1):
-                writer.add_document(**_fields(doc))
-                if progress and (done % 200 == 0 or done == len(docs)):
-                    progress(done, len(docs))
-            writer.commit()
-        except Exception as exc:
-            raise cache_error(exc, f"text index at {self.path} could not be rebuilt") from exc
+            self._refresh()
+        except CacheError:
+            # Rebuilding replaces whatever is there: a damaged index is simply forgotten.
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._parts, self._stat, self._stamps, self._facts, self._where = [], _UNREAD, None, None, None
+            self._derive()
 
+    # -- search --------------------------------------------------------------------------------
     def search(self, text: str, filters: Filters = NO_FILTERS, limit: int = 10) -> list[tuple[str, float]]:
         """Best `limit` (id, BM25 score) for `text` among the documents `filters` allows.
 
-        A query with no searchable term returns the allowed documents newest first (score 0).
+        A query with no searchable term returns the allowed documents newest first (score 0; at equal
+        times, the greater id first).
         """
         with self._lock:
-            self._refresh_if_stale()
+            self._refresh()
             try:
-                return self._search(text_query(text, self.weights), filter_query(filters), limit)
+                return self._search(text, filters, limit)
             except Exception as exc:
                 raise cache_error(exc, f"text index at {self.path} failed a search") from exc
 
-    def _search(self, query: Any, filter_q: Any, limit: int) -> list[tuple[str, float]]:
-        from whoosh.query import Every
+    def _search(self, text: str, filters: Filters, limit: int) -> list[tuple[str, float]]:
+        allowed = self._allowed(filters)
+        scores = self._scores(text)
+        if scores is None:
+            return self._newest(allowed, limit)
+        return self._best(scores, allowed, limit)
 
-        if query is None:
-            hits = self._searcher.search(filter_q or Every(), limit=limit, sortedby="created", reverse=True)
-            return [(hit["id"], 0.0) for hit in hits]
-        hits = self._searcher.search(query, filter=filter_q, limit=limit)
-        # Ties are ordered by id, not by Whoosh's docnum, so a rebuilt index answers the same.
-        return sorted(((hit["id"], float(hit.score)) for hit in hits), key=lambda h: (-round(h[1], 9), h[0]))
+    def _scores(self, text: str) -> np.ndarray | None:
+        """BM25F of every document for `text` (0 where nothing matched); None when `text` has no term."""
+        unique = list(dict.fromkeys(textproc.tokens(text)))
+        if not unique:
+            return None
+        w = self.weights
+        boosts = ((_FIELD["summary"], w.summary), (_FIELD["body"], w.body), (_FIELD["meta"], w.meta))
+        scores = np.zeros(len(self._ids))
+        seen: dict[tuple[int, str], _Postings] = {}
+        for term in unique:
+            for field, boost in boosts:
+                hit = self._term(field, term, seen)
+                scores[hit.docs] += hit.scores * boost
+        if w.related:
+            for target in related.expand(text).targets():
+                for field, boost in boosts:
+                    self._add_related(scores, target, field, boost * w.related, seen)
+        return scores
 
+    def _term(self, field: int, term: str, seen: dict[tuple[int, str], _Postings]) -> _Postings:
+        """The live documents holding `term` in `field`, with their unboosted BM25F."""
+        if (field, term) in seen:
+            return seen[(field, term)]
+        docs, tfs = [], []
+        for part in self._parts:
+            local, freq = part.segment.postings(field, term)
+            if len(local):
+                local = np.asarray(local)
+                keep = ~part.dead[local]
+                docs.append(local[keep].astype(np.int64) + part.start)
+                tfs.append(np.asarray(freq)[keep])
+        if not docs:
+            found = _Postings(np.zeros(0, dtype=np.int64), np.zeros(0))
+        else:
+            at = np.concatenate(docs)
+            tf = np.concatenate(tfs).astype(np.float64)
+            w = self.weights
+            idf = math.log(self._count / (len(at) + 1)) + 1
+            avgfl = self._totals[field] / (self._count or 1) or 1
+            fl = self._qlen[field][at]
+            found = _Postings(at, idf * ((tf * (w.k1 + 1)) / (tf + w.k1 * ((1 - w.b) + w.b * fl / avgfl))))
+        seen[(field, term)] = found
+        return found
+
+    def _add_related(
+        self,
+        scores: np.ndarray,
+        target: related.Target,
+        field: int,
+        boost: float,
+        seen: dict[tuple[int, str], _Postings],
+    ) -> None:
+        """A related entry: the sum of its words' scores, for documents holding every word of it."""
+        words = [self._word(field, sorted(stems), seen) for stems in target]
+        if len(words) == 1 and len(target[0]) == 1:
+            boost = 1.0  # as Whoosh scored it: a one-term group kept its term's own boost
+        docs, values = words[0].docs, words[0].scores
+        for word in words[1:]:
+            docs, mine, theirs = np.intersect1d(docs, word.docs, assume_unique=True, return_indices=True)
+            values = values[mine] + word.scores[theirs]
+        if len(docs):
+            scores[docs] += values * boost
+
+    def _word(self, field: int, stems: list[str], seen: dict[tuple[int, str], _Postings]) -> _Postings:
+        """One word of a related entry: the sum of its stems' scores, for documents holding any."""
+        hits = [self._term(field, stem, seen) for stem in stems]
+        if len(hits) == 1:
+            return hits[0]
+        docs, inverse = np.unique(np.concatenate([h.docs for h in hits]), return_inverse=True)
+        return _Postings(docs, np.bincount(inverse, weights=np.concatenate([h.scores for h in hits])))
+
+    def _best(self, scores: np.ndarray, allowed: np.ndarray | None, limit: int) -> list[tuple[str, float]]:
+        if allowed is not None:
+            scores[~allowed] = 0.0
+        found = np.flatnonzero(scores > 0)
+        if len(found) > limit > 0:
+            rounded = np.round(scores[found], 9)
+            kth = -np.partition(-rounded, limit - 1)[limit - 1]
+            found = found[rounded >= kth]  # ties at the cut are settled by id below
+        # Ties are ordered by id, not by doc number, so a rebuilt index answers the same.
+        hits = sorted(
+            ((self._ids[n], float(scores[n])) for n in found.tolist()), key=lambda h: (-round(h[1], 9), h[0])
+        )
+        return hits[:limit]
+
+    def _newest(self, allowed: np.ndarray | None, limit: int) -> list[tuple[str, float]]:
+        found = np.flatnonzero(self._live if allowed is None else allowed)
+        if not len(found) or limit <= 0:
+            return []
+        created = np.concatenate([np.asarray(part.segment.created) for part in self._parts])[found]
+        if len(found) > limit:
+            kth = np.sort(created)[::-1][limit - 1]
+            keep = created >= kth
+            found, created = found[keep], created[keep]
+        hits = sorted(
+            zip(created.tolist(), found.tolist(), strict=True),
+            key=lambda c: (c[0], self._ids[c[1]]),
+            reverse=True,
+        )
+        return [(self._ids[n], 0.0) for _, n in hits[:limit]]
+
+    # -- filters -------------------------------------------------------------------------------
     def allowed_ids(self, filters: Filters) -> set[str] | None:
         """The ids `filters` allows, or None when it allows everything."""
-        filter_q = filter_query(filters)
-        if filter_q is None:
+        if not filters:
             return None
         with self._lock:
-            self._refresh_if_stale()
+            self._refresh()
             try:
-                column = self._searcher.reader().column_reader("id")
-                return {column[docnum] for docnum in self._searcher.docs_for_query(filter_q)}
+                allowed = self._allowed(filters)
+                assert allowed is not None
+                return {self._ids[n] for n in np.flatnonzero(allowed).tolist()}
             except Exception as exc:
                 raise cache_error(exc, f"text index at {self.path} failed a filter") from exc
+
+    def _allowed(self, filters: Filters) -> np.ndarray | None:
+        """Live documents `filters` allows, as a mask over every doc number (None: no filter)."""
+        if not filters or not self._parts:
+            return None if not filters else np.zeros(0, dtype=bool)
+        masks = [_segment_mask(part.segment, filters) & ~part.dead for part in self._parts]
+        return np.concatenate(masks)
 
     # -- fuzzy grep's vocabulary (fuzzy.Vocabulary) ------------------------------------------------
     def matches(self, word: str) -> list[str]:
         """Indexed words within `fuzzy.max_edits(word)` of `word`, over every segment."""
         with self._lock:
-            self._refresh_if_stale()
+            self._refresh()
             try:
-                found = [m for lexicon in self._segment_lexicons() for m in lexicon.matches(word)]
+                found = [m for part in self._parts for m in self._lexicon(part.segment).matches(word)]
             except Exception as exc:
                 raise cache_error(exc, f"text index at {self.path} failed a fuzzy lookup") from exc
         return list(dict.fromkeys(found))
 
-    def _segment_lexicons(self) -> list[Lexicon]:
-        # A segment's words never change once written (deletions only hide documents), so each is read
-        # once; a write adds a small segment, and merged-away segments are dropped here.
+    def _lexicon(self, segment: Segment) -> Lexicon:
+        # A segment's words never change: each is read once; merged-away segments are dropped here.
         from rlm_vault.fuzzy import Lexicon
 
-        live: dict[str, Lexicon] = {}
-        for reader, _ in self._searcher.reader().leaf_readers():
-            segment = reader.segment()
-            key = segment.segment_id() if segment is not None else str(id(reader))
-            live[key] = self._lexicons.get(key) or Lexicon(reader.field_terms("words"))
-        self._lexicons = live
-        return list(live.values())
+        live = {part.segment.name for part in self._parts}
+        self._lexicons = {name: lex for name, lex in self._lexicons.items() if name in live}
+        if segment.name not in self._lexicons:
+            self._lexicons[segment.name] = Lexicon(segment.words())
+        return self._lexicons[segment.name]
 
     def holders(self, words: Sequence[str]) -> set[str]:
         """Ids of the live documents holding at least one of `words`."""
-        from whoosh import query
-
         if not words:
             return set()
         with self._lock:
-            self._refresh_if_stale()
+            self._refresh()
             try:
-                column = self._searcher.reader().column_reader("id")
-                found = self._searcher.docs_for_query(query.Or([query.Term("words", w) for w in words]))
-                return {column[docnum] for docnum in found}
+                found: set[str] = set()
+                for part in self._parts:
+                    ids = part.segment.ids
+                    for word in words:
+                        local = np.asarray(part.segment.postings(postings.WORDS, word)[0])
+                        found.update(ids[n] for n in local[~part.dead[local]].tolist())
+                return found
             except Exception as exc:
                 raise cache_error(exc, f"text index at {self.path} failed a fuzzy lookup") from exc
+
+
+def _size_class(count: int) -> int:
+    return int(math.log(max(count, 1), TIER))
+
+
+def _segment_mask(segment: Segment, filters: Filters) -> np.ndarray:
+    """The documents of `segment` that `filters` allows (deleted ones included)."""
+    mask = np.ones(segment.count, dtype=bool)
+    for name in _EXACT:
+        if value := getattr(filters, name):
+            table = segment.values(name)
+            code = table.index(value) if value in table else -1
+            mask &= np.asarray(segment.codes(name)) == code
+    if filters.date_from or filters.date_to:
+        # Timestamps are ISO strings, so comparing their first ten bytes compares dates.
+        days = np.asarray(segment.created).astype("S10")
+        if filters.date_from:
+            mask &= days >= filters.date_from.encode()
+        if filters.date_to:
+            mask &= days <= filters.date_to.encode()
+    if filters.entity:
+        needle = filters.entity.lower().replace("*", "").replace("?", "")
+        holders = np.zeros(segment.count, dtype=bool)
+        holders[segment.entity_docs(needle)] = True
+        mask &= holders
+    return mask

@@ -6,7 +6,7 @@ A broken cache is wiped and rebuilt from the vault through the same loader.
 
 Several processes (one server per window) share one cache folder: whoever holds `build.lock` brings
 the caches up to date, the others do not wait for it (beyond a few ms): they answer from what is there,
-see its work through the files (Whoosh commits, the vectors' `.npz`), and try again at their next sync.
+see its work through the files (the index's manifest, the vectors' `.npz`), and try again at their next sync.
 So a note is indexed and embedded once per vault, not once per window.
 """
 

@@ -1,7 +1,8 @@
 """Text analysis shared by the text index, the query side and recall: folding, words, stems, CJK bigrams.
 
 One function (`tokens`) defines what a searchable term is, so that what is indexed, what is asked
-and what recall scores can never disagree. `analyzer()` wraps it for Whoosh (imported lazily).
+and what recall scores can never disagree. Stop words and stemmers are the language data shipped
+with whoosh-reloaded (imported lazily); the text index itself is `index.py`'s own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
-    "analyzer",
+    "analyse",
     "fold",
     "is_cjk",
     "is_stop",
@@ -81,6 +82,8 @@ _QUESTION_WORDS = frozenset({"would", "could", "shall", "might", "must", "also",
 
 def fold(text: str) -> str:
     """Case- and accent-insensitive form: NFKD, diacritics dropped, casefolded, ligatures expanded."""
+    if text.isascii():
+        return text.lower()  # the same result for ASCII, without the three passes over the text
     decomposed = unicodedata.normalize("NFKD", text).translate(_DIACRITICS)
     return unicodedata.normalize("NFC", decomposed).casefold().translate(_LIGATURES)
 
@@ -158,6 +161,8 @@ _CAMEL = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
 
 def _lower(text: str) -> str:
+    if text.isascii():
+        return text.lower()
     return text.casefold().translate(_LIGATURES)
 
 
@@ -193,8 +198,11 @@ def vocabulary(text: str) -> set[str]:
 
 def terms(text: str) -> Iterator[tuple[int, str]]:
     """(position, term) pairs: stop words removed, Latin words stemmed, CJK bigrams as they are."""
+    return _terms(list(words(text)))
+
+
+def _terms(found: list[tuple[int, str, bool]]) -> Iterator[tuple[int, str]]:
     stop = _stopwords()
-    found = list(words(text))
     lang = language([word for _, word, cjk in found if not cjk])
     for pos, word, cjk in found:
         if cjk:
@@ -204,54 +212,12 @@ def terms(text: str) -> Iterator[tuple[int, str]]:
                 yield pos, stem
 
 
+def analyse(text: str) -> tuple[list[str], set[str]]:
+    """`tokens(text)` and `vocabulary(text)` at once, splitting the text into words once."""
+    found = list(words(text))
+    return [term for _, term in _terms(found)], {fold(word) for _, word, _ in found}
+
+
 def tokens(text: str) -> list[str]:
     """The searchable terms of `text`, in order (a word may give two stems)."""
     return [term for _, term in terms(text)]
-
-
-def analyzer() -> Any:
-    """A Whoosh analyzer that produces exactly `tokens(text)`."""
-    return _tokenizer_class()()
-
-
-def __getattr__(name: str) -> Any:
-    # Whoosh pickles the schema, analyzer included, into its TOC; unpickling looks the class up as
-    # `rlm_vault.textproc.VaultTokenizer`. Building it here keeps whoosh out of `import textproc`.
-    if name == "VaultTokenizer":
-        return _tokenizer_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@lru_cache(maxsize=1)
-def _tokenizer_class() -> type:
-    from whoosh.analysis import Token, Tokenizer
-
-    class VaultTokenizer(Tokenizer):  # type: ignore[misc]
-        """Whoosh wrapper over `terms`; positions count words, so two stems share one position."""
-
-        def __call__(
-            self,
-            value: str,
-            positions: bool = False,
-            chars: bool = False,
-            keeporiginal: bool = False,
-            removestops: bool = True,
-            start_pos: int = 0,
-            start_char: int = 0,
-            tokenize: bool = True,
-            mode: str = "",
-            **kwargs: Any,
-        ) -> Iterator[Token]:
-            token = Token(positions, chars, removestops=removestops, mode=mode, **kwargs)
-            for pos, term in terms(value):
-                token.text = token.original = term
-                token.stopped = False
-                token.boost = 1.0
-                if positions:
-                    token.pos = start_pos + pos
-                yield token
-
-    VaultTokenizer.__module__ = __name__
-    VaultTokenizer.__qualname__ = "VaultTokenizer"
-    globals()["VaultTokenizer"] = VaultTokenizer
-    return VaultTokenizer

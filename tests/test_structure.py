@@ -16,7 +16,7 @@ PACKAGE = ROOT / "rlm_vault"
 # Lower layers never import higher ones (data flows one way: front ends -> service -> vault and caches).
 LAYERS = {
     0: {"errors", "config", "results", "formatting", "textproc", "secret_rules", "transcript", "gitobjects"},
-    1: {"models", "markdown", "git", "filelock", "secrets", "modelcache", "related", "fuzzy"},
+    1: {"models", "markdown", "git", "filelock", "secrets", "modelcache", "related", "fuzzy", "postings"},
     2: {"vault", "retention", "index", "notes", "modelserver"},
     3: {"catalog", "access", "embeddings", "query", "rerank", "texts"},
     4: {"search", "archive"},
