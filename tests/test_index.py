@@ -135,6 +135,29 @@ def test_rebuild_reports_progress(index: TextIndex) -> None:
     assert seen[-1] == (3, 3)
 
 
+def test_a_rebuild_in_batches_answers_like_one_built_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rlm_vault import index as index_module
+
+    words = ["plum", "jazz", "river", "stone", "cedar", "lamp", "quartz", "wren"]
+    docs = [
+        make_doc(f"d{i:02}", " ".join(words[(i * k) % len(words)] for k in range(1, 6)), project=f"P{i % 3}")
+        for i in range(23)
+    ]
+    whole = TextIndex(tmp_path / "whole")
+    whole.rebuild(docs)
+    monkeypatch.setattr(index_module, "BUILD_BATCH", 5)
+    seen: list[tuple[int, int]] = []
+    batched = TextIndex(tmp_path / "batched")
+    batched.rebuild(docs, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (23, 23) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    for query in ["plum river", "quartz", "wren cedar lamp", "nothing here"]:
+        assert batched.search(query, limit=30) == whole.search(query, limit=30)
+    assert batched.stamps() == whole.stamps() and batched.matches("quarts") == whole.matches("quarts")
+    assert len(json.loads((tmp_path / "batched" / "manifest.json").read_text())["segments"]) == 1
+
+
 def test_scores_are_bm25f_with_field_boosts(index: TextIndex) -> None:
     index.update([make_doc("a", "jazz jazz plum"), make_doc("b", "plum", summary="jazz")])
     k1, b = 1.2, 0.2
