@@ -555,7 +555,8 @@ class Catalog:
         found: dict[str, str] = {}
         # In (id, path) order from the covering index: the table's pages are not read.
         for note_id, sha in self._query("SELECT id, sha FROM notes WHERE id IS NOT NULL ORDER BY id, path"):
-            found.setdefault(note_id, sys.intern(sha))  # the smallest path wins, as in path_of
+            # The smallest path wins, as in path_of; one string per id and hash, shared by every cache.
+            found.setdefault(sys.intern(note_id), sys.intern(sha))
         return found
 
     def hashes_since(self, version: int) -> tuple[int, dict[str, str | None] | None]:

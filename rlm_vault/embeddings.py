@@ -334,7 +334,7 @@ class VectorStore:
         with np.load(self.path, allow_pickle=False) as data:
             if str(data["model"]) != self.embedder.name or "rows_file" not in data.files:
                 return {}, {}, None, None  # another model, or the older single-file layout
-            ids = [i.decode() for i in data["ids"].tolist()]
+            ids = [sys.intern(i.decode()) for i in data["ids"].tolist()]  # one string per id, all caches
             shas = [sys.intern(h.decode()) for h in data["shas"].tolist()]  # shared with the other caches
             rows = [int(r) for r in data["rows"].tolist()]
             count, dim = int(data["count"]), int(data["dim"])

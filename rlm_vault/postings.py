@@ -14,6 +14,7 @@ import bisect
 import json
 import mmap
 import os
+import sys
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -246,7 +247,9 @@ class Segment:
         try:
             self.count, self._a = _open(folder / f"{name}.arrays")
             self._check()
-            self.ids = _split(self._a["ids"], self.count)
+            self.ids = list(
+                map(sys.intern, _split(self._a["ids"], self.count))
+            )  # shared with the other caches
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise CacheError(f"index segment {name} in {folder} is damaged: {exc!r}") from exc
         self._entities: list[str] | None = None

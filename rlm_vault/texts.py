@@ -72,7 +72,7 @@ class TextStore:
             self._forget()
             return
         with np.load(self.path, allow_pickle=False) as data:
-            ids = [i.decode() for i in data["ids"].tolist()]
+            ids = [sys.intern(i.decode()) for i in data["ids"].tolist()]  # one string per id, all caches
             shas = [sys.intern(h.decode()) for h in data["shas"].tolist()]  # shared with the other caches
             spans = zip(data["offsets"].tolist(), data["lengths"].tolist(), strict=True)
             size, name = int(data["size"]), str(data["data"])

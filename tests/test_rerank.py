@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from rlm_vault.index import DocFacts, SearchDoc, role_of
 from rlm_vault.rerank import Neighbours, Rerank, intent, rerank
 from rlm_vault.search import SearchEngine
@@ -125,3 +128,16 @@ def test_eval_coding_runs_on_a_tiny_generated_set(tmp_path: Path) -> None:
     scores = eval_coding.run(eval_coding.TUNE, [5], 40, "none", ("plain", "bm25"))
     assert scores["bm25"]["all"].n == scores["plain"]["all"].n > 10
     assert "| all |" in eval_coding.report(scores)
+
+
+@given(st.lists(st.text(alphabet="ab_-.0123456789xé", min_size=0, max_size=12), min_size=2, max_size=30))
+def test_natural_order_of_ids_is_by_numbers_then_text(ids: list[str]) -> None:
+    """One string per note orders ids as comparing their parts would: numbers by value, text as text."""
+    import re
+
+    from rlm_vault.rerank import _natural
+
+    def parts(text: str) -> tuple[object, ...]:
+        return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+
+    assert [parts(i) for i in sorted(ids, key=_natural)] == sorted(parts(i) for i in ids)
