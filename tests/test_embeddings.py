@@ -10,7 +10,7 @@ import pytest
 from test_index import make_doc
 from tinymodel import build_tiny_model
 
-from rlm_vault.embeddings import Model2VecEmbedder, VectorStore
+from rlm_vault.embeddings import Model2VecEmbedder, VectorStore, embed_text
 from rlm_vault.errors import CacheError
 
 WORDS = [
@@ -112,10 +112,11 @@ def test_npz_has_no_object_arrays(tmp_path: Path, embedder: Model2VecEmbedder) -
             "count": "i",
             "dim": "i",
             "rows_file": "U",
+            "scales": "f",
             "model": "U",
         }
         assert str(data["model"]) == embedder.name and int(data["count"]) == 2
-        assert (tmp_path / str(data["rows_file"])).stat().st_size == 2 * embedder.dim * 4  # float32 rows
+        assert (tmp_path / str(data["rows_file"])).stat().st_size == 2 * embedder.dim  # int8 rows
 
 
 def test_rows_are_memory_mapped_and_appended(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
@@ -133,7 +134,7 @@ def test_rows_are_memory_mapped_and_appended(tmp_path: Path, embedder: Model2Vec
     reader.reload()  # half the rows are dead now: a new rows file, the old one removed
     assert len(list(tmp_path.glob("e-rows-*"))) == 1 and reader._count() == 2
     for doc_id, text in (("c", "dog food"), ("d", "bird")):
-        assert np.allclose(reader._vector(doc_id), embedder.embed([text])[0])
+        assert np.allclose(reader._vector(doc_id), embedder.embed([text])[0], atol=0.01)  # int8 rows
 
 
 def test_similar_ranks_by_cosine_within_allowed_ids(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
@@ -195,3 +196,29 @@ def test_download_progress_counts_what_the_hub_cache_received(
     loading = Model2VecEmbedder("org/model")
     loading._since, loading._thread = since, object()  # type: ignore[assignment]  # as while loading
     assert loading.status()[1].startswith("model 'org/model' downloading (4 MB so far, ")
+
+
+def test_vectors_are_stored_as_int8_with_cosines_close_to_float32(
+    tmp_path: Path, embedder: Model2VecEmbedder
+) -> None:
+    texts = ["database migration", "cat food", "deploy pipeline", "timeout of the socket", "jazz records"]
+    docs = [make_doc(f"d{n}", text) for n, text in enumerate(texts)]
+    store = VectorStore(tmp_path / "e.npz", embedder)
+    store.sync(docs)
+    [rows_file] = list(tmp_path.glob("e-rows-*"))
+    assert rows_file.stat().st_size == len(docs) * embedder.dim  # one byte per dimension
+    query = embedder.embed(["migrating the database schema"])[0]
+    exact = embedder.embed([embed_text(doc) for doc in docs]) @ query
+    stored = VectorStore(tmp_path / "e.npz", embedder).cosines(query, [doc.id for doc in docs])
+    assert max(abs(stored[doc.id] - float(exact[n])) for n, doc in enumerate(docs)) < 0.005
+    assert [i for i, _ in store.similar(query, 2)] == [docs[int(n)].id for n in np.argsort(-exact)[:2]]
+
+
+def test_an_older_float32_layout_is_embedded_again(tmp_path: Path, embedder: Model2VecEmbedder) -> None:
+    store = VectorStore(tmp_path / "e.npz", embedder)
+    store.sync([make_doc("a", "database")])
+    with np.load(tmp_path / "e.npz", allow_pickle=False) as data:
+        older = {name: data[name] for name in data.files if name != "scales"}
+    np.savez(tmp_path / "e.npz", **older)
+    counting = CountingEmbedder(embedder)
+    assert VectorStore(tmp_path / "e.npz", counting).sync([make_doc("a", "database")]) == 1
