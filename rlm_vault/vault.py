@@ -187,9 +187,11 @@ class Vault:
                 temp.unlink(missing_ok=True)
         pending = sorted((self.state / "pending").glob("*.json"))
         # Journals are written under the write lock too, so a temp one can only be a killed writer's.
-        temps = [p for d in [*self._note_dirs(), self.state / "pending"] for p in d.glob(f".*{_TMP_SUFFIX}")]
+        temps = list((self.state / "pending").glob(f".*{_TMP_SUFFIX}"))
         if not pending and not temps:
-            return []
+            return []  # no writer died mid-change: no note folder holds its temp files (100,000 names)
+        # A transaction's journal exists before its first file is written and goes after its commit.
+        temps += [p for d in self._note_dirs() for p in d.glob(f".*{_TMP_SUFFIX}")]
         done = []
         with self.lock():
             for temp in temps:
