@@ -672,7 +672,7 @@ class Git:
         self._written = 0
         try:
             self._gc_child = subprocess.Popen(
-                self._command(["gc", "--auto", "--quiet"] if wanted else ["repack", "-d", "-q"]),
+                self._command(GC_AUTO_ARGS if wanted else ["repack", "-d", "-q"]),
                 env=self._env(None),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -822,6 +822,9 @@ _INDEX_FREE = frozenset(
         "update-ref",
     ]
 )
+# `gc --auto` that left young unreachable objects (a bulk import's objects before its commit lands)
+# writes gc.log, and git then skips every automatic gc for gc.logExpiry (a day): an hour here.
+GC_AUTO_ARGS = ["-c", "gc.logExpiry=1.hour", "gc", "--auto", "--quiet"]
 HOUSEKEEPING_EVERY = 8
 HOUSEKEEPING_INTERVAL = 5.0
 HOUSEKEEPING_STALE_LOCK = 60.0

@@ -110,6 +110,26 @@ def test_writes_pack_the_vault_by_themselves(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("eager")
+def test_a_warning_an_hour_old_does_not_stop_the_vault_from_packing(tmp_path: Path) -> None:
+    """`gc --auto` leaves gc.log when young unreachable objects stay loose (a bulk import's objects before
+    its commit); git's own rule would then skip every automatic gc for a day."""
+    vault = Vault.open(tmp_path / "v")
+    sh(vault.root, "config", "gc.auto", "100000")
+    for n in range(20):
+        write(vault, f"insights/plain-{n}.md", f"---\nid: plain-{n}\n---\nnote {n}\n")
+    log = vault.root / ".git" / "gc.log"
+    log.write_text("warning: There are too many unreachable loose objects; run 'git prune' to remove them.\n")
+    two_hours_ago = time.time() - 7200
+    os.utime(log, (two_hours_ago, two_hours_ago))
+    sh(vault.root, "config", "gc.auto", "256")
+    for n, text in enumerate(in_fanout_17(3, "logged")):
+        write(vault, f"insights/fan-{n}.md", text)
+    gc_settled(vault.root)
+    assert counts(vault.root)["packs"] >= 1
+    assert_sound(vault.root)
+
+
+@pytest.mark.usefixtures("eager")
 def test_large_trees_are_packed_although_git_counts_few_objects(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
