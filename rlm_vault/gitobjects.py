@@ -7,16 +7,17 @@ ten thousand notes, where `update-index` + `write-tree` rewrote an index and re-
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import os
 import zlib
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DIR_MODE", "Entries", "Tree", "parse_tree", "read_loose", "serialize_tree", "write_loose"]
 
 DIR_MODE = "40000"
 STORE_OVER = 1024 * 1024  # an object bigger than this is written without compression
+PATCH_LIMIT = 16  # entries changed at once past which a tree is built again rather than spliced
 Entries = dict[str, tuple[str, str]]  # name -> (mode, hex sha)
 
 
@@ -80,76 +81,118 @@ def _item(name: str, mode: str, sha: str) -> bytes:
 
 
 class Tree:
-    """A tree object's entries, kept in git's order with each entry already serialised.
+    """A tree object as git stores it: its data, and where each entry starts.
 
-    Patching one entry of a folder of ten thousand notes is a bisect and a list insert, and the object's
-    data one `join`: no re-sorting or re-encoding of every entry on each commit. Entries are looked up
-    by bisection too, so a tree holds two lists and no per-entry mapping (a 60,000-note folder is two
-    lists of bytes that each patched version shares).
+    Patching one entry of a folder of tens of thousands of notes is a binary search over the entries and
+    one splice of the data: no list of entries is copied, re-sorted or joined on each commit, and a
+    60,000-note folder is its 3.6 MB of data plus 0.5 MB of offsets in memory (not 60,000 objects).
     """
 
-    __slots__ = ("items", "keys")
+    __slots__ = ("_data", "_starts")
 
-    def __init__(self, keys: list[bytes], items: list[bytes]) -> None:
-        self.keys, self.items = keys, items
+    def __init__(self, data: bytes, starts: Any) -> None:
+        self._data, self._starts = data, starts
 
     @classmethod
     def build(cls, entries: Entries) -> Tree:
+        import numpy as np
+
         order = sorted(entries, key=lambda name: _key(name, entries[name][0]))
-        return cls([_key(n, entries[n][0]) for n in order], [_item(n, *entries[n]) for n in order])
+        items = [_item(n, *entries[n]) for n in order]
+        sizes = np.fromiter((len(i) for i in items), dtype=np.int64, count=len(items))
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(items) else np.zeros(0, np.int64)
+        return cls(b"".join(items), starts.astype(np.int64))
 
     @classmethod
     def parse(cls, data: bytes) -> Tree:
         """A tree from a tree object's data (already in git's order)."""
-        keys: list[bytes] = []
-        items: list[bytes] = []
+        import numpy as np
+
+        starts = []
         at = 0
         while at < len(data):
-            space = data.index(b" ", at)
-            nul = data.index(b"\0", space)
-            name = data[space + 1 : nul]
-            keys.append(name + b"/" if data[at:space] == DIR_MODE.encode() else name)
-            items.append(data[at : nul + 21])
-            at = nul + 21
-        return cls(keys, items)
+            starts.append(at)
+            at = data.index(b"\0", at) + 21
+        return cls(bytes(data), np.array(starts, dtype=np.int64))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._starts)
+
+    def _span(self, i: int) -> tuple[int, int]:
+        end = int(self._starts[i + 1]) if i + 1 < len(self._starts) else len(self._data)
+        return int(self._starts[i]), end
+
+    def _key_at(self, i: int) -> bytes:
+        start, _ = self._span(i)
+        space = self._data.index(b" ", start)
+        nul = self._data.index(b"\0", space)
+        name = self._data[space + 1 : nul]
+        return name + b"/" if self._data[start:space] == DIR_MODE.encode() else name
+
+    def _position(self, key: bytes) -> int:
+        """The index of the first entry whose key is not below `key`."""
+        lo, hi = 0, len(self._starts)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._key_at(mid) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     def _find(self, name: str) -> int | None:
         raw = name.encode("utf-8", "surrogateescape")
         for key in (raw, raw + b"/"):  # a file, or a folder of that name
-            at = bisect.bisect_left(self.keys, key)
-            if at < len(self.keys) and self.keys[at] == key:
+            at = self._position(key)
+            if at < len(self._starts) and self._key_at(at) == key:
                 return at
         return None
 
     def get(self, name: str) -> tuple[str, str] | None:
         """(mode, hex sha) of the entry `name`, or None."""
         at = self._find(name)
-        return None if at is None else _entry(self.items[at])[1]
+        if at is None:
+            return None
+        start, end = self._span(at)
+        return _entry(self._data[start:end])[1]
 
     @property
     def entries(self) -> Entries:
         """Every entry, name -> (mode, hex sha), in git's order."""
-        return dict(_entry(item) for item in self.items)
+        return dict(_entry(self._data[slice(*self._span(i))]) for i in range(len(self._starts)))
 
     def patched(self, changes: dict[str, tuple[str, str] | None]) -> Tree:
         """A new tree with entries set (mode, sha) or removed (None)."""
-        keys, items = list(self.keys), list(self.items)
+        import numpy as np
+
+        if len(changes) > PATCH_LIMIT:  # a bulk change: one rebuild, not a splice of the data per entry
+            entries = self.entries
+            for name, entry in changes.items():
+                if entry is None:
+                    entries.pop(name, None)
+                else:
+                    entries[name] = entry
+            return Tree.build(entries)
+        data, starts = self._data, self._starts
         for name, entry in changes.items():
-            old = Tree(keys, items)._find(name)
+            tree = Tree(data, starts)
+            old = tree._find(name)
             if old is not None:
-                del keys[old], items[old]
+                start, end = tree._span(old)
+                data = data[:start] + data[end:]
+                starts = np.delete(starts, old)
+                starts[old:] -= end - start
             if entry is not None:
-                key = _key(name, entry[0])
-                at = bisect.bisect_left(keys, key)
-                keys.insert(at, key)
-                items.insert(at, _item(name, *entry))
-        return Tree(keys, items)
+                item = _item(name, *entry)
+                at = Tree(data, starts)._position(_key(name, entry[0]))
+                offset = int(starts[at]) if at < len(starts) else len(data)
+                data = data[:offset] + item + data[offset:]
+                starts = np.insert(starts, at, offset)
+                starts[at + 1 :] += len(item)
+        return Tree(data, starts)
 
     def data(self) -> bytes:
-        return b"".join(self.items)
+        return self._data
 
 
 def _entry(item: bytes) -> tuple[str, tuple[str, str]]:

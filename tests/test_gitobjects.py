@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from helpers import git, git_status
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rlm_vault import gitobjects
 from rlm_vault.vault import Vault
@@ -110,3 +112,48 @@ def test_a_big_tree_is_stored_uncompressed_and_git_reads_it(tmp_path: Path) -> N
     assert git(vault.root, "cat-file", "-t", sha).strip() == "tree"
     assert len(git(vault.root, "ls-tree", sha).splitlines()) == len(entries)
     assert gitobjects.read_loose(objects, sha) == ("tree", data)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(NAMES + ["b", "c.md", "z"]), st.sampled_from(["100644", "40000"]), max_size=8
+    ),
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(NAMES + ["b", "c.md", "z"]),
+            st.one_of(st.none(), st.sampled_from(["100644", "40000", "100755"])),
+            max_size=20,
+        ),
+        max_size=4,
+    ),
+)
+def test_a_patched_tree_is_the_tree_built_from_its_entries(
+    start: dict[str, str], rounds: list[dict[str, str | None]]
+) -> None:
+    for limit in (gitobjects.PATCH_LIMIT, 0):  # spliced entry by entry, and built again in one go
+        saved, gitobjects.PATCH_LIMIT = gitobjects.PATCH_LIMIT, limit
+        try:
+            _patch_rounds(start, rounds)
+        finally:
+            gitobjects.PATCH_LIMIT = saved
+
+
+def _patch_rounds(start: dict[str, str], rounds: list[dict[str, str | None]]) -> None:
+    sha = "ab" * 20
+    entries = {name: (mode, sha) for name, mode in start.items()}
+    tree = gitobjects.Tree.build(entries)
+    for n, changes in enumerate(rounds):
+        patch = {name: None if mode is None else (mode, f"{n:02x}" * 20) for name, mode in changes.items()}
+        tree = tree.patched(patch)
+        for name, entry in patch.items():
+            if entry is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = entry
+        assert tree.data() == gitobjects.Tree.build(entries).data()
+        assert (
+            tree.entries
+            == dict(gitobjects.Tree.parse(tree.data()).entries)
+            == {k: entries[k] for k in tree.entries}
+        )
+        assert all(tree.get(name) == entries.get(name) for name in NAMES)
