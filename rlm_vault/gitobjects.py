@@ -32,8 +32,10 @@ def write_loose(objects: Path, kind: str, data: bytes) -> str:
     its time refreshed, as git does: `git gc` prunes only unreachable objects older than two weeks, and
     the commit about to reference this one must not lose it to a prune running now.
     """
-    raw = f"{kind} {len(data)}\0".encode() + data
-    sha = hashlib.sha1(raw).hexdigest()
+    header = f"{kind} {len(data)}\0".encode()
+    digest = hashlib.sha1(header)
+    digest.update(data)
+    sha = digest.hexdigest()
     path = object_path(objects, sha)
     try:
         os.utime(path)
@@ -43,20 +45,37 @@ def write_loose(objects: Path, kind: str, data: bytes) -> str:
     # git's own default is level 1; a tree of a folder of tens of thousands of notes (megabytes, rewritten
     # by every commit to it) is stored, not compressed: 30 ms less per write at 60,000 notes, and the
     # housekeeping packs it (with deltas) once the bytes written add up (git.HOUSEKEEPING_BYTES).
-    packed = zlib.compress(raw, 0 if len(raw) > STORE_OVER else 1)
+    packed = _stored(header, data) if len(data) > STORE_OVER else zlib.compress(header + data, 1)
     tmp = path.parent / f"tmp_obj_{os.getpid()}_{sha[:12]}"
     for attempt in range(5):
         # `git prune` (run by gc) removes an empty fan-out folder at any moment, also between our
         # mkdir and our write: make it again and retry, as git's own object writer does.
         try:
             path.parent.mkdir(exist_ok=True)
-            tmp.write_bytes(packed)
+            with open(tmp, "wb") as handle:
+                handle.writelines([packed] if isinstance(packed, bytes) else packed)
             os.replace(tmp, path)
             return sha
         except FileNotFoundError:
             if attempt == 4:
                 raise
     return sha
+
+
+def _stored(header: bytes, data: bytes) -> list[bytes | memoryview]:
+    """`header + data` as a zlib stream of stored (uncompressed) blocks, what zlib level 0 writes, without
+    copying the data through zlib: pieces for one `writelines`."""
+    view = memoryview(data)
+    pieces: list[bytes | memoryview] = [b"\x78\x01", _block(len(header), last=not view), header]
+    for at in range(0, len(view), 65535):
+        part = view[at : at + 65535]
+        pieces += [_block(len(part), last=at + 65535 >= len(view)), part]
+    return [*pieces, zlib.adler32(data, zlib.adler32(header)).to_bytes(4, "big")]
+
+
+def _block(size: int, last: bool) -> bytes:
+    """The header of a stored deflate block of `size` bytes (at most 65,535)."""
+    return bytes([1 if last else 0]) + size.to_bytes(2, "little") + (size ^ 0xFFFF).to_bytes(2, "little")
 
 
 def read_loose(objects: Path, sha: str) -> tuple[str, bytes] | None:

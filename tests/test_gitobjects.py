@@ -157,3 +157,13 @@ def _patch_rounds(start: dict[str, str], rounds: list[dict[str, str | None]]) ->
             == {k: entries[k] for k in tree.entries}
         )
         assert all(tree.get(name) == entries.get(name) for name in NAMES)
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 1_280_000])
+def test_stored_blocks_are_a_zlib_stream_of_the_object(size: int) -> None:
+    import zlib
+
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    header = f"tree {len(data)}\0".encode()
+    stream = b"".join(bytes(piece) for piece in gitobjects._stored(header, data))
+    assert zlib.decompress(stream) == header + data
