@@ -126,7 +126,9 @@ class Chunks:
             tx.message = f"chunk: {new_id} {q.short(summary)}"
             tx.write(chunk.path, markdown.render(chunk.to_meta(), chunk.content))
             if (note := self._session_note(chunk)) is not None:
-                tx.write(*note)
+                # Derived from the chunks (its links): not worth a second fsync per write. The rename
+                # still replaces it whole, and git has each version.
+                tx.write(*note, sync=False)
         result: Written = {"id": new_id, "path": chunk.path, "commit": tx.commit_id}
         if extras.get("redacted"):
             result["redacted"] = list(extras["redacted"])  # type: ignore[call-overload]
