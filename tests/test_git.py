@@ -316,3 +316,39 @@ def test_status_and_tracked(repo: Git) -> None:
 
 def test_is_repo_false_for_plain_folder(tmp_path: Path) -> None:
     assert Git(tmp_path).is_repo() is False
+
+
+def test_head_moves_in_process_as_update_ref_would(repo: Git) -> None:
+    write(repo, "insights/a.md", "a\n")
+    repo.commit_paths(["insights/a.md"], "first")
+    first = repo.head()
+    write(repo, "insights/b.md", "b\n")
+    second = repo.commit_paths(["insights/b.md"], "second\n\nwith a body")
+    assert (repo.root / ".git" / "refs" / "heads" / "main").read_text() == f"{second}\n"
+    assert not (repo.root / ".git" / "refs" / "heads" / "main.lock").exists()
+    for log in ("HEAD", "refs/heads/main"):
+        last = (repo.root / ".git" / "logs" / log).read_text().splitlines()[-1]
+        assert last.startswith(f"{first} {second} ") and last.endswith("\tcommit: second")
+    assert git(repo.root, "reflog", "-1", "--format=%H %gs").strip() == f"{second} commit: second"
+    assert git(repo.root, "fsck", "--strict", "--no-dangling").strip() == ""
+
+
+def test_a_ref_update_hook_or_a_held_lock_gets_git_s_own_update_ref(repo: Git) -> None:
+    write(repo, "insights/a.md", "a\n")
+    repo.commit_paths(["insights/a.md"], "first")
+    hook = repo.root / ".git" / "hooks" / "reference-transaction"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text('#!/bin/sh\necho "$1" >> "$(git rev-parse --git-dir)/ref-hook.log"\n')
+    hook.chmod(0o755)
+    write(repo, "insights/b.md", "b\n")
+    repo.commit_paths(["insights/b.md"], "watched")
+    assert "committed" in (repo.root / ".git" / "ref-hook.log").read_text()  # git ran the hook
+    hook.unlink()
+    lock = repo.root / ".git" / "refs" / "heads" / "main.lock"
+    lock.write_text("")
+    write(repo, "insights/c.md", "c\n")
+    with pytest.raises(GitError):
+        repo.commit_paths(["insights/c.md"], "while another git holds the branch")
+    assert lock.read_text() == ""  # never taken from its holder
+    lock.unlink()
+    assert repo.commit_paths(["insights/c.md"], "after") is not None
