@@ -148,7 +148,7 @@ class Catalog:
         for attempt in range(2):
             try:
                 db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
+                _wal(db)
                 db.execute("PRAGMA synchronous=NORMAL")  # a cache: a power cut may lose the last changes
                 if db.execute("PRAGMA user_version").fetchone()[0] != self.VERSION:
                     self._create(db)
@@ -636,6 +636,19 @@ def _numbered(chunk_id: str, path: str) -> tuple[str | None, int | None]:
     prefix = f"{chunk_id[:10]}_{path.split('/')[1]}_"
     digits = re.match(r"\d+", chunk_id[len(prefix) :]) if chunk_id.startswith(prefix) else None
     return (prefix, int(digits.group(0))) if digits else (None, None)
+
+
+def _wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Put a new file in WAL mode (a file already in it stays). The switch needs the file to itself and
+    SQLite does not wait for it: another process creating the file at the same moment is waited for."""
+    deadline = time.monotonic() + wait
+    while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            db.execute("PRAGMA journal_mode=WAL").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _translated(exc: sqlite3.OperationalError, path: os.PathLike[str]) -> VaultError:

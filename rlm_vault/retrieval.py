@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import query as q
 from .archive import Archive
-from .core import Store
+from .core import Store, release_freed_memory
 from .errors import CacheError, InvalidInput, VaultError
 from .insights import name_filter
 from .models import Chunk, Insight
@@ -221,7 +221,8 @@ class Search:
         return engine
 
     def _hashes(self) -> dict[str, str]:
-        """id -> content hash of every note: read once, then only what changed since (a copy)."""
+        """id -> content hash of every note: read once, then only what changed since (the engine shares
+        it: called under the sync lock, which every engine.sync holds too)."""
         cat = self.store.catalog
         now, changed = cat.hashes_since(self._truth_at) if self._truth is not None else (0, None)
         if self._truth is None or changed is None:
@@ -234,7 +235,7 @@ class Search:
                     self._truth.pop(note_id, None)
                 else:
                     self._truth[note_id] = sha
-        return dict(self._truth)
+        return self._truth
 
     def _loader(self, ids: list[str]) -> list[SearchDoc]:
         # One listing query per 500 ids; chunk bodies read from their files (the catalog keeps none).
@@ -456,22 +457,6 @@ class Search:
             return self.engine().problems(self.store.fresh().hashes())
         except CacheError as exc:
             return [str(exc)]
-
-
-def release_freed_memory() -> None:
-    """Give the C allocator's freed pages back to the system (glibc's malloc_trim).
-
-    Opening the caches of a big vault builds and drops large temporary lists (100,000 rows from the
-    listing, the caches' indexes): freed, but kept by the allocator and counted in the server's memory
-    for as long as it runs. Elsewhere than glibc this does nothing.
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _first(hit: SearchHit | None, hits: list[SearchHit], limit: int) -> SearchResult:

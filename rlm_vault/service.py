@@ -27,7 +27,7 @@ from .autosync import AutoSync
 from .catalog import note_from_file
 from .chunks import Chunks
 from .config import Config
-from .core import Clock, ContentRules, Store, detect_project, utc_now
+from .core import Clock, ContentRules, Store, detect_project, release_freed_memory, utc_now
 from .errors import VaultError
 from .insights import Insights
 from .lifecycle import Lifecycle
@@ -278,6 +278,8 @@ def open_service(
         else None
     )
     settler = Settler(store, config.settle_delay) if settles else None
+    if serving:  # a write into a big folder builds megabytes of tree that the allocator would keep
+        store.on_commit(release_freed_memory)
     return MemoryService(
         store,
         Insights(store, rules),
