@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import zlib
+from array import array
+from collections.abc import Iterable
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -114,25 +118,21 @@ class Tree:
 
     @classmethod
     def build(cls, entries: Entries) -> Tree:
-        import numpy as np
-
         order = sorted(entries, key=lambda name: _key(name, entries[name][0]))
         items = [_item(n, *entries[n]) for n in order]
-        sizes = np.fromiter((len(i) for i in items), dtype=np.int64, count=len(items))
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(items) else np.zeros(0, np.int64)
-        return cls(b"".join(items), starts.astype(np.int64))
+        return cls(
+            b"".join(items), _offsets(accumulate((len(i) for i in items[:-1]), initial=0) if items else [])
+        )
 
     @classmethod
     def parse(cls, data: bytes) -> Tree:
         """A tree from a tree object's data (already in git's order)."""
-        import numpy as np
-
         starts = []
         at = 0
         while at < len(data):
             starts.append(at)
             at = data.index(b"\0", at) + 21
-        return cls(bytes(data), np.array(starts, dtype=np.int64))
+        return cls(bytes(data), _offsets(starts))
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -182,8 +182,6 @@ class Tree:
 
     def patched(self, changes: dict[str, tuple[str, str] | None]) -> Tree:
         """A new tree with entries set (mode, sha) or removed (None)."""
-        import numpy as np
-
         if len(changes) > PATCH_LIMIT:  # a bulk change: one rebuild, not a splice of the data per entry
             entries = self.entries
             for name, entry in changes.items():
@@ -199,19 +197,48 @@ class Tree:
             if old is not None:
                 start, end = tree._span(old)
                 data = data[:start] + data[end:]
-                starts = np.delete(starts, old)
-                starts[old:] -= end - start
+                starts = _spliced(starts, old, None, start - end)
             if entry is not None:
                 item = _item(name, *entry)
                 at = Tree(data, starts)._position(_key(name, entry[0]))
                 offset = int(starts[at]) if at < len(starts) else len(data)
                 data = data[:offset] + item + data[offset:]
-                starts = np.insert(starts, at, offset)
-                starts[at + 1 :] += len(item)
+                starts = _spliced(starts, at, offset, len(item))
         return Tree(data, starts)
 
     def data(self) -> bytes:
         return self._data
+
+
+def _offsets(values: Iterable[int]) -> Any:
+    """Entry offsets as a numpy array when numpy is loaded already (a server), else a Python array: a
+    hook's one write must not pay for importing numpy, a server's many writes into a 60,000-note
+    folder must not pay 6 ms each for shifting offsets in Python."""
+    if "numpy" in sys.modules:
+        import numpy as np
+
+        return np.fromiter(values, dtype=np.int64)
+    return array("q", values)
+
+
+def _spliced(starts: Any, at: int, offset: int | None, shift: int) -> Any:
+    """`starts` with the entry at `at` removed (offset None) or `offset` inserted there, and every later
+    entry moved by `shift` bytes."""
+    if isinstance(starts, array) and "numpy" in sys.modules and len(starts) > 4096:
+        starts = _offsets(starts)  # numpy was loaded since (the server's caches opened)
+    if isinstance(starts, array):
+        tail = starts[at + (1 if offset is None else 0) :]
+        head = starts[:at] + (array("q") if offset is None else array("q", [offset]))
+        return head + array("q", (x + shift for x in tail))
+    import numpy as np
+
+    if offset is None:
+        out = np.delete(starts, at)
+        out[at:] += shift
+    else:
+        out = np.insert(starts, at, offset)
+        out[at + 1 :] += shift
+    return out
 
 
 def _entry(item: bytes) -> tuple[str, tuple[str, str]]:

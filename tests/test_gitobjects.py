@@ -131,17 +131,26 @@ def test_a_patched_tree_is_the_tree_built_from_its_entries(
     start: dict[str, str], rounds: list[dict[str, str | None]]
 ) -> None:
     for limit in (gitobjects.PATCH_LIMIT, 0):  # spliced entry by entry, and built again in one go
-        saved, gitobjects.PATCH_LIMIT = gitobjects.PATCH_LIMIT, limit
-        try:
-            _patch_rounds(start, rounds)
-        finally:
-            gitobjects.PATCH_LIMIT = saved
+        for numpy_offsets in (False, True):  # a hook's Python array, a server's numpy array
+            saved, gitobjects.PATCH_LIMIT = gitobjects.PATCH_LIMIT, limit
+            try:
+                _patch_rounds(start, rounds, numpy_offsets)
+            finally:
+                gitobjects.PATCH_LIMIT = saved
 
 
-def _patch_rounds(start: dict[str, str], rounds: list[dict[str, str | None]]) -> None:
+def _patch_rounds(start: dict[str, str], rounds: list[dict[str, str | None]], numpy_offsets: bool) -> None:
+    from array import array
+
+    import numpy as np
+
     sha = "ab" * 20
     entries = {name: (mode, sha) for name, mode in start.items()}
-    tree = gitobjects.Tree.build(entries)
+    built = gitobjects.Tree.build(entries)
+    offsets = list(built._starts)
+    tree = gitobjects.Tree(
+        built.data(), np.array(offsets, dtype=np.int64) if numpy_offsets else array("q", offsets)
+    )
     for n, changes in enumerate(rounds):
         patch = {name: None if mode is None else (mode, f"{n:02x}" * 20) for name, mode in changes.items()}
         tree = tree.patched(patch)
