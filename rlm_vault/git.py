@@ -143,6 +143,9 @@ class Git:
         # background (INDEX_DELAY): `update-index` reads and rewrites an index of every note (20-60 ms at
         # 100,000) and a write must not wait for it. Any git command that uses the index waits for it.
         self.index_later = False
+        # Where a server lists the paths its index update still owes, so that a server killed before the
+        # update leaves them for the next start (`catch_up_index`); set by the vault.
+        self.lag_file: Path | None = None
         self._since_check = HOUSEKEEPING_EVERY - 1  # the first write after start checks at once
         self._gc_started = -HOUSEKEEPING_INTERVAL
         self._gc_child: subprocess.Popen[bytes] | None = None
@@ -571,6 +574,8 @@ class Git:
         with self._index_mutex:
             self._index_lag.update(paths)
             later = self.index_later
+            if later and self.lag_file is not None:
+                self._owe(paths)
             if later and self._index_timer is None:
                 # Not a daemon: a server that exits before the timer fires still updates the index.
                 self._index_timer = threading.Timer(INDEX_DELAY, self._flush_later)
@@ -597,6 +602,34 @@ class Git:
             if code == 0:
                 with self._index_mutex:
                     self._index_lag.difference_update(pending)
+                    if not self._index_lag and self.lag_file is not None:
+                        self.lag_file.unlink(missing_ok=True)
+
+    def _owe(self, paths: Sequence[str]) -> None:
+        assert self.lag_file is not None
+        try:
+            self.lag_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.lag_file, "a", encoding="utf-8", errors="surrogateescape") as handle:
+                handle.write("".join(f"{p}\0" for p in paths))
+        except OSError:
+            pass  # only a kill in the next moment would make this matter; git status then shows it
+
+    def catch_up_index(self, lag_file: Path) -> None:
+        """Update the person's index for the paths a killed server still owed it (see `lag_file`)."""
+        try:
+            paths = [
+                p for p in lag_file.read_text(encoding="utf-8", errors="surrogateescape").split("\0") if p
+            ]
+        except OSError:
+            return
+        if (
+            not paths
+            or self._spawn(
+                ["update-index", "--add", "--remove", "-z", "--stdin"], "\0".join(paths) + "\0", None, None
+            ).returncode
+            == 0
+        ):
+            lag_file.unlink(missing_ok=True)
 
     def _head_and_tree(self) -> tuple[str | None, str | None]:
         # Every spawn counts when a write should cost a few milliseconds: HEAD is read from its file,

@@ -181,6 +181,14 @@ class Vault:
         if (self.state / "merging").exists():
             with self.lock():
                 self.abort_interrupted_merge()
+        # A server killed between a commit and its index update: the person's index shows that commit's
+        # files as deleted and untracked until they are added to it.
+        for owed in self.state.glob("index-lag-*"):
+            if not pid_alive(
+                int(owed.name.rsplit("-", 1)[1]) if owed.name.rsplit("-", 1)[1].isdigit() else 0
+            ):
+                with self.lock():
+                    self.git.catch_up_index(owed)
         # State files (.rlm/*.json) are written without the vault lock: only a dead process's temp file goes.
         for temp in [*self.state.glob(f".*{_TMP_SUFFIX}"), *self.cache.glob(f".*{_TMP_SUFFIX}")]:
             if not pid_alive(_writer_pid(temp.name)):

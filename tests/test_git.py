@@ -352,3 +352,32 @@ def test_a_ref_update_hook_or_a_held_lock_gets_git_s_own_update_ref(repo: Git) -
     assert lock.read_text() == ""  # never taken from its holder
     lock.unlink()
     assert repo.commit_paths(["insights/c.md"], "after") is not None
+
+
+KILLED_AFTER_COMMIT = """
+import os, sys
+from pathlib import Path
+from rlm_vault.vault import Vault
+vault = Vault.open(Path(sys.argv[1]))
+vault.git.index_later = True
+vault.git.lag_file = vault.state / f"index-lag-{os.getpid()}"
+with vault.transaction() as tx:
+    tx.message = "written just before a kill"
+    tx.write("insights/killed.md", "---\\nid: killed\\n---\\nsaved\\n")
+os._exit(0)  # as SIGKILL would: no timer, no atexit, the index update never runs
+"""
+
+
+def test_an_index_update_a_killed_server_owed_is_made_at_the_next_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from rlm_vault.vault import Vault
+
+    root = Vault.open(tmp_path / "v").root
+    subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT, str(root)], check=True, timeout=60)
+    assert git(root, "log", "-1", "--format=%s").strip() == "written just before a kill"
+    assert "insights/killed.md" not in git(root, "ls-files")  # the person's index lags behind HEAD
+    Vault.open(root)
+    assert "insights/killed.md" in git(root, "ls-files")
+    assert git_status(root) == [] and not list((root / ".rlm").glob("index-lag-*"))
