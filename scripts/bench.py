@@ -2074,8 +2074,11 @@ def _semantic_on(server: StdioMCP, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = server.tool("rlm_status", {})["result"]["structuredContent"]
-        if status["semantic"]["enabled"] or status["semantic"]["model"] in ("none", ""):
+        semantic = status["semantic"]
+        if semantic["enabled"] or semantic["model"] in ("none", ""):
             return
+        if "could not be" in semantic["reason"]:
+            raise RuntimeError(f"semantic search cannot start in the server: {semantic['reason']}")
         time.sleep(1)
 
 
@@ -2228,6 +2231,8 @@ def main(argv: list[str] | None = None) -> int:
         or os.environ.get("RLM_BENCH_MODEL")
         or (str(DEFAULT_MODEL) if DEFAULT_MODEL.exists() else "none")
     )
+    if Path(model).exists():  # the servers run in the temporary folder: a relative path would not load there
+        model = str(Path(model).resolve())
     if args.quick:
         plan = Plan(
             chunks=200,
