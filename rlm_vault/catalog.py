@@ -45,7 +45,9 @@ QUICK_SCAN = 0.02
 # of one core), and never sooner than the scan interval.
 SWEEP_FACTOR = 50
 PARSE_BATCH = 500  # parsed files per write transaction, so other processes are never held up long
-PARSED_KEPT = 20_000  # parsed notes a process keeps for listings (about 30 MB at most)
+# Parsed notes a process keeps for listings (a few MB): a small vault's listings are then reused, a
+# big one's parsed again at each call, so a server's memory does not grow with the vault.
+PARSED_KEPT = 5_000
 TRIM_EVERY = 1000
 KEEP_GONE = 100_000  # changes for which deletions stay listed; a process further behind reads all again
 LOCK_PARSE = 50  # a folder with more files to parse than this is parsed by one process at a time
@@ -510,7 +512,8 @@ class Catalog:
 
     def _listed(self, where: str, args: tuple[str, ...]) -> list[Insight | Chunk]:
         """The notes `where` selects, in path order: parsed once per file version, then reused (a listing
-        of 3,000 notes parses in 100 ms, reuses in 3), up to PARSED_KEPT of them per process."""
+        of 3,000 notes parses in 100 ms, reuses in 3), up to PARSED_KEPT of them per process; a listing
+        that long is handed back as it is while nothing changed."""
         with self._mutex:
             head = self.head()
             listing = self._listings.get((where, args))
@@ -535,8 +538,9 @@ class Catalog:
                 kept.pop(next(iter(kept)))
             if len(self._listings) >= 4:
                 self._listings.clear()
-            self._listings[(where, args)] = (head, notes)
-            return list(notes)
+            if len(notes) <= PARSED_KEPT:
+                self._listings[(where, args)] = (head, notes)
+            return notes
 
     def chunks(self, full: bool = False, project: str = "", chunk_type: str = "") -> list[Chunk]:
         """Chunks without their body (of one project folder, ASCII case ignored, and of one type, when
