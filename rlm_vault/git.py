@@ -17,6 +17,7 @@ and the in-process writer refreshes an object it finds already stored, as git do
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -149,7 +150,7 @@ class Git:
         self._since_check = HOUSEKEEPING_EVERY - 1  # the first write after start checks at once
         self._gc_started = -HOUSEKEEPING_INTERVAL
         self._gc_child: subprocess.Popen[bytes] | None = None
-        self._written = 0  # bytes of objects written in-process since housekeeping last started
+        self._written = 0  # bytes of objects written in-process, added to the vault's tally at housekeeping
 
     # ------------------------------------------------------------------ processes
 
@@ -746,14 +747,23 @@ class Git:
         except GitError:
             return False
         wanted = gc_wanted(layout)
-        big = self._written >= HOUSEKEEPING_BYTES and gc_enabled(layout)
+        tally = layout.common_dir / "rlm-loose-bytes"
+        if self._written:  # every process adds what it wrote: hooks and CLI commands write a little each
+            with contextlib.suppress(OSError), open(tally, "a", encoding="ascii") as handle:
+                handle.write(f"{self._written}\n")
+            self._written = 0
+        try:
+            written = sum(int(n) for n in tally.read_text(encoding="ascii").split() if n.isdigit())
+        except OSError:
+            written = 0
+        big = written >= HOUSEKEEPING_BYTES and gc_enabled(layout)
         if not (wanted or big) or self.gc_running():
             return False
         for lock in self.lock_files():
             # No gc runs: a lock this old is a killed gc's (or writer's), and would make this gc fail.
             _remove_if_older(lock, HOUSEKEEPING_STALE_LOCK)
         self._gc_started = time.monotonic()
-        self._written = 0
+        tally.unlink(missing_ok=True)
         try:
             self._gc_child = subprocess.Popen(
                 self._command(GC_AUTO_ARGS if wanted else ["repack", "-d", "-q"]),

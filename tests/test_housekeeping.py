@@ -273,3 +273,25 @@ def test_kill_9_of_gc_leaves_a_vault_that_writes(tmp_path: Path, delay: float) -
     names = sh(vault.root, "ls-tree", "-r", "--name-only", "HEAD").split()
     assert "insights/after-kill.md" in names and "insights/again-2.md" in names
     assert sum(n.startswith("chunks/P/") for n in names) == 1500
+
+
+@pytest.mark.usefixtures("eager")
+def test_what_many_short_processes_write_adds_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hooks and CLI commands each write one large tree: their bytes count together, not per process."""
+    monkeypatch.setattr(git_module, "HOUSEKEEPING_BYTES", 200_000)
+    vault = Vault.open(tmp_path / "v")
+    sh(vault.root, "config", "gc.auto", "100000")
+    with vault.transaction() as tx:
+        tx.message = "a large folder"
+        for n in range(2000):
+            tx.write(f"chunks/P/note-{n:05d}.md", f"note {n}\n", sync=False)
+    started = []
+    for n in range(4):  # four processes, one ~80 KB tree each: none reaches the limit alone
+        process = Vault.open(vault.root)
+        write(process, f"chunks/P/new-{n}.md", f"new {n}\n")
+        if process.git._gc_child is not None:
+            started.append(process.git._gc_child)
+    assert started, "the vault's tally never started a repack"
+    started[0].wait(timeout=120)
+    assert counts(vault.root)["packs"] >= 1
+    assert_sound(vault.root)
