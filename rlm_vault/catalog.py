@@ -655,7 +655,7 @@ class Catalog:
     def chunk_with_digest(self, digest: str) -> Chunk | None:
         """The chunk whose content hash (front matter `sha256`) is `digest`, if any."""
         rows = self._query(
-            f"SELECT {_NOTE_COLUMNS} FROM notes WHERE digest = ? AND kind = 'chunk' ORDER BY path LIMIT 1",
+            f"SELECT {_NOTE_COLUMNS} FROM notes INDEXED BY notes_digest WHERE digest = ? AND kind = 'chunk' ORDER BY path LIMIT 1",
             (digest,),
         )
         note = _note(rows[0]) if rows else None
