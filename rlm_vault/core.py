@@ -106,7 +106,7 @@ class PendingEdits:
 
 
 class Store:
-    """The vault and its in-memory catalog, and the one way to change them (`writing()`)."""
+    """The vault and its catalog (the note listing), and the one way to change them (`writing()`)."""
 
     def __init__(
         self, vault: Vault, config: Config, clock: Clock = utc_now, *, defer_scans: bool = False
@@ -334,6 +334,6 @@ def _libc() -> Any:
 
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+        return libc if hasattr(libc, "malloc_trim") else None
     except OSError:
         return None
