@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -266,8 +265,6 @@ def open_service(
     config = config or Config.from_env()
     vault = Vault.open(config.vault, config.lock_timeout, create=config.create_vault)
     settles = serving and config.settle_delay > 0
-    vault.git.index_later = serving  # a write does not wait for the person's index (git.INDEX_DELAY)
-    vault.git.lag_file = vault.state / f"index-lag-{os.getpid()}" if serving else None
     store = Store(vault, config, clock, defer_scans=settles)
     rules = ContentRules(config)
     archive = Archive(vault, config.max_content_bytes)
