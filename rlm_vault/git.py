@@ -3,7 +3,8 @@
 Commits go through plumbing (update-index on the changed paths in a private index, write-tree, the
 commit object, and a compare-and-swap update-ref) so a commit costs the same in a vault of ten notes
 or ten thousand, and never sweeps in files a person is editing. Where it is exact (a plain SHA-1
-repository in `<vault>/.git`), the objects of a commit are written in-process instead (`gitobjects`).
+repository in `<vault>/.git`), the objects of a commit are written in-process instead (`gitobjects`),
+and so are the person's index entries for the files committed (`gitindex`).
 
 Every git process runs on the vault alone: the GIT_* variables that would point it at another
 repository, index or object store are removed from its environment (`clean_env`), and it never signs
@@ -22,6 +23,7 @@ import getpass
 import os
 import re
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from . import gitobjects
+from . import gitindex, gitobjects
 from .errors import GitError, StorageError, storage_message
 
 __all__ = [
@@ -136,17 +138,11 @@ class Git:
         self._trees: dict[str, str] = {}  # commit -> tree, for commits this process made
         self._tree_cache: dict[str, gitobjects.Tree] = {}
         self._plain_attributes: bool | None = None
-        self._index_lag: set[str] = set()  # paths committed that the person's index does not show yet
-        self._index_mutex = threading.Lock()  # guards `_index_lag` and `_index_timer`
-        self._index_flush = threading.Lock()  # one `update-index` at a time
-        self._index_timer: threading.Timer | None = None
-        # A long-running server brings the person's index in step a moment after each commit, in the
-        # background (INDEX_DELAY): `update-index` reads and rewrites an index of every note (20-60 ms at
-        # 100,000) and a write must not wait for it. Any git command that uses the index waits for it.
-        self.index_later = False
-        # Where a server lists the paths its index update still owes, so that a server killed before the
-        # update leaves them for the next start (`catch_up_index`); set by the vault.
-        self.lag_file: Path | None = None
+        # Committed paths the person's index does not show yet (another git held index.lock), with what
+        # the in-process index writer needs (None: git's update-index does it); any git command that
+        # reads the index brings it in step first.
+        self._index_lag: dict[str, gitindex.Staged | None] = {}
+        self._index_lock = threading.Lock()
         self._since_check = HOUSEKEEPING_EVERY - 1  # the first write after start checks at once
         self._gc_started = -HOUSEKEEPING_INTERVAL
         self._gc_child: subprocess.Popen[bytes] | None = None
@@ -447,31 +443,36 @@ class Git:
         parent, parent_tree = self._head_and_tree()
         if parent is None or parent_tree is None:
             raise _NotHere("no commit yet")
-        changes = {path: self._blob_entry(path) for path in paths}
+        staged: list[gitindex.Staged] = []
+        changes = {path: self._blob_entry(path, staged) for path in paths}
         tree = self._patched(parent_tree, changes) or self._write_tree({})
         if tree == parent_tree:
-            self._sync_index(paths)
+            self._sync_index(paths, staged)
             return None
         commit = self._commit_object(tree, parent, message)
         if not self._swap_head(commit, parent, f"commit: {message.splitlines()[0]}"):
             self.run("update-ref", "-m", f"commit: {message.splitlines()[0]}", "HEAD", commit, parent)
         self._trees[commit] = tree
-        self._sync_index(paths)
+        self._sync_index(paths, staged)
         return commit
 
-    def _blob_entry(self, path: str) -> tuple[str, str] | None:
+    def _blob_entry(self, path: str, staged: list[gitindex.Staged]) -> tuple[str, str] | None:
         full = self.root / path
-        if full.is_symlink() or (full.exists() and not full.is_file()):
-            raise _NotHere(f"{path} is not a regular file")
         try:
+            st = full.lstat()  # before reading, as git does: a change after it shows in `git status`
+            if not stat.S_ISREG(st.st_mode):
+                raise _NotHere(f"{path} is not a regular file")
             data = full.read_bytes()
         except FileNotFoundError:
             return None
         if b"\r" in data and not path.endswith(".gz"):
             raise _NotHere("line endings git would normalise")  # .gitattributes says text eol=lf
-        mode = "100755" if os.access(full, os.X_OK) else "100644"
+        mode = "100755" if st.st_mode & stat.S_IXUSR else "100644"
         self._written += len(data)
-        return mode, gitobjects.write_loose(self.layout().objects, "blob", data)
+        sha = gitobjects.write_loose(self.layout().objects, "blob", data)
+        if len(data) == st.st_size:  # else it changed while read: git's update-index looks at it again
+            staged.append(gitindex.Staged(path, int(mode, 8), sha, st))
+        return mode, sha
 
     def _patched(self, tree: str | None, changes: dict[str, tuple[str, str] | None]) -> str | None:
         """The tree `tree` with `changes` (relative paths -> entry or None) applied; None when empty."""
@@ -570,67 +571,41 @@ class Git:
             self.layout().objects, "commit", ("\n".join(lines) + f"\n\n{message}\n").encode("utf-8")
         )
 
-    def _sync_index(self, paths: Sequence[str]) -> None:
-        """Show committed `paths` in the person's index: now, or in the background (`index_later`)."""
-        with self._index_mutex:
-            self._index_lag.update(paths)
-            later = self.index_later
-            if later and self.lag_file is not None:
-                self._owe(paths)
-            if later and self._index_timer is None:
-                # Not a daemon: a server that exits before the timer fires still updates the index.
-                self._index_timer = threading.Timer(INDEX_DELAY, self._flush_later)
-                self._index_timer.start()
-        if not later:
-            self.flush_index()
-
-    def _flush_later(self) -> None:
-        with self._index_mutex:
-            self._index_timer = None
-        self.flush_index()
+    def _sync_index(self, paths: Sequence[str], staged: Sequence[gitindex.Staged] = ()) -> None:
+        """Show committed `paths` in the person's index (`staged`: those the in-process writer may add)."""
+        known = {item.path: item for item in staged}
+        with self._index_lock:
+            self._index_lag.update((path, known.get(path)) for path in paths)
+            self._flush_index()
 
     def flush_index(self) -> None:
         """Bring the person's index in step with the commits made. Best effort: a person's git holding
         index.lock must not turn a made commit into a failure; what it could not take is tried again."""
-        with self._index_flush:
-            with self._index_mutex:
-                pending = sorted(self._index_lag)
-            if not pending:
-                return
-            code = self._spawn(
-                ["update-index", "--add", "--remove", "-z", "--stdin"], "\0".join(pending) + "\0", None, None
-            ).returncode
-            if code == 0:
-                with self._index_mutex:
-                    self._index_lag.difference_update(pending)
-                    if not self._index_lag and self.lag_file is not None:
-                        self.lag_file.unlink(missing_ok=True)
+        with self._index_lock:
+            self._flush_index()
 
-    def _owe(self, paths: Sequence[str]) -> None:
-        assert self.lag_file is not None
-        try:
-            self.lag_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.lag_file, "a", encoding="utf-8", errors="surrogateescape") as handle:
-                handle.write("".join(f"{p}\0" for p in paths))
-        except OSError:
-            pass  # only a kill in the next moment would make this matter; git status then shows it
-
-    def catch_up_index(self, lag_file: Path) -> None:
-        """Update the person's index for the paths a killed server still owed it (see `lag_file`)."""
-        try:
-            paths = [
-                p for p in lag_file.read_text(encoding="utf-8", errors="surrogateescape").split("\0") if p
-            ]
-        except OSError:
+    def _flush_index(self) -> None:
+        pending = dict(self._index_lag)
+        if not pending:
             return
-        if (
-            not paths
-            or self._spawn(
-                ["update-index", "--add", "--remove", "-z", "--stdin"], "\0".join(paths) + "\0", None, None
-            ).returncode
-            == 0
-        ):
-            lag_file.unlink(missing_ok=True)
+        outcome = gitindex.Outcome.GIT
+        staged = [item for item in pending.values() if item is not None]
+        layout = self.layout()
+        if len(staged) == len(pending) and layout.in_process:
+            try:
+                outcome = gitindex.stage(layout.git_dir, staged)
+            except gitindex.Held:
+                return
+        if outcome is not gitindex.Outcome.DONE:
+            # A small split part that grew past git's own share: git writes a new shared index.
+            resplit = ["-c", "splitIndex.maxPercentChange=0"] if outcome is gitindex.Outcome.RESPLIT else []
+            listing = "\0".join(pending) + "\0"
+            args = [*resplit, "update-index", "--add", "--remove", "-z", "--stdin"]
+            if self._spawn(args, listing, None, None).returncode != 0:
+                return
+        for path, item in pending.items():
+            if self._index_lag.get(path) is item:
+                del self._index_lag[path]
 
     def _head_and_tree(self) -> tuple[str | None, str | None]:
         # Every spawn counts when a write should cost a few milliseconds: HEAD is read from its file,
@@ -891,7 +866,6 @@ class Git:
 # too young to prune) is not restarted at every look. At gc.auto=1000 a burst of writes starts a gc
 # every 200-300 commits, each a few hundred ms of background work (an incremental pack; prune skips
 # its walk while every loose object is young).
-INDEX_DELAY = 0.05  # seconds a server lets commits gather before updating the person's index
 # git commands that neither read nor write the index: they need not wait for a pending index update.
 _INDEX_FREE = frozenset(
     [

@@ -54,6 +54,7 @@ class Vault:
 
     def __init__(self, root: Path, lock_timeout: float = 30.0) -> None:
         self.root = root
+        self._real_root: str | None = None  # the vault folder with its symlinks resolved, once
         self.git = Git(root)
         self.state = root / ".rlm"  # machine-local state (locks, journals, access counts), git-ignored
         self.cache = vault_cache_dir(root)  # rebuildable caches, outside the work tree
@@ -181,14 +182,6 @@ class Vault:
         if (self.state / "merging").exists():
             with self.lock():
                 self.abort_interrupted_merge()
-        # A server killed between a commit and its index update: the person's index shows that commit's
-        # files as deleted and untracked until they are added to it.
-        for owed in self.state.glob("index-lag-*"):
-            if not pid_alive(
-                int(owed.name.rsplit("-", 1)[1]) if owed.name.rsplit("-", 1)[1].isdigit() else 0
-            ):
-                with self.lock():
-                    self.git.catch_up_index(owed)
         # State files (.rlm/*.json) are written without the vault lock: only a dead process's temp file goes.
         for temp in [*self.state.glob(f".*{_TMP_SUFFIX}"), *self.cache.glob(f".*{_TMP_SUFFIX}")]:
             if not pid_alive(_writer_pid(temp.name)):
@@ -276,9 +269,9 @@ class Vault:
         if ".." in parts or parts[0] not in NOTE_DIRS:
             return False
         real_parent = os.path.realpath(self.root / Path(relpath).parent)
-        return real_parent == os.path.realpath(self.root) or real_parent.startswith(
-            os.path.realpath(self.root) + os.sep
-        )
+        if self._real_root is None:
+            self._real_root = os.path.realpath(self.root)
+        return real_parent == self._real_root or real_parent.startswith(self._real_root + os.sep)
 
     def note_folders(self) -> dict[str, Stamp]:
         """insights/ and every chunks/<project>/ folder, with the folder's own stamp."""

@@ -252,40 +252,6 @@ def test_a_persons_index_lock_does_not_block_commits_and_the_index_catches_up(re
     assert repo.status() == []  # the person's index now has both files
 
 
-def test_a_server_updates_the_persons_index_in_the_background(repo: Git) -> None:
-    repo.index_later = True
-    write(repo, "insights/a.md", "a\n")
-    assert repo.commit_paths(["insights/a.md"], "first") is not None
-    deadline = time.monotonic() + 10
-    while git(repo.root, "diff", "--cached", "--name-only", "HEAD").strip() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert git(repo.root, "diff", "--cached", "--name-only", "HEAD").strip() == ""  # caught up by itself
-    write(repo, "insights/b.md", "b\n")
-    repo.commit_paths(["insights/b.md"], "second")
-    assert repo.status() == []  # a command that reads the index waits for the update first
-
-
-EXIT_AT_ONCE = """
-import sys
-from pathlib import Path
-from rlm_vault.git import Git
-git = Git(Path(sys.argv[1]))
-git.index_later = True
-(git.root / "insights" / "c.md").write_text("c\\n")
-git.commit_paths(["insights/c.md"], "written just before the process ends")
-"""
-
-
-def test_a_server_that_exits_right_after_a_commit_leaves_the_index_in_step(repo: Git) -> None:
-    import subprocess
-    import sys
-
-    (repo.root / "insights").mkdir(exist_ok=True)
-    subprocess.run([sys.executable, "-c", EXIT_AT_ONCE, str(repo.root)], check=True, timeout=60)
-    assert git(repo.root, "log", "-1", "--format=%s").strip() == "written just before the process ends"
-    assert git_status(repo.root) == []
-
-
 def test_stale_index_lock_is_removed(repo: Git) -> None:
     lock = repo.root / ".git" / "index.lock"
     lock.write_text("")
@@ -352,32 +318,3 @@ def test_a_ref_update_hook_or_a_held_lock_gets_git_s_own_update_ref(repo: Git) -
     assert lock.read_text() == ""  # never taken from its holder
     lock.unlink()
     assert repo.commit_paths(["insights/c.md"], "after") is not None
-
-
-KILLED_AFTER_COMMIT = """
-import os, sys
-from pathlib import Path
-from rlm_vault.vault import Vault
-vault = Vault.open(Path(sys.argv[1]))
-vault.git.index_later = True
-vault.git.lag_file = vault.state / f"index-lag-{os.getpid()}"
-with vault.transaction() as tx:
-    tx.message = "written just before a kill"
-    tx.write("insights/killed.md", "---\\nid: killed\\n---\\nsaved\\n")
-os._exit(0)  # as SIGKILL would: no timer, no atexit, the index update never runs
-"""
-
-
-def test_an_index_update_a_killed_server_owed_is_made_at_the_next_start(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from rlm_vault.vault import Vault
-
-    root = Vault.open(tmp_path / "v").root
-    subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT, str(root)], check=True, timeout=60)
-    assert git(root, "log", "-1", "--format=%s").strip() == "written just before a kill"
-    assert "insights/killed.md" not in git(root, "ls-files")  # the person's index lags behind HEAD
-    Vault.open(root)
-    assert "insights/killed.md" in git(root, "ls-files")
-    assert git_status(root) == [] and not list((root / ".rlm").glob("index-lag-*"))
