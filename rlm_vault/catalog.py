@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS folders (rel TEXT PRIMARY KEY, stamp TEXT NOT NULL, s
 """
 
 _NOTE_COLUMNS = "path, meta, content"
+STREAM_FIRST_PAGE = 50  # notes `stream` reads first; each next page is 4x larger, up to STREAM_PAGE
+STREAM_PAGE = 2000
 T = TypeVar("T")
 
 
@@ -562,6 +564,26 @@ class Catalog:
     ) -> list[Insight | Chunk]:
         """Up to `limit` notes newest first (by creation time, then id), older than `after` (created, id)
         when given, of one kind and one project folder (ASCII case ignored) when asked."""
+        rows = self._newest_rows(limit, after, kind, project)
+        return [n for n in (_note(row[:3]) for row in rows) if n is not None]
+
+    def stream(self, kind: str = "", project: str = "") -> Iterator[Insight | Chunk]:
+        """Every note `newest` would list, newest first, read a page at a time: a caller that stops early
+        (a grep that found its lines) parses only the notes it looked at."""
+        after, page = None, STREAM_FIRST_PAGE
+        while True:
+            rows = self._newest_rows(page, after, kind, project)
+            for row in rows:
+                note = _note(row[:3])
+                if note is not None:
+                    yield note
+            if len(rows) < page:
+                return
+            after, page = (rows[-1][3], rows[-1][4]), min(page * 4, STREAM_PAGE)
+
+    def _newest_rows(
+        self, limit: int, after: tuple[str, str] | None, kind: str, project: str
+    ) -> list[tuple[str, str, str, str, str]]:
         where, args = ["kind IS NOT NULL"], []
         if after is not None:
             where.append("(created, id) < (?, ?)")
@@ -572,9 +594,13 @@ class Catalog:
         if project:
             where.append("folder = ? COLLATE NOCASE")
             args.append(f"chunks/{project}")
-        sql = f"SELECT {_NOTE_COLUMNS} FROM notes WHERE {' AND '.join(where)} ORDER BY created DESC, id DESC"
-        rows = self._query(f"{sql} LIMIT ?", (*args, limit))
-        return [n for n in map(_note, rows) if n is not None]
+        # In creation order from its index, filters checked row by row: with `kind = ?` the planner took the
+        # kind index and sorted every chunk (260 ms at 100,000 for a page of one).
+        sql = (
+            f"SELECT {_NOTE_COLUMNS}, created, id FROM notes INDEXED BY notes_created"
+            f" WHERE {' AND '.join(where)} ORDER BY created DESC, id DESC LIMIT ?"
+        )
+        return self._query(sql, (*args, limit))
 
     def counts(self) -> dict[str, int]:
         """How many insights and chunks the vault holds."""

@@ -96,6 +96,13 @@ def filter_chunks(
     chunks: Iterable[Chunk], project: str, domain: str, date_from: str, date_to: str, entity: str
 ) -> list[Chunk]:
     """Chunks passing every filter given; newest first."""
+    return newest(filter(chunk_filter(project, domain, date_from, date_to, entity), chunks))
+
+
+def chunk_filter(
+    project: str, domain: str, date_from: str, date_to: str, entity: str
+) -> Callable[[Chunk], bool]:
+    """A test of one chunk against every filter given (InvalidInput for a date that is not one)."""
     date_from, date_to = date(date_from, "date_from"), date(date_to, "date_to")
     needle = fold(entity.strip())
 
@@ -108,7 +115,7 @@ def filter_chunks(
             and (not needle or any(needle in fold(v) for vs in c.entities.values() for v in vs))
         )
 
-    return newest(c for c in chunks if keep(c))
+    return keep
 
 
 def filter_insights(insights: Iterable[Insight], project: str, date_from: str, date_to: str) -> list[Insight]:
@@ -157,7 +164,7 @@ def _analysed(text: str) -> tuple[frozenset[str], str]:
 
 
 def regex_lines(
-    chunks: Sequence[Chunk | Insight], pattern: str, limit: int, budget: float, text: Text = _content
+    chunks: Iterable[Chunk | Insight], pattern: str, limit: int, budget: float, text: Text = _content
 ) -> list[GrepMatch]:
     """Lines matching a case-insensitive regex, with a time budget against runaway patterns.
 

@@ -12,7 +12,7 @@ import atexit
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from . import query as q
@@ -386,12 +386,29 @@ class Search:
             )
         if fuzzy and not include_archived and self._ready() and not self._partial(self._synced()):
             return {"matches": self._fuzzy(pattern, fuzzy_threshold, limit, filters)}
-        chunks, insights = self._candidates(filters, include_archived)
-        notes: list[Chunk | Insight] = [*chunks, *q.newest(insights)]
         text = self._text_from(self._synced() if self._ready() else None)
-        if fuzzy:
-            return {"matches": q.fuzzy_lines(notes, pattern, fuzzy_threshold, limit, text)}
-        return {"matches": q.regex_lines(notes, pattern, limit, self.store.config.grep_timeout, text)}
+        if not fuzzy:
+            notes = self._newest_first(filters) if not include_archived else self._listed(filters, True)
+            return {"matches": q.regex_lines(notes, pattern, limit, self.store.config.grep_timeout, text)}
+        listed = list(self._listed(filters, include_archived))
+        return {"matches": q.fuzzy_lines(listed, pattern, fuzzy_threshold, limit, text)}
+
+    def _listed(self, f: Filters, include_archived: bool) -> Iterator[Chunk | Insight]:
+        """Chunks then insights, each newest first, as the filters and `include_archived` ask."""
+        chunks, insights = self._candidates(f, include_archived)
+        yield from chunks
+        yield from q.newest(insights)
+
+    def _newest_first(self, f: Filters) -> Iterator[Chunk | Insight]:
+        """What `_listed` gives without archived notes, read from the listing a page at a time: a regex
+        grep that has its lines after a few hundred notes never parses the other 100,000."""
+        keep = q.chunk_filter(f.project, f.domain, f.date_from, f.date_to, f.entity)
+        cat = self.store.fresh()
+        for note in cat.stream("chunk", f.project if f.project.isascii() else ""):
+            if isinstance(note, Chunk) and keep(note):
+                yield note
+        if f.kind != "chunk" and not (f.domain or f.entity):
+            yield from q.newest(q.filter_insights(cat.insights(), f.project, f.date_from, f.date_to))
 
     def _text_from(self, engine: SearchEngine | None) -> Callable[[Insight | Chunk], str]:
         """A note's text: from the shared bodies file when the caches hold it, else from its file."""

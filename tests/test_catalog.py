@@ -194,6 +194,26 @@ def test_lookups_answer_from_the_listing(tmp_path: Path) -> None:
     )
 
 
+def test_a_stream_pages_through_every_note_newest_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_module, "STREAM_FIRST_PAGE", 3)
+    monkeypatch.setattr(catalog_module, "STREAM_PAGE", 7)
+    vault = Vault.open(tmp_path / "v")
+    for n in range(40):  # creation times repeat: (created, id) orders them
+        project = "P" if n % 3 else "Q"
+        created = f"2026-01-{1 + n % 5:02d}T10:00:00Z"
+        note(vault, f"chunks/{project}/c{n:02d}.md", f"{n}", type="chunk", created=created)
+    for n in range(5):
+        note(vault, f"insights/i{n}.md", "i", created=f"2026-01-0{n + 1}T09:00:00Z")
+    catalog = Catalog(vault)
+    catalog.refresh()
+    everything = [n.id for n in catalog.newest(1000)]
+    assert len(everything) == 45 and [n.id for n in catalog.stream()] == everything
+    chunks = [n.id for n in catalog.newest(1000, kind="chunk", project="p")]
+    assert len(chunks) == 26 and [n.id for n in catalog.stream("chunk", "p")] == chunks
+
+
 PARSE = """
 import sys
 from pathlib import Path

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from helpers import commit_count, git, git_log, git_status
 
+from rlm_vault import catalog as catalog_module
 from rlm_vault import markdown
 from rlm_vault.errors import InvalidInput, NotFound
 from rlm_vault.models import content_hash
@@ -526,6 +527,24 @@ def test_grep_filters(service: MemoryService, clock: Any) -> None:
     assert found(entity="API-7") == [c]
     with pytest.raises(InvalidInput, match="YYYY-MM-DD"):
         service.grep("needle", date_from="26/11/2026")
+
+
+def test_grep_pages_through_many_notes_in_order(
+    service: MemoryService, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_module, "STREAM_FIRST_PAGE", 2)
+    monkeypatch.setattr(catalog_module, "STREAM_PAGE", 3)
+    oldest = service.chunk("the needle in the oldest one", project="A")["id"]
+    made = []
+    for n in range(9):
+        clock.advance(days=1)
+        made.append(
+            service.chunk(f"plain note {n}" + (" with a needle" if n % 4 == 0 else ""), project="A")["id"]
+        )
+    insight = service.remember("an insight holds a needle too")["id"]
+    expected = [made[8], made[4], made[0], oldest, insight]  # chunks newest first, then insights
+    assert ids(service.grep("needle")["matches"]) == expected  # type: ignore[arg-type]
+    assert ids(service.grep("needle", limit=2)["matches"]) == expected[:2]  # type: ignore[arg-type]
 
 
 # ======================================================================================== search & lists
