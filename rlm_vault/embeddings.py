@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -360,9 +360,9 @@ class VectorStore:
         self._scales = scales if matrix is not None else np.zeros(0, dtype=np.float32)
         self._fresh = []
 
-    def stamps(self) -> dict[str, str]:
-        """id -> sha256 of every stored vector."""
-        return dict(self._shas)
+    def stamps(self) -> Mapping[str, str]:
+        """id -> sha256 of every stored vector (the store's own map, not a copy: 100,000 entries)."""
+        return self._shas
 
     def __len__(self) -> int:
         return len(self._row)

@@ -27,7 +27,15 @@ from .autosync import AutoSync
 from .catalog import note_from_file
 from .chunks import Chunks
 from .config import Config
-from .core import Clock, ContentRules, Store, detect_project, release_freed_memory, utc_now
+from .core import (
+    Clock,
+    ContentRules,
+    Store,
+    detect_project,
+    one_allocator_arena,
+    release_freed_memory,
+    utc_now,
+)
 from .errors import VaultError
 from .insights import Insights
 from .lifecycle import Lifecycle
@@ -48,6 +56,7 @@ __all__ = [
     "default_embedder",
     "detect_project",
     "init_vault",
+    "one_allocator_arena",
     "open_service",
     "read_insights",
     "read_state",
