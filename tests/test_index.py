@@ -104,7 +104,11 @@ def test_update_replaces_and_delete_removes(index: TextIndex) -> None:
     assert set(index.stamps()) == {"n1"}
 
 
-def test_incremental_updates_equal_a_rebuild(tmp_path: Path) -> None:
+@pytest.mark.parametrize("few", [64, 0])  # changed notes found one by one, or in one pass
+def test_incremental_updates_equal_a_rebuild(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
+    monkeypatch.setattr(index_module, "FEW_LOOKUPS", few)
     topics = ("migration", "deploy")
     docs = [make_doc(f"d{i}", f"note {i} about {topics[i % 2]} step {i % 5}") for i in range(30)]
     changed = [replace(d, body=d.body + " hotfix", sha256=d.sha256 + "x") for d in docs[:10]]

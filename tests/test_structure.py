@@ -15,7 +15,17 @@ PACKAGE = ROOT / "rlm_vault"
 
 # Lower layers never import higher ones (data flows one way: front ends -> service -> vault and caches).
 LAYERS = {
-    0: {"errors", "config", "results", "formatting", "textproc", "secret_rules", "transcript", "gitobjects"},
+    0: {
+        "errors",
+        "config",
+        "results",
+        "formatting",
+        "textproc",
+        "secret_rules",
+        "transcript",
+        "gitobjects",
+        "gitindex",
+    },
     1: {"models", "markdown", "git", "filelock", "secrets", "modelcache", "related", "fuzzy", "postings"},
     2: {"vault", "retention", "index", "notes", "modelserver"},
     3: {"catalog", "access", "embeddings", "query", "rerank", "texts"},
@@ -192,7 +202,17 @@ def test_only_git_module_starts_git() -> None:
 
 
 FRONT_ENDS = {"cli", "mcp_server", "hooks", "install", "migrate", "bulk"}
-RECORD_AND_CACHES = {"vault", "git", "gitobjects", "catalog", "index", "search", "embeddings", "fuzzy"}
+RECORD_AND_CACHES = {
+    "vault",
+    "git",
+    "gitobjects",
+    "gitindex",
+    "catalog",
+    "index",
+    "search",
+    "embeddings",
+    "fuzzy",
+}
 
 
 @pytest.mark.parametrize("name", sorted(FRONT_ENDS))
