@@ -143,6 +143,7 @@ class Git:
         # reads the index brings it in step first.
         self._index_lag: dict[str, gitindex.Staged | None] = {}
         self._index_lock = threading.Lock()
+        self._person_index: gitindex.PersonIndex | None = None
         self._since_check = HOUSEKEEPING_EVERY - 1  # the first write after start checks at once
         self._gc_started = -HOUSEKEEPING_INTERVAL
         self._gc_child: subprocess.Popen[bytes] | None = None
@@ -594,8 +595,10 @@ class Git:
         staged = [item for item in pending.values() if item is not None]
         layout = self.layout()
         if len(staged) == len(pending) and layout.in_process:
+            if self._person_index is None or self._person_index.git_dir != layout.git_dir:
+                self._person_index = gitindex.PersonIndex(layout.git_dir)
             try:
-                outcome = gitindex.stage(layout.git_dir, staged)
+                outcome = self._person_index.stage(staged)
             except gitindex.Held:
                 return
         if outcome is not gitindex.Outcome.DONE:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Held", "Outcome", "Staged", "stage"]
+__all__ = ["Held", "Outcome", "PersonIndex", "Staged"]
 
 RESPLIT_CAP = 500  # entries in the small file past which git writes a new shared index
 RESPLIT_SHARE = 5  # ... or a fifth of the shared index's entries (splitIndex.maxPercentChange = 20)
@@ -69,50 +69,77 @@ class Staged:
 class _Entry:
     head: bytes  # stat data, object name, flags (and extended flags): 62 or 64 bytes
     name: bytes
+    raw: bytes = b""  # the entry as the file holds it...
+    after: bytes = b""  # ... written after the entry of this name (version 4 names share prefixes)
 
     @property
     def stage(self) -> int:
         return (int.from_bytes(self.head[60:62], "big") & _STAGE) >> 12
 
 
-def stage(git_dir: Path, staged: Sequence[Staged]) -> Outcome:
-    """Show `staged` in `git_dir`'s index; raises Held when another git holds its lock."""
-    if not staged or (git_dir / "MERGE_HEAD").exists():
-        return Outcome.GIT
-    index = git_dir / "index"
-    lock = git_dir / "index.lock"
-    try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:
-        raise Held(str(lock)) from None
-    except OSError:
-        return Outcome.GIT
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            outcome, data = _rewritten(git_dir, index, staged)
-            if outcome is Outcome.DONE:
-                handle.write(data)
-        if outcome is Outcome.DONE:
-            os.replace(lock, index)
-            done = True
-        return outcome
-    except OSError:
-        return Outcome.GIT
-    finally:
-        if not done:
-            lock.unlink(missing_ok=True)
+@dataclass
+class _Parsed:
+    version: int
+    entries: list[_Entry]  # replacements of shared entries first (no name), then the others by name
+    extensions: list[tuple[bytes, bytes]]
 
 
-def _rewritten(git_dir: Path, index: Path, staged: Sequence[Staged]) -> tuple[Outcome, bytes]:
-    try:
-        data = index.read_bytes()
-    except FileNotFoundError:
-        return Outcome.GIT, b""
-    parsed = _parse(data)
-    if parsed is None:
-        return Outcome.GIT, b""
-    version, entries, extensions = parsed
+class PersonIndex:
+    """The person's index of one repository (`<git_dir>/index`), kept parsed between this process's writes:
+    while the file is the one it wrote last (same inode, size and times), it is not read again."""
+
+    def __init__(self, git_dir: Path) -> None:
+        self.git_dir = git_dir
+        self._known: tuple[tuple[int, ...], _Parsed] | None = None
+
+    def stage(self, staged: Sequence[Staged]) -> Outcome:
+        """Show `staged` in the index; raises Held when another git holds its lock."""
+        if not staged or (self.git_dir / "MERGE_HEAD").exists():
+            return Outcome.GIT
+        index = self.git_dir / "index"
+        lock = self.git_dir / "index.lock"
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            raise Held(str(lock)) from None
+        except OSError:
+            return Outcome.GIT
+        known, self._known = self._known, None
+        done = False
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                parsed = self._read(index, known)
+                outcome, data = _rewritten(self.git_dir, parsed, staged) if parsed else (Outcome.GIT, b"")
+                if outcome is Outcome.DONE:
+                    handle.write(data)
+            if outcome is Outcome.DONE and parsed is not None:
+                os.replace(lock, index)
+                done = True
+                self._known = (_identity(index.stat()), parsed)
+            return outcome
+        except OSError:
+            return Outcome.GIT
+        finally:
+            if not done:
+                lock.unlink(missing_ok=True)
+
+    @staticmethod
+    def _read(index: Path, known: tuple[tuple[int, ...], _Parsed] | None) -> _Parsed | None:
+        try:
+            if known is not None and _identity(index.stat()) == known[0]:
+                return known[1]
+            return _parse(index.read_bytes())
+        except OSError:
+            return None
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _rewritten(git_dir: Path, parsed: _Parsed, staged: Sequence[Staged]) -> tuple[Outcome, bytes]:
+    """The index file with `staged` in it; `parsed` becomes what it holds (DONE only)."""
+    version, entries, extensions = parsed.version, parsed.entries, parsed.extensions
     link = dict(extensions).get(b"link")
     if link is None or len(link) < 20:
         return Outcome.GIT, b""
@@ -134,12 +161,14 @@ def _rewritten(git_dir: Path, index: Path, staged: Sequence[Staged]) -> tuple[Ou
         own[name] = _Entry(_entry_head(item, len(name)), name)
     if len(replaced) + len(own) > min(RESPLIT_CAP, max(base // RESPLIT_SHARE, RESPLIT_FLOOR)):
         return Outcome.RESPLIT, b""
-    body = [_HEAD.pack(b"DIRC", version, len(replaced) + len(own))]
+    ordered = [*replaced, *(own[name] for name in sorted(own))]
+    body = [_HEAD.pack(b"DIRC", version, len(ordered))]
     previous = b""
-    for entry in [*replaced, *(own[name] for name in sorted(own))]:
+    for entry in ordered:
         body.append(_encode(entry, version, previous))
         previous = entry.name
     paths = [item.path.encode("utf-8", "surrogateescape") for item in staged]
+    kept = []
     for signature, content in extensions:
         if signature == b"TREE":
             try:
@@ -148,13 +177,15 @@ def _rewritten(git_dir: Path, index: Path, staged: Sequence[Staged]) -> tuple[Ou
                 continue  # unreadable: git rebuilds the cached trees when it wants them
         elif signature not in _KEPT:
             continue
+        kept.append((signature, content))
         body.append(signature + len(content).to_bytes(4, "big") + content)
     out = b"".join(body)
     _freshen(shared)
+    parsed.entries, parsed.extensions = ordered, kept
     return Outcome.DONE, out + hashlib.sha1(out).digest()
 
 
-def _parse(data: bytes) -> tuple[int, list[_Entry], list[tuple[bytes, bytes]]] | None:
+def _parse(data: bytes) -> _Parsed | None:
     """An index file's version, entries and extensions; None for anything this module does not write."""
     if len(data) < _HEAD.size + 20:
         return None
@@ -168,6 +199,7 @@ def _parse(data: bytes) -> tuple[int, list[_Entry], list[tuple[bytes, bytes]]] |
     pos, previous = _HEAD.size, b""
     try:
         for _ in range(count):
+            begin = pos
             flags = int.from_bytes(data[pos + 60 : pos + 62], "big")
             size = 62
             if flags & _EXTENDED:
@@ -191,7 +223,7 @@ def _parse(data: bytes) -> tuple[int, list[_Entry], list[tuple[bytes, bytes]]] |
                 )
                 name = data[start:stop]
                 pos += (size + len(name) + 8) & ~7
-            entries.append(_Entry(head, name))
+            entries.append(_Entry(head, name, data[begin:pos], previous))
             previous = name
     except (ValueError, IndexError):
         return None
@@ -202,7 +234,7 @@ def _parse(data: bytes) -> tuple[int, list[_Entry], list[tuple[bytes, bytes]]] |
             return None  # a required extension this does not know (a sparse index, say)
         extensions.append((signature, data[pos + 8 : pos + 8 + size]))
         pos += 8 + size
-    return (version, entries, extensions) if pos == end else None
+    return _Parsed(version, entries, extensions) if pos == end else None
 
 
 def _entry_head(item: Staged, namelen: int) -> bytes:
@@ -227,14 +259,20 @@ def _entry_head(item: Staged, namelen: int) -> bytes:
 
 
 def _encode(entry: _Entry, version: int, previous: bytes) -> bytes:
+    """The entry as the file holds it after the entry named `previous` (and remembered so)."""
+    if entry.raw and (version != 4 or entry.after == previous):
+        return entry.raw
     if version == 4:
         common = 0
         limit = min(len(previous), len(entry.name))
         while common < limit and previous[common] == entry.name[common]:
             common += 1
-        return entry.head + _encode_varint(len(previous) - common) + entry.name[common:] + b"\0"
-    size = (len(entry.head) + len(entry.name) + 8) & ~7
-    return (entry.head + entry.name).ljust(size, b"\0")
+        raw = entry.head + _encode_varint(len(previous) - common) + entry.name[common:] + b"\0"
+    else:
+        size = (len(entry.head) + len(entry.name) + 8) & ~7
+        raw = (entry.head + entry.name).ljust(size, b"\0")
+    entry.raw, entry.after = raw, previous
+    return raw
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -217,7 +217,7 @@ def test_a_required_extension_it_does_not_know_leaves_the_index_untouched(repo: 
     st = (repo.root / "insights" / "a.md").lstat()
     staged = [gitindex.Staged("insights/a.md", 0o100644, "0" * 40, st)]
     before = index.read_bytes()
-    assert gitindex.stage(repo.root / ".git", staged) is gitindex.Outcome.GIT
+    assert gitindex.PersonIndex(repo.root / ".git").stage(staged) is gitindex.Outcome.GIT
     assert index.read_bytes() == before and not (repo.root / ".git" / "index.lock").exists()
 
 
@@ -250,4 +250,19 @@ def test_random_writes_keep_the_index_equal_to_head(repo: Git, monkeypatch: pyte
         commit(repo, picked)
         if step % 15 == 14:
             git(repo.root, "status", "--porcelain")  # git refreshes and may write the index itself
+    in_step(repo)
+
+
+def test_an_index_git_changed_between_two_writes_is_read_again(repo: Git) -> None:
+    write(repo, "insights/a.md", "a\n")
+    commit(repo, ["insights/a.md"])
+    write(repo, "notes-of-mine.txt", "mine\n")
+    git(repo.root, "add", "notes-of-mine.txt")  # git rewrites the index this process wrote last
+    write(repo, "insights/b.md", "b\n")
+    commit(repo, ["insights/b.md"])
+    assert git(repo.root, "diff", "--cached", "--name-only", "HEAD").split() == ["notes-of-mine.txt"]
+    git(repo.root, "rm", "-q", "--cached", "notes-of-mine.txt")
+    (repo.root / "notes-of-mine.txt").unlink()
+    write(repo, "insights/c.md", "c\n")
+    commit(repo, ["insights/c.md"])
     in_step(repo)
