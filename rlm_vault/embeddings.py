@@ -528,9 +528,10 @@ class VectorStore:
             rows = self._all_rows
         else:
             rows = np.fromiter((self._row[i] for i in ids), dtype=np.intp, count=len(ids))
-        if allowed_ids is None and len(ids) == self._count():
-            scores = _dot(self._matrix, self._scales, vector)  # no dead rows: one pass
-            scores = scores[rows]
+        if 2 * len(ids) >= self._count():
+            # Most rows wanted: one pass over the file's pages, the few others (replaced or filtered out)
+            # scored for nothing, rather than a copy of the wanted rows (25 MB at 100,000 notes).
+            scores = _dot(self._matrix, self._scales, vector)[rows]
         else:
             scores = _dot(self._matrix[rows], self._scales[rows], vector)
         top = np.argsort(-scores)[:k] if k >= len(scores) else _top(scores, k)

@@ -158,6 +158,7 @@ _UNREAD = (-1, -1, -1)  # the manifest's stat before the first look
 FORMAT = 1
 GRACE = 60.0  # seconds a file no manifest names is kept: a reader may have read the manifest just before
 TIER = 4  # this many tail segments of one size class are merged into one
+MAX_TAIL = 8  # small segments past which they are merged into one (at most FOLD of the main one's notes)
 FEW_LOOKUPS = 64  # ids an update finds by a search of each segment's ids; more are matched in one pass
 FOLD = 0.05  # tail documents beyond this share of the main segment are folded into it
 _FIELD = {name: n for n, name in enumerate(postings.FIELDS)}
@@ -460,6 +461,8 @@ class TextIndex:
             return [self._merge_entries(entries, generation)]
         while len(tail) >= TIER and len({_size_class(e["count"]) for e in tail[-TIER:]}) == 1:
             tail = [*tail[:-TIER], self._merge_entries(tail[-TIER:], generation)]
+        if len(tail) > MAX_TAIL:  # writes of mixed sizes: each query term is looked up in every segment
+            tail = [self._merge_entries(tail, generation)]
         return [main, *tail]
 
     def _merge_entries(self, entries: list[dict[str, Any]], generation: int) -> dict[str, Any]:
