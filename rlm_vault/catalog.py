@@ -92,6 +92,18 @@ CREATE TABLE IF NOT EXISTS folders (rel TEXT PRIMARY KEY, stamp TEXT NOT NULL, s
 """
 
 _NOTE_COLUMNS = "path, meta, content"
+
+
+@dataclass(frozen=True)
+class ChunkFacts:
+    """What sessions and domains are derived from ("" for what a chunk does not say)."""
+
+    project: str
+    domain: str
+    session: str
+    created: str
+
+
 STREAM_FIRST_PAGE = 50  # notes `stream` reads first; each next page is 4x larger, up to STREAM_PAGE
 STREAM_PAGE = 2000
 T = TypeVar("T")
@@ -558,6 +570,15 @@ class Catalog:
             return light
         read = (self.read(c.id) for c in light)
         return [c for c in read if isinstance(c, Chunk)]
+
+    def chunk_facts(self) -> list[ChunkFacts]:
+        """Project folder, domain, session and creation time of every chunk, from the listing's columns and
+        its stored front matter: no note is built (`chunks()` builds each: 6 s at 100,000)."""
+        rows = self._query(
+            "SELECT project, json_extract(meta, '$.domain'), json_extract(meta, '$.session'), created"
+            " FROM notes WHERE kind = 'chunk' ORDER BY path"
+        )
+        return [ChunkFacts(*(v if isinstance(v, str) else "" for v in row)) for row in rows]
 
     def newest(
         self, limit: int, after: tuple[str, str] | None = None, kind: str = "", project: str = ""

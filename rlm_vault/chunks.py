@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from . import markdown
 from . import query as q
+from .catalog import ChunkFacts
 from .core import ContentRules, Store, iso, valid_text
 from .errors import InvalidInput, InvalidNote, NotFound
 from .insights import name_filter, same_name
@@ -283,8 +284,8 @@ class Chunks:
         """Sessions (day x project x domain) derived from the chunks, newest first."""
         limit = q.limit(limit, 1000)
         project, domain = name_filter(project), name_filter(domain)
-        groups: dict[str, list[Chunk]] = {}
-        for c in self.store.fresh().chunks():
+        groups: dict[str, list[ChunkFacts]] = {}
+        for c in self.store.fresh().chunk_facts():
             if (not project or same_name(c.project, project)) and (not domain or c.domain == domain):
                 groups.setdefault(c.session or f"{c.created[:10]}_{c.project}", []).append(c)
         rows: list[SessionRow] = [
@@ -303,8 +304,8 @@ class Chunks:
     def domains(self) -> Domains:
         """Suggested domains (domains.yaml) and those already used."""
         suggested = self.store.vault.read_domains()
-        used = sorted({c.domain for c in self.store.fresh().chunks() if c.domain} - set(suggested))
-        return {"domains": suggested + used}
+        used = {c.domain for c in self.store.fresh().chunk_facts() if c.domain}
+        return {"domains": suggested + sorted(used - set(suggested))}
 
 
 def _names(folder: os.PathLike[str], prefix: str) -> list[str]:

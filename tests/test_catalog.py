@@ -214,6 +214,30 @@ def test_a_stream_pages_through_every_note_newest_first(
     assert len(chunks) == 26 and [n.id for n in catalog.stream("chunk", "p")] == chunks
 
 
+def test_chunk_facts_say_what_the_chunks_say(tmp_path: Path) -> None:
+    vault = Vault.open(tmp_path / "v")
+    note(
+        vault,
+        "chunks/P/a.md",
+        "x",
+        type="chunk",
+        domain="bugfix",
+        session="s-1",
+        created="2026-01-02T10:00:00Z",
+    )
+    note(vault, "chunks/P/b.md", "y", type="chunk", created="2026-01-03T10:00:00Z")  # no domain, no session
+    note(vault, "chunks/My App/c.md", "z", type="chunk", project="My:App?", domain=7, session=None)
+    (vault.root / "chunks" / "P" / "plain.md").write_text("no front matter at all\n", encoding="utf-8")
+    note(vault, "insights/i.md", "an insight", domain="feature")
+    catalog = Catalog(vault)
+    catalog.refresh()
+    chunks = catalog.chunks()
+    assert len(chunks) == 4
+    assert [(f.project, f.domain, f.session, f.created) for f in catalog.chunk_facts()] == [
+        (c.project, c.domain, c.session, c.created) for c in chunks
+    ]
+
+
 PARSE = """
 import sys
 from pathlib import Path

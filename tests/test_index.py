@@ -232,7 +232,9 @@ def test_many_small_writes_are_merged_and_answer_like_a_rebuild(
         docs[doc.id] = doc
         for doc_id in gone:
             docs.pop(doc_id, None)
-        assert len(json.loads((folder / "manifest.json").read_text())["segments"]) <= index_module.MAX_TAIL + 1
+        assert (
+            len(json.loads((folder / "manifest.json").read_text())["segments"]) <= index_module.MAX_TAIL + 1
+        )
     rebuilt = TextIndex(tmp_path / "rebuilt")
     rebuilt.rebuild(list(docs.values()))
     assert live.stamps() == rebuilt.stamps()
