@@ -357,7 +357,7 @@ class Git:
 
     def head(self) -> str | None:
         """The commit HEAD points at, or None in an empty repository."""
-        with contextlib.suppress(LookupError):
+        with contextlib.suppress(LookupError, GitError):  # GitError: not a repository git can read
             return self._read_head()  # from the files: no process at every server start
         out = self.run("rev-parse", "-q", "--verify", "HEAD^{commit}", check=False).strip()
         return out or None
