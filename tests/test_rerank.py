@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rlm_vault import rerank as rerank_module
 from rlm_vault.index import DocFacts, SearchDoc, role_of
 from rlm_vault.rerank import Neighbours, Rerank, intent, rerank
+from rlm_vault.rerank import _natural as natural_key
 from rlm_vault.search import SearchEngine
 from rlm_vault.textproc import tokens
 
@@ -110,6 +114,37 @@ def test_neighbours_follow_added_changed_and_removed_chunks() -> None:
     moved = {**added, "a": fact("2025-01-01T13:00:00Z")}
     assert around.updated(moved).around("a") == ("c",)
     assert Neighbours(added).updated({"a": facts["a"], "c": facts["c"]}).around("a") == ("c",)
+
+
+@pytest.mark.parametrize("scan", [4096, 0])  # ties found by scanning ids, or by their sort keys
+def test_neighbours_in_clumps_of_one_time_match_a_full_sort_also_when_added_one_by_one(
+    scan: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rerank_module, "TIE_SCAN", scan)
+    rng = random.Random(3)
+    times = ["2025-01-01T10:00:00Z", "2025-01-01T10:00:01Z", "2025-01-02T09:00:00Z"]
+    facts = {
+        f"2025-01-01_{p}_{n:0{rng.choice([1, 3])}d}{rng.choice(['', '_x', '_y'])}": DocFacts(
+            "chunk", p, rng.choice(times), "user", 10
+        )
+        for p in ("P", "Q")
+        for n in rng.sample(range(1, 1500), 120)
+    }
+    ranked = sorted(facts, key=lambda i: (facts[i].project, facts[i].created, natural_key(i), i))
+
+    def expected(doc_id: str) -> tuple[str, ...]:
+        at = ranked.index(doc_id)
+        near = [ranked[i] for i in (at - 1, at + 1) if 0 <= i < len(ranked)]
+        return tuple(i for i in near if facts[i].project == facts[doc_id].project)
+
+    whole = Neighbours(facts)
+    grown = Neighbours({})
+    order = list(facts)
+    rng.shuffle(order)
+    for n in range(0, len(order), 37):
+        grown = grown.updated({i: facts[i] for i in order[: n + 37]})
+    for doc_id in facts:
+        assert whole.around(doc_id) == grown.around(doc_id) == expected(doc_id)
 
 
 def test_roles_are_read_from_the_first_words_or_the_tags() -> None:
