@@ -104,6 +104,7 @@ class ChunkFacts:
     created: str
 
 
+IN_BATCH = 500  # values per `IN (...)` query
 STREAM_FIRST_PAGE = 50  # notes `stream` reads first; each next page is 4x larger, up to STREAM_PAGE
 STREAM_PAGE = 2000
 T = TypeVar("T")
@@ -233,6 +234,15 @@ class Catalog:
             return self._guarded(lambda: self._conn().execute(sql, args).fetchall())
         except UnicodeEncodeError:
             return []  # a name with a lone surrogate: no note (they are all valid UTF-8) is called that
+
+    def _rows_in(self, sql: str, values: list[str]) -> list[Any]:
+        """The rows of `sql`, whose `{}` is an IN list, for all of `values`: IN_BATCH values per query
+        (older SQLite builds take 999 parameters at the most)."""
+        rows: list[Any] = []
+        for start in range(0, len(values), IN_BATCH):
+            part = values[start : start + IN_BATCH]
+            rows += self._query(sql.format(",".join("?" * len(part))), tuple(part))
+        return rows
 
     def _guarded(self, action: Callable[[], T]) -> T:
         """Run `action` on the file; a damaged file is rebuilt from the vault and the action retried."""
@@ -535,18 +545,7 @@ class Catalog:
                 return list(listing[1])  # nothing changed since: the same notes
             rows = self._query(f"SELECT path, sha FROM notes WHERE {where} ORDER BY path", args)
             kept = self._kept
-            stale = [path for path, sha in rows if kept.get(path, ("",))[0] != sha]
-            for start in range(0, len(stale), 500):
-                part = stale[start : start + 500]
-                marks = ",".join("?" * len(part))
-                found = self._query(
-                    f"SELECT {_NOTE_COLUMNS}, sha FROM notes WHERE path IN ({marks})", tuple(part)
-                )
-                for path, meta, content, sha in found:
-                    note = _note((path, meta, content))
-                    if note is not None:
-                        kept.pop(path, None)
-                        kept[path] = (sha, note)
+            self._keep([path for path, sha in rows if kept.get(path, ("",))[0] != sha])
             notes = [kept[path][1] for path, sha in rows if path in kept and kept[path][0] == sha]
             while len(kept) > PARSED_KEPT:  # the oldest parsed go first
                 kept.pop(next(iter(kept)))
@@ -585,8 +584,7 @@ class Catalog:
     ) -> list[Insight | Chunk]:
         """Up to `limit` notes newest first (by creation time, then id), older than `after` (created, id)
         when given, of one kind and one project folder (ASCII case ignored) when asked."""
-        rows = self._newest_rows(limit, after, kind, project)
-        return [n for n in (_note(row[:3]) for row in rows) if n is not None]
+        return self._notes_of(self._newest_rows(limit, after, kind, project))
 
     def stream(self, kind: str = "", project: str = "") -> Iterator[Insight | Chunk]:
         """Every note `newest` would list, newest first, read a page at a time: a caller that stops early
@@ -594,17 +592,15 @@ class Catalog:
         after, page = None, STREAM_FIRST_PAGE
         while True:
             rows = self._newest_rows(page, after, kind, project)
-            for row in rows:
-                note = _note(row[:3])
-                if note is not None:
-                    yield note
+            yield from self._notes_of(rows)
             if len(rows) < page:
                 return
-            after, page = (rows[-1][3], rows[-1][4]), min(page * 4, STREAM_PAGE)
+            after, page = (rows[-1][2], rows[-1][3]), min(page * 4, STREAM_PAGE)
 
     def _newest_rows(
         self, limit: int, after: tuple[str, str] | None, kind: str, project: str
-    ) -> list[tuple[str, str, str, str, str]]:
+    ) -> list[tuple[str, str, str, str]]:
+        """(path, sha, created, id) of the notes `newest` lists."""
         where, args = ["kind IS NOT NULL"], []
         if after is not None:
             where.append("(created, id) < (?, ?)")
@@ -618,10 +614,31 @@ class Catalog:
         # In creation order from its index, filters checked row by row: with `kind = ?` the planner took the
         # kind index and sorted every chunk (260 ms at 100,000 for a page of one).
         sql = (
-            f"SELECT {_NOTE_COLUMNS}, created, id FROM notes INDEXED BY notes_created"
+            "SELECT path, sha, created, id FROM notes INDEXED BY notes_created"
             f" WHERE {' AND '.join(where)} ORDER BY created DESC, id DESC LIMIT ?"
         )
         return self._query(sql, (*args, limit))
+
+    def _notes_of(self, rows: list[tuple[str, str, str, str]]) -> list[Insight | Chunk]:
+        """The notes of listing rows, in their order: those parsed before for the same file version are
+        reused, the others are read from the listing in one query, parsed and kept (the oldest kept go
+        past PARSED_KEPT)."""
+        with self._mutex:
+            kept = self._kept
+            self._keep([path for path, sha, _, _ in rows if kept.get(path, ("",))[0] != sha])
+            notes = [kept[path][1] for path, sha, _, _ in rows if path in kept and kept[path][0] == sha]
+            while len(kept) > PARSED_KEPT:
+                kept.pop(next(iter(kept)))
+            return notes
+
+    def _keep(self, paths: list[str]) -> None:
+        """Parse the listed notes at `paths` into `_kept`, newest last (call with the mutex held)."""
+        sql = f"SELECT {_NOTE_COLUMNS}, sha FROM notes WHERE path IN ({{}})"
+        for path, meta, content, sha in self._rows_in(sql, paths):
+            note = _note((path, meta, content))
+            if note is not None:
+                self._kept.pop(path, None)
+                self._kept[path] = (sha, note)
 
     def counts(self) -> dict[str, int]:
         """How many insights and chunks the vault holds."""
@@ -662,29 +679,17 @@ class Catalog:
                 )
             }
             found: dict[str, str | None] = dict.fromkeys(ids)
-            listed = list(ids)
-            for start in range(0, len(listed), 500):
-                part = listed[start : start + 500]
-                marks = ",".join("?" * len(part))
-                rows = self._query(
-                    f"SELECT id, sha FROM notes WHERE id IN ({marks}) ORDER BY path DESC", tuple(part)
-                )
-                found.update((i, sys.intern(s)) for i, s in rows)
+            rows = self._rows_in("SELECT id, sha FROM notes WHERE id IN ({}) ORDER BY path DESC", list(ids))
+            found.update((i, sys.intern(s)) for i, s in rows)
             return now, found
 
     def listed(self, ids: list[str]) -> dict[str, tuple[Insight | Chunk, str, str]]:
         """id -> (note as listed, path, sha256) for each of `ids` the vault holds, a few queries in all."""
         found: dict[str, tuple[Insight | Chunk, str, str]] = {}
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            marks = ",".join("?" * len(part))
-            rows = self._query(
-                f"SELECT {_NOTE_COLUMNS}, id, sha FROM notes WHERE id IN ({marks}) ORDER BY path DESC",
-                tuple(part),
-            )
-            for path, meta, content, note_id, sha in rows:  # the smallest path wins, as in path_of
-                if (note := _note((path, meta, content))) is not None:
-                    found[note_id] = (note, path, sha)
+        sql = f"SELECT {_NOTE_COLUMNS}, id, sha FROM notes WHERE id IN ({{}}) ORDER BY path DESC"
+        for path, meta, content, note_id, sha in self._rows_in(sql, ids):
+            if (note := _note((path, meta, content))) is not None:  # the smallest path wins, as in path_of
+                found[note_id] = (note, path, sha)
         return found
 
     def body_at(self, path: str) -> str | None:
