@@ -640,6 +640,12 @@ class Catalog:
                 self._kept.pop(path, None)
                 self._kept[path] = (sha, note)
 
+    def kept_whole(self, kind: str) -> bool:
+        """True when every note of `kind` fits in what a process keeps parsed (PARSED_KEPT): a listing of
+        them all is then quicker than reading them a page at a time (`stream`)."""
+        sql = "SELECT count(*) FROM (SELECT 1 FROM notes WHERE kind = ? LIMIT ?)"
+        return bool(self._query(sql, (kind, PARSED_KEPT + 1))[0][0] <= PARSED_KEPT)
+
     def counts(self) -> dict[str, int]:
         """How many insights and chunks the vault holds."""
         rows = self._query("SELECT kind, count(*) FROM notes WHERE kind IS NOT NULL GROUP BY kind")

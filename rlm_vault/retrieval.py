@@ -388,7 +388,8 @@ class Search:
             return {"matches": self._fuzzy(pattern, fuzzy_threshold, limit, filters)}
         text = self._text_from(self._synced() if self._ready() else None)
         if not fuzzy:
-            notes = self._newest_first(filters) if not include_archived else self._listed(filters, True)
+            paged = not include_archived and not self.store.catalog.kept_whole("chunk")
+            notes = self._newest_first(filters) if paged else self._listed(filters, include_archived)
             return {"matches": q.regex_lines(notes, pattern, limit, self.store.config.grep_timeout, text)}
         listed = list(self._listed(filters, include_archived))
         return {"matches": q.fuzzy_lines(listed, pattern, fuzzy_threshold, limit, text)}

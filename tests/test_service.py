@@ -534,6 +534,7 @@ def test_grep_pages_through_many_notes_in_order(
 ) -> None:
     monkeypatch.setattr(catalog_module, "STREAM_FIRST_PAGE", 2)
     monkeypatch.setattr(catalog_module, "STREAM_PAGE", 3)
+    monkeypatch.setattr(catalog_module, "PARSED_KEPT", 4)  # more chunks than a process keeps: paged
     oldest = service.chunk("the needle in the oldest one", project="A")["id"]
     made = []
     for n in range(9):
