@@ -403,11 +403,11 @@ class Git:
         index = layout.git_dir / "rlm-vault-index"
         private = {"GIT_INDEX_FILE": str(index)}
         if parent != self._index_base or not index.exists():
-            # HEAD moved (another process, a merge, a person's commit): start from it again.
+            # HEAD moved (another process, a merge, a person's commit): start from it again, from nothing
+            # (an index of an older version may be split, its shared part gone).
+            index.unlink(missing_ok=True)
             if parent:
                 self._run_private(private, "read-tree", parent)
-            else:
-                index.unlink(missing_ok=True)
         try:
             self._run_private(private, "update-index", "--add", "--remove", "-z", "--stdin", input=listing)
             tree = self._run_private(private, "write-tree", "--missing-ok").strip()
@@ -435,8 +435,11 @@ class Git:
         return commit
 
     def _run_private(self, index_env: Mapping[str, str], *args: str, input: str | None = None) -> str:
-        """`git <args>` on our private index (GIT_INDEX_FILE is set after the environment is cleaned)."""
-        proc = self._spawn(args, input, None, None, extra=index_env)
+        """`git <args>` on our private index (GIT_INDEX_FILE is set after the environment is cleaned).
+
+        Never a split index: its shared part could expire while the person's index is split again.
+        """
+        proc = self._spawn(["-c", "core.splitIndex=false", *args], input, None, None, extra=index_env)
         if proc.returncode != 0:
             raise GitError(list(args), proc.returncode, proc.stderr)
         return proc.stdout
@@ -603,7 +606,16 @@ class Git:
                 return
         if outcome is not gitindex.Outcome.DONE:
             # A small split part that grew past git's own share: git writes a new shared index.
-            resplit = ["-c", "splitIndex.maxPercentChange=0"] if outcome is gitindex.Outcome.RESPLIT else []
+            resplit = (
+                [
+                    "-c",
+                    "splitIndex.maxPercentChange=0",
+                    "-c",
+                    f"splitIndex.sharedIndexExpire={SHARED_INDEX_EXPIRE}",
+                ]
+                if outcome is gitindex.Outcome.RESPLIT
+                else []
+            )
             listing = "\0".join(pending) + "\0"
             args = [*resplit, "update-index", "--add", "--remove", "-z", "--stdin"]
             if self._spawn(args, listing, None, None).returncode != 0:
@@ -871,6 +883,9 @@ class Git:
 # too young to prune) is not restarted at every look. At gc.auto=1000 a burst of writes starts a gc
 # every 200-300 commits, each a few hundred ms of background work (an incremental pack; prune skips
 # its walk while every loose object is young).
+# A new shared index is written every few hundred writes (gitindex.RESPLIT_CAP), 11 MB at 100,000 notes:
+# the ones no index links to any more go after an hour, not git's two weeks.
+SHARED_INDEX_EXPIRE = "1.hour.ago"
 # git commands that neither read nor write the index: they need not wait for a pending index update.
 _INDEX_FREE = frozenset(
     [

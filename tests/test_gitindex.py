@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import git, git_status
 
+from rlm_vault import git as git_module
 from rlm_vault import gitindex
 from rlm_vault.git import Git
 
@@ -149,6 +150,7 @@ def test_a_small_part_past_its_share_gets_a_new_shared_index(
 ) -> None:
     monkeypatch.setattr(gitindex, "RESPLIT_CAP", 3)
     monkeypatch.setattr(gitindex, "RESPLIT_FLOOR", 3)
+    monkeypatch.setattr(git_module, "SHARED_INDEX_EXPIRE", "now")
     first = linked(repo)
     for n in range(9):  # the 4th and 8th write find 3 entries in the small part
         write(repo, f"chunks/{n}.md", f"{n}\n")
@@ -159,6 +161,7 @@ def test_a_small_part_past_its_share_gets_a_new_shared_index(
         ["-c", "splitIndex.maxPercentChange=0"]
     ] * 2
     assert linked(repo) != first
+    assert [p.name for p in (repo.root / ".git").glob("sharedindex.*")] == [linked(repo)]  # old ones expired
     in_step(repo)
 
 
@@ -265,4 +268,12 @@ def test_an_index_git_changed_between_two_writes_is_read_again(repo: Git) -> Non
     (repo.root / "notes-of-mine.txt").unlink()
     write(repo, "insights/c.md", "c\n")
     commit(repo, ["insights/c.md"])
+    in_step(repo)
+
+
+def test_the_private_index_of_other_commits_is_never_split(repo: Git) -> None:
+    write(repo, "insights/a.md", "a\n")
+    repo.commit_paths(["insights/a.md"], "through plumbing")  # not own: the private index
+    private = (repo.root / ".git" / "rlm-vault-index").read_bytes()
+    assert private[:4] == b"DIRC" and b"link" not in private  # no link to a shared index
     in_step(repo)
