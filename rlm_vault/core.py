@@ -329,13 +329,14 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
-def one_allocator_arena() -> None:
-    """Make every thread of this process allocate from one C heap (glibc's M_ARENA_MAX = 1).
+def tune_allocator() -> None:
+    """One allocator arena for every thread of a long-running server (glibc's M_ARENA_MAX = 1); call it
+    before any thread starts.
 
     A server's threads (stdio, start-up, indexer, sweep) each got an arena of their own, and the freed
-    memory of each stayed counted in the server's size: at 100,000 notes 327 MB after searches with
-    them, 274 MB with one. Python holds its lock around nearly all allocation anyway. Call it before
-    the threads start; elsewhere than glibc this does nothing.
+    memory of each stayed counted in the server's size: at 100,000 notes 327 MB after searches with them,
+    274 MB with one. Python holds its lock around nearly all allocation anyway. Elsewhere than glibc this
+    does nothing.
     """
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):

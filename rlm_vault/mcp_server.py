@@ -56,7 +56,7 @@ from .results import (
     Synced,
     Written,
 )
-from .service import MemoryService, one_allocator_arena, open_service
+from .service import MemoryService, open_service, tune_allocator
 from .sync import remote_configured
 
 Opened = MemoryService | VaultError  # what the lifespan yields: the service, or why it could not open
@@ -564,7 +564,7 @@ def _lifespan(make_service: Callable[[], MemoryService]) -> Callable[[MCPServer[
 
 def serve_stdio() -> None:
     """Serve the real vault over stdio (what Claude Code starts)."""
-    one_allocator_arena()  # before any thread starts
+    tune_allocator()  # before any thread starts
     config = Config.from_env()
     server = build_server(
         lambda: open_service(config, serving=True), sync_tool=remote_configured(config.vault)

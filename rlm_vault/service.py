@@ -32,8 +32,7 @@ from .core import (
     ContentRules,
     Store,
     detect_project,
-    one_allocator_arena,
-    release_freed_memory,
+    tune_allocator,
     utc_now,
 )
 from .errors import VaultError
@@ -56,10 +55,10 @@ __all__ = [
     "default_embedder",
     "detect_project",
     "init_vault",
-    "one_allocator_arena",
     "open_service",
     "read_insights",
     "read_state",
+    "tune_allocator",
 ]
 
 
@@ -286,8 +285,6 @@ def open_service(
         else None
     )
     settler = Settler(store, config.settle_delay) if settles else None
-    if serving:  # a write into a big folder builds megabytes of tree that the allocator would keep
-        store.on_commit(release_freed_memory)
     return MemoryService(
         store,
         Insights(store, rules),
