@@ -34,7 +34,10 @@ __all__ = ["Held", "Outcome", "PersonIndex", "Staged"]
 RESPLIT_CAP = 500  # entries in the small file past which git writes a new shared index
 RESPLIT_SHARE = 5  # ... or a fifth of the shared index's entries (splitIndex.maxPercentChange = 20)
 RESPLIT_FLOOR = 64  # ... but never fewer: a small vault's index is cheap to read either way
-FRESHEN_AFTER = 24 * 3600.0  # seconds: git expires shared indexes no index has touched for two weeks
+# Seconds after which a write touches the shared index it links to, as git does: one in use stays younger
+# than any expiry (git.SHARED_INDEX_EXPIRE), and a reader that opened the index just before a new shared
+# index was written still finds it.
+FRESHEN_AFTER = 600.0
 _HEAD = struct.Struct(">4sII")
 _EXTENDED = 0x4000
 _STAGE = 0x3000

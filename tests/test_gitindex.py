@@ -277,3 +277,12 @@ def test_the_private_index_of_other_commits_is_never_split(repo: Git) -> None:
     private = (repo.root / ".git" / "rlm-vault-index").read_bytes()
     assert private[:4] == b"DIRC" and b"link" not in private  # no link to a shared index
     in_step(repo)
+
+
+def test_a_write_keeps_the_shared_index_it_links_to_from_expiring(repo: Git) -> None:
+    shared = repo.root / ".git" / linked(repo)
+    old = time.time() - 2 * 3600
+    os.utime(shared, (old, old))
+    write(repo, "insights/a.md", "a\n")
+    commit(repo, ["insights/a.md"])
+    assert shared.stat().st_mtime > time.time() - 60  # as git freshens it when it writes a split index
