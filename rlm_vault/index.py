@@ -415,8 +415,8 @@ class TextIndex:
 
     def _positions(self, ids: set[str]) -> list[int]:
         """The doc numbers of the live documents among `ids`, ascending. A few (a write's) are looked up in
-        each segment's ids; many get one map, dropped after: a kept id -> number map cost a server 7 MB
-        at 100,000 notes."""
+        each segment's ids, many matched in one pass over them: a kept id -> number map had cost a server
+        7 MB at 100,000 notes."""
         if self._stamps is not None:
             ids = {i for i in ids if i in self._stamps}  # a new note is in no segment
         found: list[int] = []
