@@ -54,6 +54,14 @@ class Policy:
     archive_days: int = 30
     purge_days: int = 180
 
+    def last_created_day(self, now: datetime) -> str:
+        """The latest creation day (YYYY-MM-DD, as a note writes it) a chunk due now can have: the archive
+        limit's day in UTC, plus one for a creation time written with an offset. Newer chunks are never
+        due, whatever their reads."""
+        return (
+            ((now - timedelta(days=self.archive_days)).astimezone(UTC) + timedelta(days=1)).date().isoformat()
+        )
+
     def to_archive(
         self,
         chunks: Iterable[Chunk],

@@ -232,3 +232,37 @@ def test_broken_hand_edit_is_left_alone_and_reported(service: MemoryService) -> 
     assert git_status(root) == ["?? insights/half-written.md"]
     problems = service.status()["problems"]
     assert problems[0]["path"] == "insights/half-written.md" and "YAML" in problems[0]["reason"]
+
+
+def test_chunks_too_new_to_be_due_are_left_unread_and_none_due_is_missed(
+    service: MemoryService, clock: FakeClock
+) -> None:
+    from datetime import timedelta
+
+    from rlm_vault.retention import Policy
+
+    limit = clock() - timedelta(days=service.config.archive_after_days)
+    day, next_day = limit.date().isoformat(), (limit + timedelta(days=1)).date().isoformat()
+    created = [
+        (limit - timedelta(hours=1)).isoformat(),  # due
+        (limit + timedelta(hours=1)).isoformat(),  # not yet
+        f"{day}T23:30:00-05:00",  # the next day in UTC
+        f"{next_day}T01:00:00+14:00",  # the day before in UTC
+        f"{next_day}T12:00:00+00:00",
+        "20200101",  # an ISO date without dashes: due
+        "2020-W01-1",  # a week date: due
+        "sometime",  # not a time: never due by age
+        (limit + timedelta(days=2)).isoformat(),  # newer than any due chunk can be
+        clock().isoformat(),
+    ]
+    made = [service.chunk(f"note {n}", summary=f"n{n}")["id"] for n in range(len(created))]
+    for chunk_id, when in zip(made, created, strict=True):
+        backdate(service.vault.root / service.fresh().note(chunk_id).path, when)
+    everything = service.fresh().chunks()
+    expected = Policy(service.config.archive_after_days).to_archive(everything, {}, clock())
+    assert 3 <= len(expected) < len(made)
+    assert service.retention_preview()["archive"] == [c.id for c in expected]
+    candidates = service.fresh().chunks_created_by(
+        Policy(service.config.archive_after_days).last_created_day(clock())
+    )
+    assert len(candidates) == len(everything) - 2  # the two newer ones are not built
