@@ -6,6 +6,8 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from rlm_vault.git import Git
+
 
 def git(vault: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(vault), *args], capture_output=True, text=True, check=True).stdout
@@ -43,3 +45,18 @@ def tracked(repo: object, *paths: str) -> list[str]:
     root = repo.root
     out = git(root, "ls-files", "-z", "--", *paths)
     return [p for p in out.split("\0") if p]
+
+
+def new_repo(root: Path) -> Git:
+    """An empty git repository at `root` (made), on `main`, through rlm-vault's own wrapper."""
+    root.mkdir(parents=True)
+    repo = Git(root)
+    repo.init()
+    return repo
+
+
+def write(repo: Git, rel: str, text: str) -> None:
+    """Write a file of the repository's work tree, its folders made."""
+    path = repo.root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")

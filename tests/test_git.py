@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import commit_count, git, git_log, git_status, tracked
+from helpers import commit_count, git, git_log, git_status, new_repo, tracked, write
 
 from rlm_vault.errors import GitError
 from rlm_vault.git import FALLBACK_EMAIL, Git, machine_identity
@@ -17,17 +17,7 @@ from rlm_vault.git import FALLBACK_EMAIL, Git, machine_identity
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Git:
-    root = tmp_path / "repo"
-    root.mkdir()
-    g = Git(root)
-    g.init()
-    return g
-
-
-def write(repo: Git, rel: str, text: str) -> None:
-    path = repo.root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    return new_repo(tmp_path / "repo")
 
 
 def changed_in(repo: Git, commit: str) -> set[str]:

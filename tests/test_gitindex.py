@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import git, git_status
+from helpers import git, git_status, new_repo, write
 
 from rlm_vault import git as git_module
 from rlm_vault import gitindex
@@ -21,10 +21,7 @@ from rlm_vault.git import Git
 @pytest.fixture
 def repo(tmp_path: Path) -> Git:
     """A vault-like repository: split index, version 4 (Git.tune), one commit."""
-    root = tmp_path / "vault"
-    root.mkdir()
-    g = Git(root)
-    g.init()
+    g = new_repo(tmp_path / "vault")
     g.tune()
     write(g, "README.md", "hello\n")
     g.commit_paths(["README.md"], "start")
@@ -43,12 +40,6 @@ def spawned(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[str]]]:
 
     monkeypatch.setattr(Git, "_spawn", spy)
     yield calls
-
-
-def write(repo: Git, rel: str, text: str) -> None:
-    path = repo.root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
 
 
 def commit(repo: Git, paths: list[str], message: str = "memory") -> str | None:
