@@ -24,7 +24,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -543,12 +543,9 @@ class Catalog:
             listing = self._listings.get((where, args))
             if listing is not None and listing[0] == head:
                 return list(listing[1])  # nothing changed since: the same notes
-            rows = self._query(f"SELECT path, sha FROM notes WHERE {where} ORDER BY path", args)
-            kept = self._kept
-            self._keep([path for path, sha in rows if kept.get(path, ("",))[0] != sha])
-            notes = [kept[path][1] for path, sha in rows if path in kept and kept[path][0] == sha]
-            while len(kept) > PARSED_KEPT:  # the oldest parsed go first
-                kept.pop(next(iter(kept)))
+            notes = self._notes_of(
+                self._query(f"SELECT path, sha FROM notes WHERE {where} ORDER BY path", args)
+            )
             if len(self._listings) >= 4:
                 self._listings.clear()
             if len(notes) <= PARSED_KEPT:
@@ -640,15 +637,15 @@ class Catalog:
         )
         return self._query(sql, (*args, limit))
 
-    def _notes_of(self, rows: list[tuple[str, str, str, str]]) -> list[Insight | Chunk]:
-        """The notes of listing rows, in their order: those parsed before for the same file version are
-        reused, the others are read from the listing in one query, parsed and kept (the oldest kept go
-        past PARSED_KEPT)."""
+    def _notes_of(self, rows: Sequence[tuple[str, ...]]) -> list[Insight | Chunk]:
+        """The notes of listing rows (path, sha, ...), in their order: those parsed before for the same file
+        version are reused, the others are read from the listing, parsed and kept (the oldest kept go past
+        PARSED_KEPT)."""
         with self._mutex:
             kept = self._kept
-            self._keep([path for path, sha, _, _ in rows if kept.get(path, ("",))[0] != sha])
-            notes = [kept[path][1] for path, sha, _, _ in rows if path in kept and kept[path][0] == sha]
-            while len(kept) > PARSED_KEPT:
+            self._keep([row[0] for row in rows if kept.get(row[0], ("",))[0] != row[1]])
+            notes = [kept[row[0]][1] for row in rows if row[0] in kept and kept[row[0]][0] == row[1]]
+            while len(kept) > PARSED_KEPT:  # the oldest parsed go first
                 kept.pop(next(iter(kept)))
             return notes
 
