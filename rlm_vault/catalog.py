@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from . import markdown
 from .errors import Busy, InvalidNote, StorageError, VaultError, storage_message
 from .filelock import file_lock
-from .models import Chunk, Insight
+from .models import Chunk, Insight, field_text
 from .notes import aliases_of, note_from_file, note_from_meta
 from .vault import Stamp, Vault
 
@@ -592,7 +592,10 @@ class Catalog:
                 continue  # never written so; `chunks()` leaves such a row out too
             facts.append(
                 ChunkFacts(
-                    project or "", _said(stored.get("domain")), _said(stored.get("session")), created or ""
+                    project or "",
+                    field_text(stored.get("domain")),
+                    field_text(stored.get("session")),
+                    created or "",
                 )
             )
         return facts
@@ -786,11 +789,6 @@ def _stamp(st: os.stat_result) -> Stamp:
 
 def _is_note(path: str) -> bool:
     return path.endswith(".md") and path.split("/")[0] in ("insights", "chunks")
-
-
-def _said(value: Any) -> str:
-    """A front matter value as a note's text field reads it (models: None is "")."""
-    return "" if value is None else str(value)
 
 
 def _note(row: tuple[str, str, str]) -> Insight | Chunk | None:

@@ -21,6 +21,7 @@ __all__ = [
     "chunk_prefix",
     "content_hash",
     "extract_entities",
+    "field_text",
     "highest_seq",
     "insight_id",
     "needs_alias",
@@ -44,7 +45,8 @@ _CHUNK_KEYS = (
 _NAME_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def _text(value: Any) -> str:
+def field_text(value: Any) -> str:
+    """A front matter value as a note's text field holds it (None is "")."""
     return "" if value is None else str(value)
 
 
@@ -55,10 +57,10 @@ def _extra(meta: dict[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
 
 def parse_tags(value: Any) -> tuple[str, ...]:
     """Tags from a comma list or a YAML list, trimmed, deduplicated, order kept."""
-    items = value if isinstance(value, (list, tuple)) else _text(value).split(",")
+    items = value if isinstance(value, (list, tuple)) else field_text(value).split(",")
     tags: dict[str, None] = {}
     for item in items:
-        tag = _text(item).strip().lstrip("#").strip()
+        tag = field_text(item).strip().lstrip("#").strip()
         if tag:
             tags[tag] = None
     return tuple(tags)
@@ -203,12 +205,12 @@ class Insight:
         return cls(
             id=id,
             content=body.strip("\n"),
-            category=_text(meta.get("category")) or "general",
-            importance=_text(meta.get("importance")) or "medium",
+            category=field_text(meta.get("category")) or "general",
+            importance=field_text(meta.get("importance")) or "medium",
             tags=parse_tags(meta.get("tags")),
-            project=_text(meta.get("project")),
-            created=_text(meta.get("created")),
-            updated=_text(meta.get("updated") or meta.get("created")),
+            project=field_text(meta.get("project")),
+            created=field_text(meta.get("created")),
+            updated=field_text(meta.get("updated") or meta.get("created")),
             extra=_extra(meta, _INSIGHT_KEYS),
         )
 
@@ -291,20 +293,20 @@ class Chunk:
     def from_meta(cls, id: str, project: str, meta: dict[str, Any], body: str) -> Chunk:
         """Read what a file holds; `project` is its folder, the key keeps the name as it was given."""
         entities = meta.get("entities")
-        name = _text(meta.get("project"))
+        name = field_text(meta.get("project"))
         return cls(
             id=id,
             content=body.strip("\n"),
             project=project or name,
             project_name=name if name and project and name != project else "",
-            chunk_type=_text(meta.get("chunk_type")) or "session",
-            summary=_text(meta.get("summary")),
+            chunk_type=field_text(meta.get("chunk_type")) or "session",
+            summary=field_text(meta.get("summary")),
             tags=parse_tags(meta.get("tags")),
-            domain=_text(meta.get("domain")),
-            ticket=_text(meta.get("ticket")),
-            session=_text(meta.get("session")),
-            created=_text(meta.get("created")),
-            sha256=_text(meta.get("sha256")),
+            domain=field_text(meta.get("domain")),
+            ticket=field_text(meta.get("ticket")),
+            session=field_text(meta.get("session")),
+            created=field_text(meta.get("created")),
+            sha256=field_text(meta.get("sha256")),
             tokens=_int(meta.get("tokens")),
             entities=_entities(entities),
             extra=_extra(meta, _CHUNK_KEYS),
