@@ -24,6 +24,7 @@ from .models import Chunk, Insight
 from .results import GrepMatch, GrepResult, Reindexed, SearchHit, SearchResult, SemanticStatus
 
 if TYPE_CHECKING:
+    from .catalog import Catalog
     from .embeddings import Matrix
     from .index import Filters, SearchDoc
     from .search import SearchEngine
@@ -350,11 +351,14 @@ class Search:
         listed = cat.chunks(project=f.project if f.project.isascii() else "")  # then casefolded below
         chunks = listed + (self.archive.chunks() if include_archived else [])
         chunks = q.filter_chunks(chunks, f.project, f.domain, f.date_from, f.date_to, f.entity)
-        with_insights = f.kind != "chunk" and not (f.domain or f.entity)
-        insights = (
-            q.filter_insights(cat.insights(), f.project, f.date_from, f.date_to) if with_insights else []
-        )
-        return chunks, insights
+        return chunks, self._insights(cat, f)
+
+    @staticmethod
+    def _insights(cat: Catalog, f: Filters) -> list[Insight]:
+        """The insights the filters allow: none for a chunk-only filter (kind, domain, entity)."""
+        if f.kind == "chunk" or f.domain or f.entity:
+            return []
+        return q.filter_insights(cat.insights(), f.project, f.date_from, f.date_to)
 
     # ------------------------------------------------------------------ grep
 
@@ -408,8 +412,7 @@ class Search:
         for note in cat.stream("chunk", f.project if f.project.isascii() else ""):
             if isinstance(note, Chunk) and keep(note):
                 yield note
-        if f.kind != "chunk" and not (f.domain or f.entity):
-            yield from q.newest(q.filter_insights(cat.insights(), f.project, f.date_from, f.date_to))
+        yield from q.newest(self._insights(cat, f))
 
     def _text_from(self, engine: SearchEngine | None) -> Callable[[Insight | Chunk], str]:
         """A note's text: from the shared bodies file when the caches hold it, else from its file."""
