@@ -695,25 +695,18 @@ class Git:
             return False
         line = f"{parent} {commit} {who} {int(time.time())} {_utc_offset()}\t{subject}\n"
         ref = git_dir / name
-        lock = ref.with_name(ref.name + ".lock")
         try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except OSError:
-            return False
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
+            with gitindex.LockFile(ref, 0o644) as lock:
                 if ref.read_text(encoding="ascii").strip() != parent:
                     return False
-                handle.write(f"{commit}\n")
-            for log in logs:
-                with open(log, "a", encoding="utf-8") as handle:
-                    handle.write(line)
-            os.replace(lock, ref)
-            return True
+                lock.handle.write(f"{commit}\n".encode("ascii"))
+                for log in logs:
+                    with open(log, "a", encoding="utf-8") as handle:
+                        handle.write(line)
+                lock.commit()
+                return True
         except (OSError, UnicodeDecodeError):
             return False
-        finally:
-            lock.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ housekeeping
 

@@ -28,8 +28,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
-__all__ = ["Held", "Outcome", "PersonIndex", "Staged"]
+__all__ = ["Held", "LockFile", "Outcome", "PersonIndex", "Staged"]
 
 RESPLIT_CAP = 500  # entries in the small file past which git writes a new shared index
 RESPLIT_SHARE = 5  # ... or a fifth of the shared index's entries (splitIndex.maxPercentChange = 20)
@@ -87,6 +88,32 @@ class _Parsed:
     extensions: list[tuple[bytes, bytes]]
 
 
+class LockFile:
+    """git's lock-file protocol for `target` (the index here, a branch ref in `git.Git._swap_head`):
+    `<target>.lock` created exclusively (FileExistsError while another git holds it), written through
+    `handle`, renamed over `target` by `commit()`; left without a commit (an error, a compare that
+    failed), it is removed and `target` is as it was."""
+
+    def __init__(self, target: Path, mode: int = 0o666) -> None:
+        self.target = target
+        self.path = target.with_name(target.name + ".lock")
+        self.handle = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb")
+        self._done = False
+
+    def commit(self) -> None:
+        self.handle.close()
+        os.replace(self.path, self.target)
+        self._done = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if not self._done:
+            self.handle.close()
+            self.path.unlink(missing_ok=True)
+
+
 class PersonIndex:
     """The person's index of one repository (`<git_dir>/index`), kept parsed between this process's writes:
     while the file is the one it wrote last (same inode, size and times), it is not read again."""
@@ -100,31 +127,26 @@ class PersonIndex:
         if not staged or (self.git_dir / "MERGE_HEAD").exists():
             return Outcome.GIT
         index = self.git_dir / "index"
-        lock = self.git_dir / "index.lock"
         try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            lock = LockFile(index)
         except FileExistsError:
-            raise Held(str(lock)) from None
+            raise Held(str(index) + ".lock") from None
         except OSError:
             return Outcome.GIT
         known, self._known = self._known, None
-        done = False
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with lock:
                 parsed = self._read(index, known)
-                outcome, data = _rewritten(self.git_dir, parsed, staged) if parsed else (Outcome.GIT, b"")
+                if parsed is None:
+                    return Outcome.GIT
+                outcome, data = _rewritten(self.git_dir, parsed, staged)
                 if outcome is Outcome.DONE:
-                    handle.write(data)
-            if outcome is Outcome.DONE and parsed is not None:
-                os.replace(lock, index)
-                done = True
-                self._known = (_identity(index.stat()), parsed)
-            return outcome
+                    lock.handle.write(data)
+                    lock.commit()
+                    self._known = (_identity(index.stat()), parsed)
+                return outcome
         except OSError:
             return Outcome.GIT
-        finally:
-            if not done:
-                lock.unlink(missing_ok=True)
 
     @staticmethod
     def _read(index: Path, known: tuple[tuple[int, ...], _Parsed] | None) -> _Parsed | None:
