@@ -27,14 +27,7 @@ from .autosync import AutoSync
 from .catalog import note_from_file
 from .chunks import Chunks
 from .config import Config
-from .core import (
-    Clock,
-    ContentRules,
-    Store,
-    detect_project,
-    tune_allocator,
-    utc_now,
-)
+from .core import Clock, ContentRules, Store, detect_project, tune_allocator, utc_now
 from .errors import VaultError
 from .insights import Insights
 from .lifecycle import Lifecycle
