@@ -35,6 +35,7 @@ from mcp.types import Tool as MCPTool
 from pydantic import Field
 
 from . import __version__
+from .allocator import tune_allocator
 from .config import Config
 from .errors import NotFound, VaultError
 from .formatting import render
@@ -56,7 +57,7 @@ from .results import (
     Synced,
     Written,
 )
-from .service import MemoryService, open_service, tune_allocator
+from .service import MemoryService, open_service
 from .sync import remote_configured
 
 Opened = MemoryService | VaultError  # what the lifespan yields: the service, or why it could not open

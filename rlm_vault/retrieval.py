@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from . import query as q
+from .allocator import release_freed_memory
 from .archive import Archive
-from .core import Store, release_freed_memory
+from .core import Store
 from .errors import CacheError, InvalidInput, VaultError
 from .insights import name_filter
 from .models import Chunk, Insight

@@ -27,7 +27,7 @@ from .autosync import AutoSync
 from .catalog import note_from_file
 from .chunks import Chunks
 from .config import Config
-from .core import Clock, ContentRules, Store, detect_project, tune_allocator, utc_now
+from .core import Clock, ContentRules, Store, detect_project, utc_now
 from .errors import VaultError
 from .insights import Insights
 from .lifecycle import Lifecycle
@@ -51,7 +51,6 @@ __all__ = [
     "open_service",
     "read_insights",
     "read_state",
-    "tune_allocator",
 ]
 
 

@@ -25,6 +25,7 @@ LAYERS = {
         "transcript",
         "gitobjects",
         "gitindex",
+        "allocator",
     },
     1: {"models", "markdown", "git", "filelock", "secrets", "modelcache", "related", "fuzzy", "postings"},
     2: {"vault", "retention", "index", "notes", "modelserver"},
