@@ -40,9 +40,10 @@ def _out(args: argparse.Namespace, kind: str, result: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from .mcp_server import serve_stdio
+    from .config import Config
+    from .stdio import serve
 
-    serve_stdio()
+    serve(Config.from_env())
 
 
 def cmd_init(args: argparse.Namespace) -> None:

@@ -14,14 +14,17 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from typing import IO, Annotated, Any, TypeVar, cast
 from urllib.parse import quote
 
+import anyio
 import anyio.to_thread
 from mcp import MCPError
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.stdio import stdio_server
 from mcp.types import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -35,7 +38,6 @@ from mcp.types import Tool as MCPTool
 from pydantic import Field
 
 from . import __version__
-from .allocator import tune_allocator
 from .config import Config
 from .errors import NotFound, VaultError
 from .formatting import render
@@ -63,7 +65,7 @@ from .sync import remote_configured
 Opened = MemoryService | VaultError  # what the lifespan yields: the service, or why it could not open
 Ctx = Context[Opened, Any]
 
-__all__ = ["RESOURCE_PAGE", "build_server", "serve_stdio"]
+__all__ = ["RESOURCE_PAGE", "build_server", "serve_lines"]
 
 RESOURCE_PAGE = 200  # notes per resources/list page
 
@@ -134,6 +136,31 @@ class RlmServer(MCPServer[Opened]):
             )
             for t in await super().list_tools()
         ]
+
+    async def run_lines(self, read_line: Callable[[], str], write_line: Callable[[str], None]) -> None:
+        """The SDK's stdio transport over two line functions instead of the process's own fds."""
+        lowlevel = self._lowlevel_server
+        # The lists may change under a client that read them early (see stdio.py): say so when they do.
+        options = lowlevel.create_initialization_options(
+            NotificationOptions(tools_changed=True, prompts_changed=True, resources_changed=True)
+        )
+        lines_in = anyio.wrap_file(cast(IO[str], _LineReader(read_line)))
+        lines_out = anyio.wrap_file(cast(IO[str], _LineWriter(write_line)))
+        async with stdio_server(lines_in, lines_out) as (read_stream, write_stream):
+            await lowlevel.run(read_stream, write_stream, options)
+
+
+class _LineReader:
+    def __init__(self, read_line: Callable[[], str]) -> None:
+        self.readline = read_line
+
+
+class _LineWriter:
+    def __init__(self, write_line: Callable[[str], None]) -> None:
+        self.write = write_line
+
+    def flush(self) -> None:
+        pass
 
 
 def build_server(
@@ -563,11 +590,10 @@ def _lifespan(make_service: Callable[[], MemoryService]) -> Callable[[MCPServer[
     return lifespan
 
 
-def serve_stdio() -> None:
-    """Serve the real vault over stdio (what Claude Code starts)."""
-    tune_allocator()  # before any thread starts
-    config = Config.from_env()
+def serve_lines(config: Config, read_line: Callable[[], str], write_line: Callable[[str], None]) -> None:
+    """Serve the real vault over the lines `read_line` gives ("" at the end) and `write_line` takes: the
+    stdio front door's pipes (stdio.py), which has already answered what it could of the opening."""
     server = build_server(
         lambda: open_service(config, serving=True), sync_tool=remote_configured(config.vault)
     )
-    server.run()
+    anyio.run(server.run_lines, read_line, write_line)

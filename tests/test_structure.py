@@ -38,8 +38,9 @@ LAYERS = {
     9: {"bulk"},
     10: {"migrate", "install", "hooks"},
     11: {"mcp_server"},
-    12: {"cli"},
-    13: {"__main__"},
+    12: {"stdio"},
+    13: {"cli"},
+    14: {"__main__"},
 }
 RANK = {name: rank for rank, names in LAYERS.items() for name in names}
 
