@@ -658,19 +658,68 @@ class StdioMCP:
             self.proc.wait()
 
 
-def cold_start(env: dict[str, str], cwd: Path, runs: int) -> tuple[list[float], int, int]:
-    """Seconds from spawn to the tools/list answer; also the tool count and tools/list size in characters."""
-    samples, tools, size = [], 0, 0
+@dataclass
+class Cold:
+    """Cold starts of one vault: seconds from spawn to the tools/list answer and to a first tool answer
+    (rlm_recall), the first run first (it starts with no kept opening answers), the tool count and the
+    tools/list size in characters."""
+
+    listed: list[float]
+    served: list[float]
+    tools: int
+    size: int
+
+
+def cold_start(env: dict[str, str], cwd: Path, runs: int) -> Cold:
+    """`runs` cold starts; the opening answers a previous start kept are removed before the first."""
+    for kept in Path(env["XDG_CACHE_HOME"], "rlm-vault", "vaults").glob("*/opening.json"):
+        kept.unlink()
+    cold = Cold([], [], 0, 0)
     for _ in range(runs):
         client = StdioMCP([sys.executable, "-m", "rlm_vault", "serve"], env, cwd)
         try:
             listing = client.handshake()
-            samples.append(time.perf_counter() - client.t0)
-            tools = len(listing["result"]["tools"])
-            size = len(json.dumps(listing["result"], separators=(",", ":")))
+            cold.listed.append(time.perf_counter() - client.t0)
+            client.tool("rlm_recall", {"query": "timeout"})
+            cold.served.append(time.perf_counter() - client.t0)
+            cold.tools = len(listing["result"]["tools"])
+            cold.size = len(json.dumps(listing["result"], separators=(",", ":")))
         finally:
             client.close()
-    return samples, tools, size
+    return cold
+
+
+def cold_rows(
+    report: Report, key: str, what: str, cold: Cold, target_ms: float, anchor: str = "", prefix: str = ""
+) -> None:
+    """Two rows: spawn to the tools/list answer (what a client waits for before it goes on), and spawn to a
+    first tool answer (the SDK imported and the vault open)."""
+    first = f"first start (no kept answers) {cold.listed[0] * MS:,.0f} ms"
+    report.add(
+        Row(
+            key,
+            f"{prefix}cold start to tools/list, {what}",
+            f"<= {target_ms / MS:g} s",
+            anchor,
+            len(cold.listed),
+            statistics.median(cold.listed) * MS,
+            max(cold.listed) * MS,
+            ok=statistics.median(cold.listed) * MS <= target_ms,
+            note=f"median; p95 column = max; {first}; {cold.tools} tools",
+        )
+    )
+    report.add(
+        Row(
+            f"{key}_call",
+            f"{prefix}cold start to a first tool answer (rlm_recall), {what}",
+            "",
+            "",
+            len(cold.served),
+            statistics.median(cold.served) * MS,
+            max(cold.served) * MS,
+            note="median; p95 column = max; tool calls wait for the SDK's import and the vault",
+        )
+    )
 
 
 def _vm(pid: int) -> dict[str, float]:
@@ -1670,35 +1719,11 @@ def run(plan: Plan, model: str, base: Path, report: Report, anchor: str | None) 
     # -- cold start (empty vault, then this one) ----------------------------------------------------------
     empty = base / "vault-empty"
     open_service(empty, "none")
-    cold_e, ntools, size = cold_start(make_env(base, empty, model), base, plan.cold_runs)
-    cold_f, _, _ = cold_start(make_env(base, vault, model), base, plan.cold_runs)
-    med_e, med_f = statistics.median(cold_e) * MS, statistics.median(cold_f) * MS
-    report.add(
-        Row(
-            "cold_start",
-            "cold start to tools/list (stdio), empty vault",
-            "<= 0.8 s",
-            "0.70-0.83 s",
-            len(cold_e),
-            med_e,
-            max(cold_e) * MS,
-            note=f"median; p95 column = max; {ntools} tools",
-            ok=med_e <= 800,
-        )
-    )
-    report.add(
-        Row(
-            "cold_start_full",
-            f"cold start to tools/list, {plan.chunks + plan.insights:,}-note vault",
-            "<= 0.8 s",
-            "0.70-0.83 s",
-            len(cold_f),
-            med_f,
-            max(cold_f) * MS,
-            ok=med_f <= 800,
-            note="median; p95 column = max; the vault opens beside the handshake; caches load at the first search",
-        )
-    )
+    cold_e = cold_start(make_env(base, empty, model), base, plan.cold_runs)
+    cold_f = cold_start(make_env(base, vault, model), base, plan.cold_runs)
+    size = cold_e.size
+    cold_rows(report, "cold_start", "empty vault", cold_e, 800, anchor="0.70-0.83 s")
+    cold_rows(report, "cold_start_full", f"{plan.chunks + plan.insights:,}-note vault", cold_f, 800)
     report.add(
         Row(
             "tools_list_tokens",
@@ -2152,9 +2177,8 @@ def row_scale(base: Path, model: str, report: Report, corpus: Corpus, chunks: in
     env = {**make_env(base, vault, model), "XDG_CACHE_HOME": str(base / "scale-cache")}
     fill = _bulk_vault(vault, model, chunks, 0, corpus)
     build = _reindex(env, base)
-    cold, _, _ = cold_start(env, base, 3)
     label = f"{chunks:,} chunks"
-    report.lat("d_cold", f"D. cold start to tools/list at {label}", cold, 1000, target="<= 1 s")
+    cold_rows(report, "d_cold", label, cold_start(env, base, 3), 1000, prefix="D. ")
     client = StdioMCP([sys.executable, "-m", "rlm_vault", "serve"], env, base)
     try:
         client.handshake()

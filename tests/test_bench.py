@@ -16,9 +16,9 @@ ROWS = [
     "chunk_first", "chunk_last", "commit_0", "commit_2k", "remember_first", "remember_last",
     "retention_preview", "archive", "search_catchup", "reindex_2k", "search_2k", "search_filtered",
     "grep_regex", "fuzzy_first", "grep_fuzzy", "recall", "peek", "status", "search_after_write",
-    "cold_start", "cold_start_full", "tools_list_tokens", "hook", "chunk_scale", "commit_scale", "reindex",
+    "cold_start", "cold_start_call", "cold_start_full", "cold_start_full_call", "tools_list_tokens", "hook", "chunk_scale", "commit_scale", "reindex",
     "search_10k", "grep_regex_10k", "grep_fuzzy_10k", "search_after_write_10k", "server_rss", "writers_2", "writers_8",
-    "rss", "mem_pss", "mem_rss", "d_cold", "d_chunk", "d_search", "d_rss",
+    "rss", "mem_pss", "mem_rss", "d_cold", "d_cold_call", "d_chunk", "d_search", "d_rss",
 ]  # fmt: skip
 
 
