@@ -863,12 +863,20 @@ class Git:
             env.setdefault(key, value)
         return env
 
-    def remove_stale_index_lock(self, older_than: float) -> bool:
-        """Delete `.git/index.lock` left by a crashed git; only call while holding the vault lock."""
+    def remove_stale_index_lock(self, older_than: float, wait: float = 0.0) -> bool:
+        """Delete `.git/index.lock` left by a crashed git; only call while holding the vault lock. A lock
+        that changed within `older_than` seconds is waited for, up to `wait` seconds (a killed server's
+        git may still be finishing, and takes its lock away itself)."""
         try:
-            return _remove_if_older(self.layout().git_dir / "index.lock", older_than)
+            lock = self.layout().git_dir / "index.lock"
         except GitError:
             return False
+        deadline = time.monotonic() + wait
+        while not _remove_if_older(lock, older_than):
+            if not lock.exists() or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
 
 # Housekeeping pace: the loose-object estimate is a directory listing, so it is cheap, but a server

@@ -22,10 +22,12 @@ committed, and reported by status.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 
@@ -226,7 +228,8 @@ class Sync:
             if git.head() != expected:
                 report.conflicts += self._integrate(git, url, commit)
                 return
-            code = git.run_status("merge", "-q", "--ff-only", commit)
+            with self._merging(commit):
+                code = git.run_status("merge", "-q", "--ff-only", commit)
             if code != 0:
                 raise SyncError(
                     f"the notes from {url} could not be written into the vault folder (a file you are "
@@ -277,17 +280,28 @@ class Sync:
         if git.run_status("merge-base", "--is-ancestor", theirs, "HEAD") == 0:
             return []  # nothing new over there
         if git.head() is None or git.run_status("merge-base", "--is-ancestor", "HEAD", theirs) == 0:
-            git.run("merge", "-q", "--ff-only", theirs)
+            with self._merging(theirs):
+                git.run("merge", "-q", "--ff-only", theirs)
             return []
-        marker = self.store.vault.state / MERGING
-        marker.write_text(theirs)  # a merge a kill interrupts is aborted at the next start (Vault.recover)
-        proc_ok = _merge(git, theirs)
-        conflicts = [] if proc_ok else keep_both_sides(git, self.store.vault.root)
-        if git.merging():
-            note = f" ({len(conflicts)} conflicting note(s) kept as *.conflict-* files)" if conflicts else ""
-            git.commit_merge(f"sync: merge {url}{note}")
-        marker.unlink(missing_ok=True)
+        with self._merging(theirs):
+            proc_ok = _merge(git, theirs)
+            conflicts = [] if proc_ok else keep_both_sides(git, self.store.vault.root)
+            if git.merging():
+                note = (
+                    f" ({len(conflicts)} conflicting note(s) kept as *.conflict-* files)" if conflicts else ""
+                )
+                git.commit_merge(f"sync: merge {url}{note}")
         return conflicts
+
+    @contextlib.contextmanager
+    def _merging(self, theirs: str) -> Iterator[None]:
+        """Marks a git merge in the work tree: one a kill interrupts (it may leave MERGE_HEAD, and the
+        index locked) is undone at the next start or sync (`Vault.abort_interrupted_merge`). An error
+        leaves the mark too; the next sync clears it."""
+        marker = self.store.vault.state / MERGING
+        marker.write_text(f"{theirs}\n{os.getpid()}\n")  # whose: a live process's lock is not taken
+        yield
+        marker.unlink(missing_ok=True)
 
 
 class _Report:

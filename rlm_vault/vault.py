@@ -208,6 +208,9 @@ class Vault:
         """
         marker = self.state / "merging"
         if marker.exists():
+            if not pid_alive(_marker_pid(marker)):
+                # The sync was killed inside a git merge: the index lock left is its git's, not a person's.
+                self.git.remove_stale_index_lock(older_than=0.5, wait=3.0)
             if self.git.merging():
                 self.git.run("merge", "--abort", check=False)
             marker.unlink(missing_ok=True)
@@ -479,6 +482,15 @@ def is_note_path(path: str) -> bool:
     if not path.endswith(".md") or any(p.startswith(".") or not p for p in parts):
         return False
     return (parts[0] == "insights" and len(parts) == 2) or (parts[0] == "chunks" and len(parts) == 3)
+
+
+def _marker_pid(marker: Path) -> int:
+    """The pid on the second line of a sync's merge marker, 0 when there is none."""
+    try:
+        lines = marker.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    return int(lines[1]) if len(lines) > 1 and lines[1].strip().isdigit() else 0
 
 
 def _writer_pid(temp_name: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -181,6 +182,33 @@ def test_a_merge_a_kill_interrupted_is_undone_at_the_next_start(tmp_path: Path, 
     result = b.sync()
     assert len(result["conflicts"]) == 1
     assert "<<<<<<<" not in texts(b)
+
+
+def test_the_index_lock_of_a_sync_killed_inside_git_is_taken_away_at_the_next_start(
+    tmp_path: Path, remote: Path
+) -> None:
+    a = machine(tmp_path, remote, "A")
+    a.remember("Shared fact: the cache is warm at 9.")
+    a.sync()
+    b = machine(tmp_path, remote, "B")
+    a.remember("Shared fact: backups run at 3.")
+    a.sync()
+    lock = b.vault.root / ".git" / "index.lock"
+    marker = b.vault.state / "merging"
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
+
+    # a live process's mark (a sync that failed, not one that was killed) leaves a held lock alone
+    marker.write_text(f"refs/remotes/origin/vault\n{os.getpid()}\n")
+    lock.write_text("held by a person's git commit")
+    Vault.open(b.vault.root)
+    assert lock.exists() and not marker.exists()
+
+    # a killed server's git: its lock goes at the next start, and the next sync goes through at once
+    marker.write_text(f"refs/remotes/origin/vault\n{dead}\n")
+    Vault.open(b.vault.root)
+    assert not lock.exists()
+    assert b.sync()["pulled"] >= 1
+    assert "backups run at 3" in "".join(p.read_text() for p in (b.vault.root / "insights").glob("*.md"))
 
 
 def test_a_persons_own_merge_in_progress_is_left_alone(tmp_path: Path, remote: Path) -> None:
