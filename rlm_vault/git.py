@@ -27,7 +27,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -184,6 +184,9 @@ class Git:
         out["GIT_TERMINAL_PROMPT"] = "0"
         # Never look for a repository above the vault (a vault folder without .git is not a vault).
         out["GIT_CEILING_DIRECTORIES"] = str(self.root.parent)
+        # `git status` would take the person's index.lock to save a refresh: a background server must not
+        # (a person's `git commit` would find it taken, and a kill would leave it behind).
+        out["GIT_OPTIONAL_LOCKS"] = "0"
         out.update(extra or {})
         return out
 
@@ -591,9 +594,11 @@ class Git:
             self._flush_index()
 
     def _flush_index(self) -> None:
-        pending = dict(self._index_lag)
-        if not pending:
-            return
+        if self._index_lag:
+            with self.owning_index():
+                self._write_index(dict(self._index_lag))
+
+    def _write_index(self, pending: dict[str, gitindex.Staged | None]) -> None:
         outcome = gitindex.Outcome.GIT
         staged = [item for item in pending.values() if item is not None]
         layout = self.layout()
@@ -863,6 +868,40 @@ class Git:
             env.setdefault(key, value)
         return env
 
+    @contextlib.contextmanager
+    def owning_index(self) -> Iterator[None]:
+        """Around anything that may take the person's `.git/index.lock` (our own writer or a git command):
+        a kill inside leaves this process's mark, so the next start knows that lock for a dead
+        rlm-vault's and not a person's `git commit` (`clear_orphaned_index_lock`)."""
+        mark = self.layout().git_dir / f"{INDEX_OWNER}.{os.getpid()}"
+        mark.touch()
+        try:
+            yield
+        finally:
+            mark.unlink(missing_ok=True)
+
+    def index_locked(self) -> bool:
+        """True while `.git/index.lock` exists (someone's git, or ours, is writing the person's index)."""
+        try:
+            return (self.layout().git_dir / "index.lock").exists()
+        except GitError:
+            return False
+
+    def clear_orphaned_index_lock(self) -> bool:
+        """Remove `.git/index.lock` if an rlm-vault process died holding it (its mark is left) and no live
+        one marked it; call under the vault lock. True when a lock was removed."""
+        try:
+            git_dir = self.layout().git_dir
+        except GitError:
+            return False
+        marks = list(git_dir.glob(f"{INDEX_OWNER}.*"))
+        dead = [m for m in marks if not pid_alive(_pid_suffix(m.name))]
+        for mark in dead:
+            mark.unlink(missing_ok=True)
+        if not dead or len(dead) < len(marks):
+            return False
+        return self.remove_stale_index_lock(older_than=0.5, wait=3.0)
+
     def remove_stale_index_lock(self, older_than: float, wait: float = 0.0) -> bool:
         """Delete `.git/index.lock` left by a crashed git; only call while holding the vault lock. A lock
         that changed within `older_than` seconds is waited for, up to `wait` seconds (a killed server's
@@ -887,6 +926,7 @@ class Git:
 # A new shared index is written every few hundred writes (gitindex.RESPLIT_CAP), 11 MB at 100,000 notes:
 # the ones no index links to any more go after an hour, not git's two weeks.
 SHARED_INDEX_EXPIRE = "1.hour.ago"
+INDEX_OWNER = "rlm-vault-index-owner"  # `.<pid>` in the git dir: that process may hold index.lock
 # git commands that neither read nor write the index: they need not wait for a pending index update.
 _INDEX_FREE = frozenset(
     [
@@ -1117,6 +1157,12 @@ def machine_identity(env: dict[str, str] | None = None) -> tuple[str, str]:
     if not user or not host:
         return FALLBACK_NAME, FALLBACK_EMAIL
     return clean, clean
+
+
+def _pid_suffix(name: str) -> int:
+    """The pid after the last dot of a mark's name, 0 when there is none."""
+    tail = name.rsplit(".", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def _remove_if_older(lock: Path, seconds: float) -> bool:

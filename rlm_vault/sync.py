@@ -22,7 +22,6 @@ committed, and reported by status.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import socket
 import tempfile
@@ -296,11 +295,11 @@ class Sync:
     @contextlib.contextmanager
     def _merging(self, theirs: str) -> Iterator[None]:
         """Marks a git merge in the work tree: one a kill interrupts (it may leave MERGE_HEAD, and the
-        index locked) is undone at the next start or sync (`Vault.abort_interrupted_merge`). An error
-        leaves the mark too; the next sync clears it."""
+        index locked) is undone at the next start or sync (`Vault.abort_interrupted_merge`)."""
         marker = self.store.vault.state / MERGING
-        marker.write_text(f"{theirs}\n{os.getpid()}\n")  # whose: a live process's lock is not taken
-        yield
+        marker.write_text(theirs)
+        with self.store.vault.git.owning_index():
+            yield
         marker.unlink(missing_ok=True)
 
 

@@ -179,6 +179,9 @@ class Vault:
         if self.git.lock_files():
             with self.lock():
                 self.git.clear_stale_locks()  # a killed writer's git left them; they would refuse every write
+        if self.git.index_locked():
+            with self.lock():
+                self.git.clear_orphaned_index_lock()  # a killed server's, not a person's: syncs need it
         if (self.state / "merging").exists():
             with self.lock():
                 self.abort_interrupted_merge()
@@ -208,11 +211,10 @@ class Vault:
         """
         marker = self.state / "merging"
         if marker.exists():
-            if not pid_alive(_marker_pid(marker)):
-                # The sync was killed inside a git merge: the index lock left is its git's, not a person's.
-                self.git.remove_stale_index_lock(older_than=0.5, wait=3.0)
+            self.git.clear_orphaned_index_lock()  # the killed merge's git may have left it
             if self.git.merging():
-                self.git.run("merge", "--abort", check=False)
+                with self.git.owning_index():
+                    self.git.run("merge", "--abort", check=False)
             marker.unlink(missing_ok=True)
 
     def _replay(self, journal: Path) -> list[str]:
@@ -453,7 +455,9 @@ class Transaction:
 
     def commit(self) -> None:
         if self.paths:
-            self.vault.git.remove_stale_index_lock(older_than=10.0)
+            git = self.vault.git
+            if git.index_locked() and not git.clear_orphaned_index_lock():
+                git.remove_stale_index_lock(older_than=10.0)  # a person's, forgotten for 10 s
             self.commit_id = self.vault.git.commit_paths(self.paths, self.message, own=True)
         self._drop_journal()
 
@@ -482,15 +486,6 @@ def is_note_path(path: str) -> bool:
     if not path.endswith(".md") or any(p.startswith(".") or not p for p in parts):
         return False
     return (parts[0] == "insights" and len(parts) == 2) or (parts[0] == "chunks" and len(parts) == 3)
-
-
-def _marker_pid(marker: Path) -> int:
-    """The pid on the second line of a sync's merge marker, 0 when there is none."""
-    try:
-        lines = marker.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return 0
-    return int(lines[1]) if len(lines) > 1 and lines[1].strip().isdigit() else 0
 
 
 def _writer_pid(temp_name: str) -> int:

@@ -252,6 +252,35 @@ def test_stale_index_lock_is_removed(repo: Git) -> None:
     assert not lock.exists()
 
 
+def test_a_status_never_takes_the_persons_index_lock(repo: Git) -> None:
+    """git's own `status` saves a refresh of the index under index.lock; ours must not (a kill would leave
+    the lock, and a person's `git commit` racing it would fail)."""
+    write(repo, "insights/a.md", "a\n")
+    repo.commit_paths(["insights/a.md"], "a")
+    index = repo.root / ".git" / "index"
+    later = time.time() + 5
+    os.utime(repo.root / "insights/a.md", (later, later))  # the index's stat data is now stale
+    before = index.stat().st_mtime_ns
+    assert repo.status() == []
+    assert index.stat().st_mtime_ns == before
+    git(repo.root, "status", "--porcelain")  # (git alone rewrites it)
+    assert index.stat().st_mtime_ns != before
+
+
+def test_a_write_leaves_no_owner_mark_and_a_dead_owners_lock_goes(repo: Git) -> None:
+    write(repo, "insights/a.md", "a\n")
+    repo.commit_paths(["insights/a.md"], "a", own=True)
+    git_dir = repo.root / ".git"
+    assert not list(git_dir.glob("rlm-vault-index-owner.*"))
+
+    lock = git_dir / "index.lock"
+    lock.write_text("")
+    assert repo.clear_orphaned_index_lock() is False and lock.exists()  # nobody's mark: a person's
+    (git_dir / "rlm-vault-index-owner.999999999").touch()  # no such process
+    assert repo.clear_orphaned_index_lock() is True and not lock.exists()
+    assert not list(git_dir.glob("rlm-vault-index-owner.*"))
+
+
 def test_failed_command_raises_git_error_with_details(repo: Git) -> None:
     with pytest.raises(GitError) as info:
         repo.run("show", "no-such-rev:nothing")

@@ -184,7 +184,7 @@ def test_a_merge_a_kill_interrupted_is_undone_at_the_next_start(tmp_path: Path, 
     assert "<<<<<<<" not in texts(b)
 
 
-def test_the_index_lock_of_a_sync_killed_inside_git_is_taken_away_at_the_next_start(
+def test_the_index_lock_of_a_server_killed_inside_git_is_taken_away_at_the_next_start(
     tmp_path: Path, remote: Path
 ) -> None:
     a = machine(tmp_path, remote, "A")
@@ -193,20 +193,21 @@ def test_the_index_lock_of_a_sync_killed_inside_git_is_taken_away_at_the_next_st
     b = machine(tmp_path, remote, "B")
     a.remember("Shared fact: backups run at 3.")
     a.sync()
-    lock = b.vault.root / ".git" / "index.lock"
-    marker = b.vault.state / "merging"
+    git_dir = b.vault.root / ".git"
+    lock = git_dir / "index.lock"
     dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True).stdout.strip()
 
-    # a live process's mark (a sync that failed, not one that was killed) leaves a held lock alone
-    marker.write_text(f"refs/remotes/origin/vault\n{os.getpid()}\n")
-    lock.write_text("held by a person's git commit")
+    lock.write_text("held by a person's git commit")  # no mark: a person's, left alone
+    (git_dir / f"rlm-vault-index-owner.{os.getpid()}").touch()  # a live server may be writing it
     Vault.open(b.vault.root)
-    assert lock.exists() and not marker.exists()
+    assert lock.exists()
+    (git_dir / f"rlm-vault-index-owner.{os.getpid()}").unlink()
+    Vault.open(b.vault.root)
+    assert lock.exists()
 
-    # a killed server's git: its lock goes at the next start, and the next sync goes through at once
-    marker.write_text(f"refs/remotes/origin/vault\n{dead}\n")
+    (git_dir / f"rlm-vault-index-owner.{dead}").touch()  # a server killed while its git held the lock
     Vault.open(b.vault.root)
-    assert not lock.exists()
+    assert not lock.exists() and not list(git_dir.glob("rlm-vault-index-owner.*"))
     assert b.sync()["pulled"] >= 1
     assert "backups run at 3" in "".join(p.read_text() for p in (b.vault.root / "insights").glob("*.md"))
 
