@@ -1,16 +1,18 @@
-"""`rlm-vault serve`'s stdio front door: a client's opening questions are answered while the MCP SDK loads.
+"""`rlm-vault serve`'s stdio front door: a client's opening questions are answered while the SDK loads.
 
-Importing the SDK is most of a cold start (0.5-1.3 s), and a client waits for its opening questions
-(`initialize` or `server/discover`, then `tools/list` and the other lists) before it goes on. Their answers depend only on
-the question, this server's code and the vault's git config, so the SDK's own answers are kept in the
-vault's cache folder (`opening.json`) and given again at the next start, from a reader thread, while the
-main thread imports the SDK. Every other message waits for the SDK, in the order it came.
+Importing the MCP SDK is most of a cold start (0.5-1.5 s), and a client waits for its opening questions
+(`initialize` or `server/discover`, then `tools/list` and the other lists) before it goes on. Their
+answers depend only on the question, this server's code and the vault's git config, so the SDK's own
+answers are kept in the vault's cache folder (`opening.json`) and given again at the next start, from a
+reader thread, while the main thread imports the SDK. Every other message waits for the SDK, in the
+order it came.
 
 The SDK still sees the whole conversation: a question answered early reaches it under a private id, and
 if its answer differs from the one given, the kept answer is replaced and a changed list is announced
 with its `list_changed` notification (on a connection opened by `initialize`; a 2026-07-28 client, whose
-requests each stand alone, gets the new list when it next asks). Nothing read from the file runs: it only ever goes back to the
-client as data. This module never imports `mcp`; `mcp_server.serve_lines` does, once the door is open.
+requests each stand alone, gets the new list when it next asks). Nothing read from the file runs: it
+only ever goes back to the client as data. This module never imports `mcp`; `mcp_server.serve_lines`
+does, once the door is open.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,7 @@ class Wire:
 
 
 def _moved(fd: int, mode: int) -> int:
+    """A private copy of `fd`; fd 0 then reads the null device, fd 1 writes to stderr."""
     private = os.dup(fd)
     os.set_inheritable(private, False)
     if fd == 0:
@@ -165,7 +168,7 @@ class FrontDoor:
 
     The opening lasts until the client asks something outside `OPENING` (a tool call, resources/list)."""
 
-    def __init__(self, answers: Answers, send: Any) -> None:
+    def __init__(self, answers: Answers, send: Callable[[str], None]) -> None:
         self._answers, self._send = answers, send
         self._to_sdk: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -231,12 +234,12 @@ class FrontDoor:
                 self._answers.put(learned, result)
         self._send(line)
 
-    def _check(self, key: str, method: str, given: Any, result: Any) -> None:
+    def _check(self, key: str, announced: str, given: Any, result: Any) -> None:
         if result == given:
             return
         self._answers.put(key, result)
-        if method in CHANGED:
-            self._send(json.dumps({"jsonrpc": "2.0", "method": CHANGED[method]}))
+        if announced in CHANGED:
+            self._send(json.dumps({"jsonrpc": "2.0", "method": CHANGED[announced]}))
 
 
 def _request(line: str) -> dict[str, Any] | None:
