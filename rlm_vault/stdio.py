@@ -41,6 +41,9 @@ PRIVATE = "rlm-vault:"  # id prefix of the questions asked again of the SDK
 OPENING = frozenset(
     {"initialize", "server/discover", "tools/list", "prompts/list", "resources/templates/list", "ping"}
 )
+# Requests a client sends in its opening whose answers are not kept (a stream of notifications, the notes,
+# a log level): they go to the SDK and the opening goes on.
+PASSING = frozenset({"subscriptions/listen", "resources/list", "logging/setLevel"})
 CHANGED = {
     "tools/list": "notifications/tools/list_changed",
     "prompts/list": "notifications/prompts/list_changed",
@@ -166,7 +169,7 @@ def _moved(fd: int, mode: int) -> int:
 class FrontDoor:
     """Answers the opening questions it has answers for, and hands every other line to the SDK in order.
 
-    The opening lasts until the client asks something outside `OPENING` (a tool call, resources/list)."""
+    The opening lasts until the client asks something outside `OPENING` and `PASSING` (a tool call)."""
 
     def __init__(self, answers: Answers, send: Callable[[str], None]) -> None:
         self._answers, self._send = answers, send
@@ -187,7 +190,7 @@ class FrontDoor:
             return
         method, params = message["method"], message.get("params")
         if method not in OPENING:
-            self._opening = False
+            self._opening = method in PASSING
             self._to_sdk.put(line)
             return
         key = question_key(self._context, method, params)

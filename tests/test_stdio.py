@@ -267,10 +267,12 @@ def test_the_opening_ends_at_the_first_other_request(answers: Answers) -> None:
     answers.put(key, {})
     door = Door(answers)
     door.take({"id": 1, "method": "ping", "params": {}})
-    door.take({"id": 2, "method": "tools/call", "params": {"name": "rlm_status"}})
+    door.take({"id": 2, "method": "subscriptions/listen", "params": {}})  # (Claude Code's opening)
     door.take({"id": 3, "method": "ping", "params": {}})
-    assert [m["id"] for m in door.sent] == [1]
-    assert [m["id"] for m in door.to_sdk()][1:] == [2, 3]
+    door.take({"id": 4, "method": "tools/call", "params": {"name": "rlm_status"}})
+    door.take({"id": 5, "method": "ping", "params": {}})
+    assert [m["id"] for m in door.sent] == [1, 3]
+    assert [m["id"] for m in door.to_sdk()] == [f"{PRIVATE}1", 2, f"{PRIVATE}2", 4, 5]
 
 
 def test_an_error_from_the_sdk_forgets_the_answer(answers: Answers) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from rlm_vault.vault import Vault
+
 ClaudeCli = Callable[..., "subprocess.CompletedProcess[str]"]
 RunClaude = Callable[..., dict[str, Any]]
 pytestmark = pytest.mark.e2e
@@ -53,6 +55,23 @@ def test_claude_lists_rlm_vault_as_connected(claude_cli: ClaudeCli, claude_env: 
     assert entry["env"] == {"RLM_VAULT_DIR": claude_env["RLM_VAULT_DIR"]}
     line = _list_line(claude_cli, claude_env, "rlm-vault")
     assert "Connected" in line, line
+
+
+def test_claudes_opening_is_kept_for_the_next_start(
+    claude_cli: ClaudeCli, claude_env: dict[str, str]
+) -> None:
+    """Claude Code opens with server/discover, subscriptions/listen, server/discover and tools/list: the
+    front door keeps the SDK's answers to all but the stream, so the next start gives them at once."""
+    Vault.init(Path(claude_env["RLM_VAULT_DIR"]))
+    _add_user_server(claude_cli, claude_env, "rlm-vault", SERVER)
+    assert "Connected" in _list_line(claude_cli, claude_env, "rlm-vault")
+    kept = list((Path(claude_env["HOME"]) / ".cache" / "rlm-vault" / "vaults").glob("*/opening.json"))
+    assert len(kept) == 1
+    answers = json.loads(kept[0].read_text(encoding="utf-8"))["answers"]
+    names = {t["name"] for answer in answers.values() for t in answer.get("tools", [])}
+    assert "rlm_search" in names and any("capabilities" in answer for answer in answers.values())
+    assert "Connected" in _list_line(claude_cli, claude_env, "rlm-vault")
+    assert json.loads(kept[0].read_text(encoding="utf-8"))["answers"] == answers  # given, not changed
 
 
 def test_harness_connects_a_minimal_stdio_server(
