@@ -887,18 +887,29 @@ class Git:
         except GitError:
             return False
 
-    def clear_orphaned_index_lock(self) -> bool:
-        """Remove `.git/index.lock` if an rlm-vault process died holding it (its mark is left) and no live
-        one marked it; call under the vault lock. True when a lock was removed."""
+    def index_marks(self) -> list[Path]:
+        """The marks of rlm-vault processes that may hold `.git/index.lock` (see `owning_index`)."""
         try:
-            git_dir = self.layout().git_dir
+            return list(self.layout().git_dir.glob(f"{INDEX_OWNER}.*"))
         except GitError:
-            return False
-        marks = list(git_dir.glob(f"{INDEX_OWNER}.*"))
+            return []
+
+    def clear_orphaned_index_lock(self) -> bool:
+        """Remove the marks of dead processes, and `.git/index.lock` if one of them made it: the lock is
+        no older than that mark's start (nor ORPHANED_WITHIN seconds younger) and no live process marked
+        it. Call under the vault lock. True when a lock was removed."""
+        marks = self.index_marks()
         dead = [m for m in marks if not pid_alive(_pid_suffix(m.name))]
+        if not dead:
+            return False
+        locked_at = _mtime(self.layout().git_dir / "index.lock")
+        theirs = False
         for mark in dead:
+            marked_at = _mtime(mark)
+            if locked_at is not None and marked_at is not None:
+                theirs |= marked_at - 1 <= locked_at <= marked_at + ORPHANED_WITHIN
             mark.unlink(missing_ok=True)
-        if not dead or len(dead) < len(marks):
+        if not theirs or len(dead) < len(marks):
             return False
         return self.remove_stale_index_lock(older_than=0.5, wait=3.0)
 
@@ -927,6 +938,9 @@ class Git:
 # the ones no index links to any more go after an hour, not git's two weeks.
 SHARED_INDEX_EXPIRE = "1.hour.ago"
 INDEX_OWNER = "rlm-vault-index-owner"  # `.<pid>` in the git dir: that process may hold index.lock
+# A killed writer's index.lock was last written within this many seconds of its mark (a merge of many
+# notes holds it longest); a later one is a person's, made after the kill.
+ORPHANED_WITHIN = 300.0
 # git commands that neither read nor write the index: they need not wait for a pending index update.
 _INDEX_FREE = frozenset(
     [
@@ -1163,6 +1177,13 @@ def _pid_suffix(name: str) -> int:
     """The pid after the last dot of a mark's name, 0 when there is none."""
     tail = name.rsplit(".", 1)[-1]
     return int(tail) if tail.isdigit() else 0
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _remove_if_older(lock: Path, seconds: float) -> bool:

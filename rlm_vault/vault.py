@@ -179,9 +179,9 @@ class Vault:
         if self.git.lock_files():
             with self.lock():
                 self.git.clear_stale_locks()  # a killed writer's git left them; they would refuse every write
-        if self.git.index_locked():
+        if self.git.index_marks():  # a killed server's index lock would refuse the next sync's merge
             with self.lock():
-                self.git.clear_orphaned_index_lock()  # a killed server's, not a person's: syncs need it
+                self.git.clear_orphaned_index_lock()
         if (self.state / "merging").exists():
             with self.lock():
                 self.abort_interrupted_merge()

@@ -276,7 +276,12 @@ def test_a_write_leaves_no_owner_mark_and_a_dead_owners_lock_goes(repo: Git) -> 
     lock = git_dir / "index.lock"
     lock.write_text("")
     assert repo.clear_orphaned_index_lock() is False and lock.exists()  # nobody's mark: a person's
-    (git_dir / "rlm-vault-index-owner.999999999").touch()  # no such process
+    dead = git_dir / "rlm-vault-index-owner.999999999"  # no such process
+    dead.touch()
+    an_hour_ago = time.time() - 3600
+    os.utime(dead, (an_hour_ago, an_hour_ago))  # killed long before a person's git took the lock
+    assert repo.clear_orphaned_index_lock() is False and lock.exists() and not dead.exists()
+    dead.touch()  # killed while it held the lock
     assert repo.clear_orphaned_index_lock() is True and not lock.exists()
     assert not list(git_dir.glob("rlm-vault-index-owner.*"))
 
