@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 import zlib
 from array import array
 from collections.abc import Iterable
@@ -50,17 +51,19 @@ def write_loose(objects: Path, kind: str, data: bytes) -> str:
     # by every commit to it) is stored, not compressed: 30 ms less per write at 60,000 notes, and the
     # housekeeping packs it (with deltas) once the bytes written add up (git.HOUSEKEEPING_BYTES).
     packed = _stored(header, data) if len(data) > STORE_OVER else zlib.compress(header + data, 1)
-    tmp = path.parent / f"tmp_obj_{os.getpid()}_{sha[:12]}"
+    # One temp file per thread: two threads storing the same object must not write into one file.
+    tmp = path.parent / f"tmp_obj_{os.getpid()}_{threading.get_ident()}_{sha[:12]}"
     for attempt in range(5):
         # `git prune` (run by gc) removes an empty fan-out folder at any moment, also between our
-        # mkdir and our write: make it again and retry, as git's own object writer does.
+        # mkdir and our write, or between mkdir's "exists" and its check that it is a folder
+        # (FileExistsError): make it again and retry, as git's own object writer does.
         try:
             path.parent.mkdir(exist_ok=True)
             with open(tmp, "wb") as handle:
                 handle.writelines([packed] if isinstance(packed, bytes) else packed)
             os.replace(tmp, path)
             return sha
-        except FileNotFoundError:
+        except (FileNotFoundError, FileExistsError):
             if attempt == 4:
                 raise
     return sha

@@ -100,6 +100,27 @@ def test_loose_objects_are_what_git_reads(tmp_path: Path, kind: str) -> None:
     assert gitobjects.read_loose(vault.root / ".git" / "objects", sha) == (kind, data)
 
 
+def test_a_fan_out_folder_pruned_under_a_write_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`git prune` may remove an empty fan-out folder between mkdir's "exists" and its is-a-folder check:
+    Path.mkdir then raises FileExistsError for a folder that is gone. The write makes it again."""
+    vault = Vault.open(tmp_path / "v")
+    objects = vault.root / ".git" / "objects"
+    data = b"a note written while git gc prunes\n"
+    real_mkdir, raised = Path.mkdir, []
+
+    def pruned_meanwhile(self: Path, *args: object, **kwargs: object) -> None:
+        if self.parent == objects and not raised:
+            raised.append(self)
+            raise FileExistsError(17, "File exists", str(self))
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", pruned_meanwhile)
+    sha = gitobjects.write_loose(objects, "blob", data)
+    assert raised and git(vault.root, "cat-file", "blob", sha) == data.decode()
+
+
 def test_a_big_tree_is_stored_uncompressed_and_git_reads_it(tmp_path: Path) -> None:
     vault = Vault.open(tmp_path / "v")
     objects = vault.root / ".git" / "objects"
