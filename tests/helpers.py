@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,3 +62,18 @@ def write(repo: Git, rel: str, text: str) -> None:
     path = repo.root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def gc_settled(vault: Path, timeout: float = 120, idle: float = 1.0) -> None:
+    """Wait until no gc has held gc.pid for `idle` seconds (it lets go of it for a fork to move to the
+    background)."""
+    deadline = time.monotonic() + timeout
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < idle:
+        assert time.monotonic() < deadline, "git gc did not finish"
+        try:
+            os.kill(int((vault / ".git" / "gc.pid").read_text().split()[0]), 0)
+            idle_since = time.monotonic()
+        except (OSError, ValueError, IndexError):
+            pass
+        time.sleep(0.02)

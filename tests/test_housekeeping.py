@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import gc_settled
 
 from rlm_vault import git as git_module
 from rlm_vault.git import clean_env
@@ -51,20 +52,6 @@ def write(vault: Vault, rel: str, text: str) -> None:
     with vault.transaction() as tx:
         tx.message = f"write: {rel}"
         tx.write(rel, text)
-
-
-def gc_settled(vault: Path, timeout: float = 120) -> None:
-    """Wait until no gc has held gc.pid for a second (it lets go of it briefly to move to the background)."""
-    deadline = time.monotonic() + timeout
-    idle_since = time.monotonic()
-    while time.monotonic() - idle_since < 1.0:
-        assert time.monotonic() < deadline, "git gc did not finish"
-        try:
-            os.kill(int((vault / ".git" / "gc.pid").read_text().split()[0]), 0)
-            idle_since = time.monotonic()
-        except (OSError, ValueError, IndexError):
-            pass
-        time.sleep(0.02)
 
 
 def assert_sound(vault: Path) -> None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rlm_vault.git import Git
+from helpers import gc_settled
 
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "child.py"
@@ -43,9 +42,7 @@ def dirty(vault: Path) -> list[str]:
 def fsck_clean(vault: Path) -> str:
     """'' when `git fsck --strict` finds nothing, else its output. A `git gc --auto` the writes started in
     the background is let finish first: a fsck racing it sees the loose objects it packs vanish."""
-    deadline = time.monotonic() + 120
-    while Git(vault).gc_running() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    gc_settled(vault, idle=0.2)  # git gc lets go of gc.pid for a fork only; fsck is called often
     proc = subprocess.run(
         ["git", "-C", str(vault), "fsck", "--strict", "--no-progress", "--no-dangling"],
         capture_output=True,
